@@ -1,0 +1,130 @@
+"""The compile API: ONNX file in, artifact folder out, with its proof.
+
+    result = edgec.compile("model.onnx", output="out/", target="arm")
+
+Data flow (../ARCHITECTURE.md): frontend (load, check, pin, fold) -> analysis (FLOPs, params)
+-> passes -> codegen (Relax, target pipeline, build, link) -> artifact folder written atomically
+(model.so, model.onnx as optimized, manifest.json) -> validation against onnxruntime when this
+machine can run the artifact. A failure anywhere leaves no output folder behind.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from . import analysis, codegen, frontend
+from .errors import EdgecError
+from .fileio import atomic_dir
+from .passes import PASSES
+
+__all__ = ["CompileResult", "EdgecError", "compile"]
+
+LIBRARY = "model.so"
+OPTIMIZED = "model.onnx"
+
+
+@dataclass
+class CompileResult:
+    artifact: Path
+    manifest: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _tensor_specs(values: list[onnx.ValueInfoProto], skip: set[str]) -> list[dict[str, Any]]:
+    specs = []
+    for vi in values:
+        if vi.name in skip:
+            continue
+        t = vi.type.tensor_type
+        specs.append({"name": vi.name, "shape": [d.dim_value for d in t.shape.dim],
+                      "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name})
+    return specs
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for dist in ("edgec", "apache-tvm", "apache-tvm-ffi", "onnx", "onnxruntime"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "unknown"
+    return out
+
+
+def _validate(folder: Path, source: Path, specs: list[dict], threads: int, seed: int,
+              checks: int) -> dict[str, Any]:
+    from edgec import runtime
+
+    from . import validate
+
+    model = runtime.load(folder, threads=threads)
+    feeds = [runtime.random_inputs(specs, seed + i) for i in range(checks)]
+    run = lambda feed: model(**feed)  # noqa: E731
+    result = validate.agreement(run, source, feeds, threads)
+    result["latency"] = validate.latency(run, source, feeds[0], threads)
+    return result
+
+
+def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
+            input_shapes: dict[str, list[int]] | None = None, cc: str | None = None,
+            validate: bool = True, checks: int = 2, seed: int = 0) -> CompileResult:
+    """Compile `model_path` for `target` into the folder `output` (replaced atomically)."""
+    from edgec import targets
+    from edgec.runtime.artifact import FORMAT, MANIFEST, cpu_flags, sha256_file
+
+    source = Path(model_path)
+    tgt = targets.get(target)
+    tgt.compiler(cc)  # fail on a missing toolchain before the slow steps
+    model, front = frontend.load(source, input_shapes=input_shapes)
+    before = analysis.analyze(model)
+    notes = list(front.notes)
+    for fn in PASSES.values():
+        model, rep = fn(model)
+        notes.append(rep.summary())
+    after = analysis.analyze(model)
+    executable = codegen.build(model, tgt, front.input_shapes)
+    weights = {t.name for t in model.graph.initializer}
+    inputs = _tensor_specs(list(model.graph.input), weights)
+    outputs = _tensor_specs(list(model.graph.output), set())
+    with atomic_dir(Path(output)) as tmp:
+        codegen.export(executable, tmp / LIBRARY, tgt, cc)
+        onnx.save_model(model, str(tmp / OPTIMIZED))
+        manifest: dict[str, Any] = {
+            "format": FORMAT,
+            "library": LIBRARY,
+            "sha256": sha256_file(tmp / LIBRARY),
+            "optimized_onnx": OPTIMIZED,
+            "inputs": inputs,
+            "outputs": outputs,
+            "target": {"name": tgt.name, "arch": tgt.arch, "tvm": tgt.tvm,
+                       "threads": tgt.effective_threads() if tgt.runs_here() else tgt.threads,
+                       "cpu_flags": cpu_flags() if tgt.cpu_detected else []},
+            "versions": _versions(),
+            "source": {"path": str(source), "sha256": sha256_file(source)},
+            "cost": {"before": before.totals(), "after": after.totals()},
+            "validation": {"skipped": "disabled (--no-validate)" if not validate else
+                           f"a {tgt.arch} artifact does not run on this {platform.machine()} "
+                           "machine; run it on the device"},
+        }
+        if validate and tgt.runs_here():
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+            check = _validate(tmp, source, inputs, manifest["target"]["threads"], seed, checks)
+            manifest["validation"] = check
+            if not check["ok"]:
+                bad = next(r for r in check["outputs"] if not r["ok"])
+                raise EdgecError(
+                    f"compiled model disagrees with onnxruntime on output '{bad['name']}': "
+                    f"max |diff| {bad['max_abs_diff']:.3g} > {check['rtol']} x max|ref| "
+                    f"{bad['max_abs_ref']:.3g}; no artifact written"
+                )
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return CompileResult(Path(output), manifest, front.warnings, notes)

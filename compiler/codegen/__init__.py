@@ -1,0 +1,54 @@
+"""Codegen: optimized ONNX -> Relax -> target pipeline -> built library on disk.
+
+Never changes what the graph computes; every choice that depends on the target (triple, CPU,
+features, compiler, pipeline) is read from the target's description.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from edgec.compiler.errors import EdgecError
+from edgec.targets import Target
+
+from .pipelines import PIPELINES
+
+
+def to_relax(model: onnx.ModelProto, input_shapes: dict[str, list[int]]) -> Any:
+    from tvm.relax.frontend.onnx import from_onnx
+
+    try:
+        return from_onnx(model, shape_dict=input_shapes, keep_params_in_input=False)
+    except Exception as err:
+        line = next((ln for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
+        raise EdgecError(f"TVM could not import the model: {line[:300]}") from None
+
+
+def build(model: onnx.ModelProto, target: Target, input_shapes: dict[str, list[int]]) -> Any:
+    """Build a Relax VM executable for `target`; nothing is written to disk."""
+    import tvm
+
+    tvm_target = target.tvm_target()
+    pipeline = PIPELINES.get(target.pipeline)
+    if pipeline is None:
+        raise EdgecError(f"target '{target.name}' names unknown pipeline '{target.pipeline}' "
+                         f"(known: {', '.join(PIPELINES)})")
+    mod = to_relax(model, input_shapes)
+    return tvm.compile(mod, tvm_target, relax_pipeline=pipeline(tvm_target))
+
+
+def export(executable: Any, path: Path, target: Target, cc: str | None = None) -> Path:
+    """Link the executable into a shared library with the target's C++ compiler."""
+    from tvm.support import cc as tvm_cc
+
+    compiler = target.compiler(cc)
+    fcompile = tvm_cc.cross_compiler(compiler)
+    try:
+        executable.export_library(str(path), fcompile=fcompile)
+    except Exception as err:
+        line = next((ln for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
+        raise EdgecError(f"linking with {compiler} failed: {line[:300]}") from None
+    return path

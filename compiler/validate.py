@@ -1,0 +1,89 @@
+"""The proof: a compiled model's outputs and latency against onnxruntime on the original model.
+
+Agreement: for each output, max|edgec - ort| <= RTOL * max|ort| (fp32), on `checks` seeded
+inputs; classifier-shaped outputs (N x classes) also report top-1 agreement. The reference
+session runs with ORT_DISABLE_ALL, so ORT's own fusions cannot move the reference.
+
+Latency: edgec and onnxruntime (all graph optimizations on, same thread count) are timed in
+this process, alternately, after warm-up; medians are compared as a ratio edgec / ORT.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RTOL = 1e-4
+
+
+def ort_session(model: str | Path | bytes, threads: int, optimize: bool) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts,
+                                providers=["CPUExecutionProvider"])
+
+
+def compare_outputs(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray],
+                    rtol: float = RTOL) -> list[dict[str, Any]]:
+    rows = []
+    for name, want in ref.items():
+        got = ours[name]
+        scale = float(np.max(np.abs(want))) if want.size else 0.0
+        diff = float(np.max(np.abs(got.astype(np.float64) - want))) if want.size else 0.0
+        row = {"name": name, "max_abs_diff": diff, "max_abs_ref": scale,
+               "rel": diff / scale if scale else diff, "ok": diff <= rtol * max(scale, 1e-30)}
+        if want.ndim == 2 and want.shape[1] > 1:
+            row["top1_agree"] = float(np.mean(got.argmax(1) == want.argmax(1)))
+        rows.append(row)
+    return rows
+
+
+def agreement(run: Callable[[dict], dict], model: str | Path | bytes,
+              inputs: list[dict[str, np.ndarray]], threads: int) -> dict[str, Any]:
+    """Run both on every input set; keep the worst row per output."""
+    sess = ort_session(model, threads, optimize=False)
+    names = [o.name for o in sess.get_outputs()]
+    worst: dict[str, dict] = {}
+    for feed in inputs:
+        ref = dict(zip(names, sess.run(None, feed)))
+        for row in compare_outputs(run(feed), ref):
+            prev = worst.get(row["name"])
+            if prev is None or row["rel"] > prev["rel"]:
+                worst[row["name"]] = row
+    rows = list(worst.values())
+    return {"rtol": RTOL, "checks": len(inputs), "ok": all(r["ok"] for r in rows),
+            "outputs": rows}
+
+
+def latency(run: Callable[[dict], Any], model: str | Path | bytes, feed: dict[str, np.ndarray],
+            threads: int, budget_s: float = 3.0) -> dict[str, Any]:
+    sess = ort_session(model, threads, optimize=True)
+    ort_run = lambda f: sess.run(None, f)  # noqa: E731
+    for fn in (run, ort_run):  # warm-up: first calls allocate and page in weights
+        fn(feed)
+        fn(feed)
+    t0 = time.perf_counter()
+    run(feed)
+    ort_run(feed)
+    once = time.perf_counter() - t0
+    runs = int(min(50, max(5, budget_s / max(once, 1e-6))))
+    times: dict[str, list[float]] = {"edgec": [], "ort": []}
+    for _ in range(runs):
+        for key, fn in (("edgec", run), ("ort", ort_run)):
+            t = time.perf_counter()
+            fn(feed)
+            times[key].append(time.perf_counter() - t)
+    ours, ref = (float(np.median(times[k])) * 1e3 for k in ("edgec", "ort"))
+    return {"edgec_ms": ours, "onnxruntime_ms": ref, "ratio": ours / ref, "runs": runs,
+            "threads": threads,
+            "edgec_spread_ms": float(np.percentile(times["edgec"], 90) * 1e3 - ours)}

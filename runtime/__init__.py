@@ -1,0 +1,124 @@
+"""Run an edgec artifact on this machine from Python.
+
+    model = edgec.runtime.load("out/")
+    outputs = model(image)            # or model(input=image); returns {output name: array}
+
+The library's sha256 is checked against the manifest and the target against this CPU before
+anything is loaded; inputs are checked by name, shape and dtype against the manifest.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgec.compiler.errors import EdgecError
+
+from .artifact import check_runs_here, read_manifest, verify_library
+
+__all__ = ["CompiledModel", "load", "random_inputs"]
+
+
+def _set_threads(threads: int) -> None:
+    # TVM sizes its pool from TVM_NUM_THREADS when first imported (else half the cores).
+    os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
+    import tvm_ffi
+
+    tvm_ffi.get_global_func("runtime.config_threadpool")(0, threads)
+
+
+def random_inputs(specs: list[dict[str, Any]], seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded inputs for specs [{name, shape, dtype}]: N(0,1) floats, small non-negative ints."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for spec in specs:
+        dtype = np.dtype(spec["dtype"])
+        if dtype.kind == "f":
+            out[spec["name"]] = rng.standard_normal(spec["shape"]).astype(dtype)
+        else:
+            out[spec["name"]] = rng.integers(0, 8, spec["shape"]).astype(dtype)
+    return out
+
+
+class CompiledModel:
+    """A loaded artifact: call it with arrays (positional, in input order, or by name)."""
+
+    def __init__(self, folder: Path, manifest: dict[str, Any], threads: int):
+        import tvm
+        from tvm import relax
+
+        self.folder = folder
+        self.manifest = manifest
+        self.inputs: list[dict[str, Any]] = manifest["inputs"]
+        self.outputs: list[dict[str, Any]] = manifest["outputs"]
+        self.threads = threads
+        lib = tvm.runtime.load_module(str(folder / manifest["library"]))
+        self._vm = relax.VirtualMachine(lib, tvm.cpu())
+        self._main = self._vm["main"]
+        self._tensor = tvm.runtime.tensor
+
+    def _arrange(self, args: tuple, kwargs: dict) -> list[np.ndarray]:
+        names = [s["name"] for s in self.inputs]
+        if len(args) > len(names):
+            raise EdgecError(f"model takes {len(names)} inputs ({', '.join(names)}), "
+                             f"got {len(args)}")
+        given = dict(zip(names, args))
+        for key, value in kwargs.items():
+            if key not in names:
+                raise EdgecError(f"unknown input '{key}'; the model's inputs: {', '.join(names)}")
+            given[key] = value
+        arrays = []
+        for spec in self.inputs:
+            if spec["name"] not in given:
+                raise EdgecError(f"missing input '{spec['name']}'")
+            arr = np.asarray(given[spec["name"]])
+            if list(arr.shape) != list(spec["shape"]):
+                raise EdgecError(f"input '{spec['name']}' has shape {list(arr.shape)}; the "
+                                 f"model was compiled for {spec['shape']}")
+            if arr.dtype != np.dtype(spec["dtype"]):
+                raise EdgecError(f"input '{spec['name']}' has dtype {arr.dtype}; the model "
+                                 f"takes {spec['dtype']}")
+            arrays.append(np.ascontiguousarray(arr))
+        return arrays
+
+    def __call__(self, *args: np.ndarray, **kwargs: np.ndarray) -> dict[str, np.ndarray]:
+        result = self._main(*[self._tensor(a) for a in self._arrange(args, kwargs)])
+        results = [result] if hasattr(result, "numpy") else list(result)
+        return {spec["name"]: r.numpy() for spec, r in zip(self.outputs, results)}
+
+
+def load(folder: str | Path, *, threads: int | None = None) -> CompiledModel:
+    """Load an artifact folder written by `edgec compile` for this machine."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    verify_library(folder, manifest)
+    check_runs_here(manifest)
+    threads = threads or manifest["target"].get("threads") or os.cpu_count() or 1
+    _set_threads(threads)
+    return CompiledModel(folder, manifest, threads)
+
+
+def run_files(folder: str | Path, *, input_files: dict[str, str] | None = None,
+              output: str | Path | None = None, seed: int = 0,
+              threads: int | None = None) -> dict[str, np.ndarray]:
+    """`edgec run`: inputs from .npy files (seeded random where none), outputs to an .npz."""
+    model = load(folder, threads=threads)
+    feed = random_inputs(model.inputs, seed) if not input_files else {}
+    for name, path in (input_files or {}).items():
+        try:
+            feed[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise EdgecError(f"cannot read input '{name}' from {path}: {err}") from None
+    outputs = model(**feed)
+    if output is not None:
+        import io
+
+        from edgec.compiler.fileio import atomic_write_bytes
+
+        buf = io.BytesIO()
+        np.savez(buf, **outputs)
+        atomic_write_bytes(Path(output), buf.getvalue())
+    return outputs

@@ -1,0 +1,174 @@
+"""Targets are data: one TOML file each, read here into a `Target`.
+
+A file names the TVM target dict (`[tvm]`), the C++ compiler that links the artifact
+(`[toolchain] cc`), the CPU architecture the artifact runs on and the default thread count.
+Two placeholders keep host-specific facts out of the files: the value "detect" (for `arch`,
+`tvm.mtriple`, `tvm.mcpu`) is replaced by what this machine is, and `{ENV_VAR}` in `cc` by the
+environment variable (a clear error when unset).
+
+Users add targets without touching code: drop `NAME.toml` into a folder listed in
+EDGEC_TARGET_PATH (os.pathsep-separated) or ~/.config/edgec/targets, or pass the file's path
+as the target name. User files win over the built-in ones of the same name.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from edgec.compiler.errors import EdgecError
+
+BUILTIN_DIR = Path(__file__).resolve().parent
+_ENV_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ARCH_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One deployment target, as read from its TOML file (placeholders resolved)."""
+
+    name: str
+    description: str
+    arch: str
+    threads: int
+    tvm: dict[str, Any]
+    cc: str | None
+    source: Path
+    pipeline: str = "default"
+    cpu_detected: bool = False
+
+    def tvm_target(self) -> Any:
+        """The `tvm.target.Target` for codegen (TVM is imported only here)."""
+        import tvm
+
+        spec = dict(self.tvm)
+        if spec.get("kind") == "llvm" and "num-cores" not in spec:
+            spec["num-cores"] = self.effective_threads()
+        return tvm.target.Target(spec)
+
+    def effective_threads(self) -> int:
+        return self.threads if self.threads > 0 else (os.cpu_count() or 1)
+
+    def compiler(self, override: str | None = None) -> str:
+        """The C++ compiler that links the artifact: `override`, else the file's `cc`."""
+        cc = override or self.cc
+        if not cc:
+            raise EdgecError(f"target '{self.name}' names no compiler; pass --cc PATH")
+        missing = [v for v in _ENV_REF.findall(cc) if not os.environ.get(v)]
+        if missing:
+            raise EdgecError(
+                f"target '{self.name}' needs ${missing[0]} for its compiler ({cc}); "
+                f"set {missing[0]} or pass --cc PATH"
+            )
+        cc = _ENV_REF.sub(lambda m: os.environ[m.group(1)], cc)
+        if shutil.which(cc) is None:
+            hint = ("install g++-aarch64-linux-gnu" if "aarch64-linux-gnu" in cc
+                    else "pass --cc PATH")
+            raise EdgecError(f"compiler '{cc}' for target '{self.name}' not found; {hint}")
+        return cc
+
+    def runs_here(self) -> bool:
+        return self.arch == host_arch()
+
+
+def host_arch() -> str:
+    machine = platform.machine().lower()
+    return _ARCH_ALIASES.get(machine, machine)
+
+
+def _detect(key: str) -> str:
+    if key in ("arch",):
+        return host_arch()
+    if key == "mtriple":
+        return f"{host_arch()}-linux-gnu"
+    if key == "mcpu":
+        from tvm.target import codegen
+
+        return str(codegen.llvm_get_system_cpu())
+    raise EdgecError(f"'detect' is not allowed for '{key}'")
+
+
+def search_path() -> list[Path]:
+    """Folders searched for NAME.toml, user folders first, the built-in ones last."""
+    dirs = [Path(p) for p in os.environ.get("EDGEC_TARGET_PATH", "").split(os.pathsep) if p]
+    dirs.append(Path.home() / ".config" / "edgec" / "targets")
+    dirs.append(BUILTIN_DIR)
+    return dirs
+
+
+def _read(path: Path) -> Target:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise EdgecError(f"cannot read target file {path}: {err}") from None
+    tvm_spec = dict(data.get("tvm") or {})
+    if "kind" not in tvm_spec:
+        raise EdgecError(f"target file {path} has no [tvm] kind")
+    for key in ("mtriple", "mcpu"):
+        if tvm_spec.get(key) == "detect":
+            tvm_spec[key] = _detect(key)
+    arch = data.get("arch", "detect")
+    arch = _detect("arch") if arch == "detect" else arch
+    cc = (data.get("toolchain") or {}).get("cc")
+    cpu_detected = (data.get("tvm") or {}).get("mcpu") == "detect"
+    return Target(
+        name=path.stem,
+        description=str(data.get("description", "")),
+        arch=arch,
+        threads=int(data.get("threads", 0)),
+        tvm=tvm_spec,
+        cc=cc,
+        source=path,
+        pipeline=str(data.get("pipeline", "default")),
+        cpu_detected=cpu_detected,
+    )
+
+
+def available() -> dict[str, Path]:
+    """Every target name visible now, mapped to the file that defines it."""
+    found: dict[str, Path] = {}
+    for folder in reversed(search_path()):
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.toml")):
+                found[path.stem] = path
+    return dict(sorted(found.items()))
+
+
+def get(name: str) -> Target:
+    """A target by name (`arm`, `rpi4`, ...) or by the path of a TOML file."""
+    if name.endswith(".toml") or os.sep in name:
+        path = Path(name)
+        if not path.is_file():
+            raise EdgecError(f"target file {name} not found")
+        return _read(path)
+    files = available()
+    if name not in files:
+        raise EdgecError(f"unknown target '{name}'; known: {', '.join(files)} "
+                         "(see `edgec targets`)")
+    return _read(files[name])
+
+
+def describe_all() -> list[dict[str, str]]:
+    """Rows for `edgec targets`: name, triple, cpu, features, threads, compiler, file."""
+    rows = []
+    for name, path in available().items():
+        t = _read(path)
+        rows.append(
+            {
+                "name": name,
+                "triple": str(t.tvm.get("mtriple", "")),
+                "cpu": str(t.tvm.get("mcpu", "generic")),
+                "features": ",".join(t.tvm.get("mattr", [])) or "-",
+                "threads": str(t.threads or "all"),
+                "cc": t.cc or "-",
+                "description": t.description,
+            }
+        )
+    return rows

@@ -1,0 +1,94 @@
+"""Runtime: loading an artifact, calling it, `edgec run`, and the refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from edgec import models, runtime
+from edgec.compiler.errors import EdgecError
+
+from conftest import ort_run
+
+
+@pytest.fixture
+def lenet(artifacts, tmp_path):
+    """A private copy of the LeNet-5 host artifact (tests below tamper with it)."""
+    dst = tmp_path / "lenet"
+    shutil.copytree(artifacts("lenet5", "host"), dst)
+    return dst
+
+
+def test_call_positional_and_named(lenet):
+    model = runtime.load(lenet, threads=1)
+    x = runtime.random_inputs(model.inputs, seed=5)["input"]
+    a = model(x)["output"]
+    b = model(input=x)["output"]
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (1, 10)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"image": np.zeros((1, 1, 32, 32), np.float32)}, "unknown input 'image'"),
+    ({"input": np.zeros((1, 1, 28, 28), np.float32)}, r"shape \[1, 1, 28, 28\]"),
+    ({"input": np.zeros((1, 1, 32, 32), np.float64)}, "dtype float64"),
+    ({}, "missing input 'input'"),
+])
+def test_wrong_inputs(lenet, bad, match):
+    model = runtime.load(lenet)
+    with pytest.raises(EdgecError, match=match):
+        model(**bad)
+
+
+def test_tampered_library_refused(lenet, cli):
+    with open(lenet / "model.so", "ab") as f:
+        f.write(b"\0")
+    code, _, err = cli("run", lenet)
+    assert code == 2 and "does not match its manifest" in err
+
+
+def test_foreign_arch_refused(artifacts, cli):
+    code, _, err = cli("run", artifacts("lenet5", "arm"))
+    assert code == 2
+    assert "built for aarch64" in err and "this machine is x86_64" in err
+
+
+def test_missing_cpu_feature_refused(lenet):
+    manifest = json.loads((lenet / "manifest.json").read_text())
+    manifest["target"]["cpu_flags"] = ["amx_tile_imaginary"]
+    (lenet / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EdgecError, match="CPU features this CPU lacks"):
+        runtime.load(lenet)
+
+
+def test_not_an_artifact(tmp_path, cli):
+    code, _, err = cli("run", tmp_path)
+    assert code == 2 and "not an edgec artifact" in err
+
+
+def test_edgec_run_with_npy_input_writes_npz(lenet, tmp_path, cli):
+    x = np.random.default_rng(9).standard_normal((1, 1, 32, 32)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "res" / "out.npz"
+    code, stdout, err = cli("run", lenet, "--input", f"input={tmp_path / 'x.npy'}", "-o", out)
+    assert code == 0, err
+    assert "output: shape [1, 10] float32" in stdout
+    got = np.load(out)["output"]
+    src = tmp_path / "lenet5.onnx"
+    models.export("lenet5", src)
+    ref = ort_run(src, {"input": x})[0]
+    assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_edgec_run_seeded_random_input_is_deterministic(lenet, cli):
+    _, first, _ = cli("run", lenet, "--seed", "3")
+    _, second, _ = cli("run", lenet, "--seed", "3")
+    assert first == second and "argmax" in first
+
+
+def test_edgec_run_bad_input_file(lenet, tmp_path, cli):
+    code, _, err = cli("run", lenet, "--input", f"input={tmp_path / 'none.npy'}")
+    assert code == 2 and "cannot read input 'input'" in err

@@ -1,0 +1,78 @@
+"""Targets are data: the built-in TOML files, user-added ones, and their errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgec import targets
+from edgec.compiler.errors import EdgecError
+
+
+@pytest.mark.parametrize("name", ["host", "arm", "rpi4", "rpi5", "android-arm64"])
+def test_builtin_targets_make_tvm_targets(name):
+    t = targets.get(name)
+    tvm_target = t.tvm_target()
+    assert str(tvm_target.kind) == "llvm"
+    assert tvm_target.attrs["mtriple"] == t.tvm["mtriple"]
+    assert t.effective_threads() >= 1
+
+
+def test_board_facts():
+    rpi5 = targets.get("rpi5")
+    assert rpi5.tvm["mcpu"] == "cortex-a76" and "+dotprod" in rpi5.tvm["mattr"]
+    assert rpi5.threads == 4 and rpi5.arch == "aarch64"
+    assert targets.get("rpi4").tvm["mcpu"] == "cortex-a72"
+    assert targets.get("android-arm64").tvm["mtriple"] == "aarch64-linux-android"
+
+
+def test_host_is_detected():
+    host = targets.get("host")
+    assert host.arch == targets.host_arch()
+    assert host.tvm["mcpu"] not in ("detect", "native", "")
+    assert host.runs_here() and host.cpu_detected
+
+
+def test_android_without_ndk_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("ANDROID_NDK_HOME", raising=False)
+    with pytest.raises(EdgecError, match=r"needs \$ANDROID_NDK_HOME .* pass --cc"):
+        targets.get("android-arm64").compiler()
+
+
+def test_android_cc_override():
+    assert targets.get("android-arm64").compiler("g++") == "g++"
+
+
+def test_android_compile_without_ndk_writes_nothing(cli, tmp_path, monkeypatch):
+    from edgec import models
+
+    monkeypatch.delenv("ANDROID_NDK_HOME", raising=False)
+    src = tmp_path / "m.onnx"
+    models.export("lenet5", src)
+    code, _, err = cli("compile", src, "--target", "android-arm64", "-o", tmp_path / "out")
+    assert code == 2 and "ANDROID_NDK_HOME" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_target():
+    with pytest.raises(EdgecError, match="unknown target 'pi9'.*arm"):
+        targets.get("pi9")
+
+
+def test_user_target_file_needs_no_code(tmp_path, monkeypatch, cli):
+    (tmp_path / "jetson.toml").write_text(
+        'description = "Jetson Orin CPU"\narch = "aarch64"\nthreads = 6\n'
+        '[tvm]\nkind = "llvm"\nmtriple = "aarch64-linux-gnu"\nmcpu = "cortex-a78"\n'
+        '[toolchain]\ncc = "aarch64-linux-gnu-g++"\n')
+    monkeypatch.setenv("EDGEC_TARGET_PATH", str(tmp_path))
+    t = targets.get("jetson")
+    assert t.threads == 6 and t.tvm_target().attrs["mcpu"] == "cortex-a78"
+    code, out, _ = cli("targets")
+    assert code == 0 and "jetson" in out and "cortex-a78" in out
+    assert targets.get(str(tmp_path / "jetson.toml")).name == "jetson"
+
+
+def test_broken_target_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[tvm\n")
+    with pytest.raises(EdgecError, match="cannot read target file"):
+        targets.get(str(bad))
