@@ -25,6 +25,7 @@ __all__ = ["CompiledModel", "load", "random_inputs"]
 def _set_threads(threads: int) -> None:
     # TVM sizes its pool from TVM_NUM_THREADS when first imported (else half the cores).
     os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
+    import tvm  # noqa: F401  (loads libtvm_runtime, which registers the thread-pool functions)
     import tvm_ffi
 
     tvm_ffi.get_global_func("runtime.config_threadpool")(0, threads)

@@ -92,3 +92,20 @@ def test_edgec_run_seeded_random_input_is_deterministic(lenet, cli):
 def test_edgec_run_bad_input_file(lenet, tmp_path, cli):
     code, _, err = cli("run", lenet, "--input", f"input={tmp_path / 'none.npy'}")
     assert code == 2 and "cannot read input 'input'" in err
+
+
+def test_console_script_in_a_fresh_process(artifacts, tmp_path):
+    """The installed `edgec` entry point, in its own process: nothing imported beforehand."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("edgec")
+    done = subprocess.run([str(exe), "run", str(artifacts("lenet5", "host")), "-o",
+                           str(tmp_path / "o.npz")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "output: shape [1, 10] float32" in done.stdout
+    bad = subprocess.run([str(exe), "run", str(tmp_path / "missing")], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == f"edgec: error: artifact folder '{tmp_path / 'missing'}' not found"
