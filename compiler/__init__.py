@@ -18,12 +18,11 @@ from typing import Any
 
 import onnx
 
-from . import analysis, codegen, frontend
+from . import analysis, codegen, frontend, passes
 from .errors import EdgecError
 from .fileio import atomic_dir
-from .passes import PASSES
 
-__all__ = ["CompileResult", "EdgecError", "compile"]
+__all__ = ["CompileResult", "EdgecError", "compile", "inspect"]
 
 LIBRARY = "model.so"
 OPTIMIZED = "model.onnx"
@@ -74,9 +73,17 @@ def _validate(folder: Path, source: Path, specs: list[dict], threads: int, seed:
     return result
 
 
+def inspect(model_path: str | Path, *,
+            input_shapes: dict[str, list[int]] | None = None) -> analysis.ModelCost:
+    """Per-node FLOPs, params and activation memory of a model file (dims pinned, not changed)."""
+    model, _ = frontend.load(model_path, input_shapes=input_shapes, check_ops=False)
+    return analysis.analyze(model)
+
+
 def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
             input_shapes: dict[str, list[int]] | None = None, cc: str | None = None,
-            validate: bool = True, checks: int = 2, seed: int = 0) -> CompileResult:
+            validate: bool = True, checks: int = 2, seed: int = 0,
+            skip_passes: list[str] | None = None) -> CompileResult:
     """Compile `model_path` for `target` into the folder `output` (replaced atomically)."""
     from edgec import targets
     from edgec.runtime.artifact import FORMAT, MANIFEST, cpu_flags, sha256_file
@@ -84,12 +91,11 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
     source = Path(model_path)
     tgt = targets.get(target)
     tgt.compiler(cc)  # fail on a missing toolchain before the slow steps
+    pass_names = passes.select(skip=skip_passes or ())
     model, front = frontend.load(source, input_shapes=input_shapes)
     before = analysis.analyze(model)
-    notes = list(front.notes)
-    for fn in PASSES.values():
-        model, rep = fn(model)
-        notes.append(rep.summary())
+    model, reports = passes.run_passes(model, pass_names)
+    notes = list(front.notes) + [r.summary() for r in reports]
     after = analysis.analyze(model)
     executable = codegen.build(model, tgt, front.input_shapes)
     weights = {t.name for t in model.graph.initializer}
@@ -111,9 +117,10 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
             "versions": _versions(),
             "source": {"path": str(source), "sha256": sha256_file(source)},
             "cost": {"before": before.totals(), "after": after.totals()},
+            "passes": [r.to_json() for r in reports],
             "validation": {"skipped": "disabled (--no-validate)" if not validate else
-                           f"a {tgt.arch} artifact does not run on this {platform.machine()} "
-                           "machine; run it on the device"},
+                           f"this {tgt.arch} artifact does not run on this machine "
+                           f"({platform.machine()}); run it on the device"},
         }
         if validate and tgt.runs_here():
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))

@@ -49,6 +49,14 @@ class NodeCost:
 @dataclass
 class ModelCost:
     nodes: list[NodeCost] = field(default_factory=list)
+    peak_activation_bytes: int = 0
+    input_bytes: int = 0
+
+    def op_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for n in self.nodes:
+            counts[n.op] = counts.get(n.op, 0) + 1
+        return dict(sorted(counts.items()))
 
     @property
     def macs(self) -> int:
@@ -65,12 +73,13 @@ class ModelCost:
     def totals(self) -> dict[str, int]:
         return {"macs": self.macs, "flops": self.flops, "params": self.params,
                 "weights": sum(n.weights for n in self.nodes),
-                "biases": sum(n.biases for n in self.nodes)}
+                "biases": sum(n.biases for n in self.nodes), "nodes": len(self.nodes),
+                "peak_activation_bytes": self.peak_activation_bytes}
 
     def to_json(self) -> dict:
         return {"convention": "1 MAC = 2 FLOPs; bias, activation, pooling, elementwise counted "
                               "as their own FLOPs",
-                "totals": self.totals(),
+                "totals": self.totals(), "op_counts": self.op_counts(),
                 "nodes": [asdict(n) | {"params": n.params} for n in self.nodes]}
 
 
@@ -103,9 +112,13 @@ def _cost(node, shapes, inits, out_shape) -> tuple[int, int, int, int]:
         return macs, out if bias else 0, weights, bias
     if op == "BatchNormalization":
         return 0, 2 * out, ins[1][0], ins[2][0]
-    if op in ("MaxPool", "AveragePool", "LpPool"):
+    if op == "LpPool":  # |x|^p, sum, ^(1/p): 2 per window element
+        return 0, 2 * out * _numel(a.get("kernel_shape", [])), 0, 0
+    if op == "GlobalLpPool":
+        return 0, 2 * _numel(ins[0]), 0, 0
+    if op in ("MaxPool", "AveragePool"):
         return 0, out * _numel(a.get("kernel_shape", [])), 0, 0
-    if op in ("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "ReduceMean", "ReduceSum",
+    if op in ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum",
               "ReduceMax", "ReduceL2"):
         return 0, _numel(ins[0]), 0, 0
     if op in ("Softmax", "LogSoftmax"):
@@ -135,4 +148,40 @@ def analyze(model: onnx.ModelProto) -> ModelCost:
             macs=int(macs), flops=int(2 * macs + extra), weights=int(weights), biases=int(biases),
             activation_bytes=_numel(out_shape) * itemsize,
         ))
+    cost.peak_activation_bytes, cost.input_bytes = _peak_memory(model, elem, shapes)
     return cost
+
+
+def _peak_memory(model: onnx.ModelProto, elem: dict[str, int],
+                 shapes: dict[str, list[int]]) -> tuple[int, int]:
+    """Peak bytes of live activations when nodes run in graph order.
+
+    A tensor is live from the node that makes it (graph inputs: from the start) to the last
+    node that reads it (graph outputs: to the end); weights are not activations.
+    """
+    g = model.graph
+    weights = {t.name for t in g.initializer}
+    for vi in g.input:
+        elem.setdefault(vi.name, vi.type.tensor_type.elem_type)
+
+    def nbytes(name: str) -> int:
+        dtype = elem.get(name) or onnx.TensorProto.FLOAT
+        return _numel(shapes.get(name, [])) * helper.tensor_dtype_to_np_dtype(dtype).itemsize
+
+    last_use = {o.name: len(g.node) for o in g.output}
+    for i, node in enumerate(g.node):
+        for name in node.input:
+            if name and name not in weights:
+                last_use[name] = max(last_use.get(name, i), i)
+    inputs = [vi.name for vi in g.input if vi.name not in weights]
+    live = {name: nbytes(name) for name in inputs}
+    input_bytes = sum(live.values())
+    peak = input_bytes
+    for i, node in enumerate(g.node):
+        for name in node.output:
+            if name:
+                live[name] = nbytes(name)
+        peak = max(peak, sum(live.values()))
+        for name in [n for n in live if last_use.get(n, -1) <= i]:
+            del live[name]
+    return peak, input_bytes

@@ -42,3 +42,44 @@ def compile_summary(manifest: dict[str, Any], artifact: str) -> list[str]:
         )
     lines.append(f"artifact {artifact}  (sha256 {manifest['sha256'][:16]}…)")
     return lines
+
+
+def _shape(shape: list[int]) -> str:
+    return "x".join(map(str, shape)) if shape else "-"
+
+
+def inspect_table(cost: Any) -> list[str]:
+    """Per-layer table (layer, op, output shape, weights, biases, params, MACs) and totals."""
+    head = ("layer", "op", "output", "weights", "biases", "params", "MACs")
+    rows = [(n.name, n.op, _shape(n.output_shape), f"{n.weights:,}", f"{n.biases:,}",
+             f"{n.params:,}", f"{n.macs:,}") for n in cost.nodes]
+    t = cost.totals()
+    total = ("total", f"{t['nodes']} nodes", "", f"{t['weights']:,}", f"{t['biases']:,}",
+             f"{t['params']:,}", f"{t['macs']:,}")
+    widths = [max(len(r[i]) for r in [head, *rows, total]) for i in range(len(head))]
+    fmt = lambda r: "  ".join(c.ljust(w) if i < 3 else c.rjust(w)  # noqa: E731
+                              for i, (c, w) in enumerate(zip(r, widths)))
+    rule = "-" * len(fmt(head))
+    return [fmt(head), rule, *map(fmt, rows), rule, fmt(total),
+            f"FLOPs {t['flops']:,} ({_si(t['flops'])}FLOPs); peak activation memory "
+            f"{t['peak_activation_bytes'] / 2**20:.2f} MiB in graph order",
+            "convention: 1 MAC = 2 FLOPs; bias, activation, pooling and elementwise ops "
+            "counted as their own FLOPs; BatchNorm params = 2 x C"]
+
+
+def compare_table(a: Any, b: Any, name_a: str, name_b: str) -> list[str]:
+    """Two models side by side: totals and node counts per op type, with ratios b / a."""
+    ta, tb = a.totals(), b.totals()
+    rows = [(k, ta[k], tb[k]) for k in ("macs", "flops", "params", "weights", "biases",
+                                        "nodes", "peak_activation_bytes")]
+    ops_a, ops_b = a.op_counts(), b.op_counts()
+    rows += [(f"#{op}", ops_a.get(op, 0), ops_b.get(op, 0)) for op in sorted({*ops_a, *ops_b})]
+    head = ("", name_a, name_b, "ratio")
+    body = [(k, f"{x:,}", f"{y:,}", f"{y / x:.3f}" if x else ("-" if not y else "new"))
+            for k, x, y in rows]
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(4)]
+    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
+                              for i, (c, w) in enumerate(zip(r, widths)))
+    saved = ta["flops"] - tb["flops"]
+    return [fmt(head), "-" * len(fmt(head)), *map(fmt, body),
+            f"FLOPs saved: {saved:,} ({saved / ta['flops']:.1%})" if ta["flops"] else ""]

@@ -29,19 +29,82 @@ def _input_files(specs: list[str] | None) -> dict[str, str]:
     return files
 
 
+def _list_passes() -> int:
+    from edgec.compiler import passes
+
+    for name, doc in passes.describe().items():
+        print(f"{name:<16} {doc}")
+    return 0
+
+
+def _need(args: argparse.Namespace, *names: str) -> None:
+    missing = [n for n in names if not getattr(args, n)]
+    if missing:
+        flags = {"model": "MODEL", "output": "-o OUTPUT"}
+        raise EdgecError(f"edgec {args.command} needs {' and '.join(flags[m] for m in missing)}")
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     import edgec
     from edgec.compiler.report import compile_summary
 
+    if args.list_passes:
+        return _list_passes()
+    _need(args, "model", "output")
     result = edgec.compile(args.model, output=args.output, target=args.target,
                            input_shapes=_input_shapes(args.input_shape), cc=args.cc,
-                           validate=not args.no_validate, seed=args.seed)
+                           validate=not args.no_validate, seed=args.seed,
+                           skip_passes=args.skip_pass)
     for w in result.warnings:
         print(f"edgec: warning: {w}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.manifest, indent=2))
     else:
         print("\n".join(compile_summary(result.manifest, str(result.artifact))))
+    return 0
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    from edgec.compiler.optimize import optimize
+    from edgec.compiler.report import cost_line
+
+    if args.list_passes:
+        return _list_passes()
+    _need(args, "model", "output")
+    only = [p for p in args.passes.split(",") if p] if args.passes else None
+    result = optimize(args.model, output=args.output,
+                      input_shapes=_input_shapes(args.input_shape), only=only,
+                      skip=args.skip_pass, checks=args.check, seed=args.seed)
+    for w in result.warnings:
+        print(f"edgec: warning: {w}", file=sys.stderr)
+    for report in result.reports:
+        print(report.summary())
+    print(cost_line("before", result.before.totals()))
+    print(cost_line("after", result.after.totals()))
+    if result.check:
+        worst = max(r["rel"] for r in result.check["outputs"])
+        print(f"check    {result.check['checks']} seeded inputs in onnxruntime: max |diff| = "
+              f"{worst:.1e} x max|ref| (limit {result.check['rtol']:.0e}): OK")
+    print(f"wrote {result.output}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import edgec.compiler as api
+    from edgec.compiler.report import compare_table, inspect_table
+
+    shapes = _input_shapes(args.input_shape)
+    cost = api.inspect(args.model, input_shapes=shapes)
+    other = api.inspect(args.compare, input_shapes=shapes) if args.compare else None
+    if args.json:
+        doc = cost.to_json()
+        if other is not None:
+            doc = {"a": doc, "b": other.to_json()}
+        print(json.dumps(doc, indent=2))
+    elif other is not None:
+        print("\n".join(compare_table(cost, other, args.model, args.compare)))
+    else:
+        print("\n".join(inspect_table(cost)))
     return 0
 
 
@@ -90,13 +153,19 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pass_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--skip-pass", action="append", default=[], metavar="NAME",
+                   help="leave out a pass (repeatable; see --list-passes)")
+    p.add_argument("--list-passes", action="store_true", help="list the passes and exit")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgec", description="ONNX-to-edge compiler for CNNs")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("compile", help="compile an ONNX model into an artifact folder")
-    c.add_argument("model")
-    c.add_argument("-o", "--output", required=True, help="artifact folder (replaced atomically)")
+    c.add_argument("model", nargs="?")
+    c.add_argument("-o", "--output", help="artifact folder (replaced atomically)")
     c.add_argument("--target", default="host", help="target name or TOML file (see edgec targets)")
     c.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
                    help="pin an input's shape (repeatable)")
@@ -104,7 +173,26 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-validate", action="store_true", help="skip the onnxruntime check")
     c.add_argument("--seed", type=int, default=0, help="seed of the validation inputs")
     c.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    _pass_flags(c)
     c.set_defaults(fn=cmd_compile)
+
+    o = sub.add_parser("optimize", help="run the ONNX passes; write a checked optimized ONNX")
+    o.add_argument("model", nargs="?")
+    o.add_argument("-o", "--output", help="optimized .onnx (written atomically)")
+    o.add_argument("--passes", help="comma-separated passes to run (default: all)")
+    o.add_argument("--check", type=int, default=3, metavar="N",
+                   help="seeded inputs to compare against the input model (0: none)")
+    o.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...")
+    o.add_argument("--seed", type=int, default=0)
+    _pass_flags(o)
+    o.set_defaults(fn=cmd_optimize)
+
+    i = sub.add_parser("inspect", help="per-layer shapes, params, MACs and FLOPs")
+    i.add_argument("model")
+    i.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...")
+    i.add_argument("--compare", metavar="OTHER.onnx", help="second model, side by side")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(fn=cmd_inspect)
 
     r = sub.add_parser("run", help="run an artifact on this machine")
     r.add_argument("artifact")

@@ -40,7 +40,7 @@ def test_shape_chain_folds(slicer):
     folded, report = fold_constants(model)
     onnx.checker.check_model(folded, full_check=True)
     assert [n.op_type for n in folded.graph.node] == ["Reshape"]
-    assert report.folded == {"Shape": 1, slicer.capitalize(): 1, "Concat": 1}
+    assert report.rewrites == {"Shape": 1, slicer.capitalize(): 1, "Concat": 1}
     shape = numpy_helper.to_array(
         next(t for t in folded.graph.initializer if t.name == folded.graph.node[0].input[1]))
     assert shape.tolist() == [2, -1]
@@ -80,6 +80,6 @@ def test_weight_arithmetic_folds():
     model = _model(nodes, inits, x_shape=(1, 3), out_shape=[1, 2])
     out, report = fold_constants(model)
     assert [n.op_type for n in out.graph.node] == ["MatMul"]
-    assert report.folded == {"Mul": 1, "Transpose": 1}
+    assert report.rewrites == {"Mul": 1, "Transpose": 1}
     x = np.ones((1, 3), np.float32)
     np.testing.assert_array_equal(ort_run(out, {"x": x})[0], ort_run(model, {"x": x})[0])

@@ -177,7 +177,7 @@ def test_paddle_shape_chain_folds_to_a_static_reshape(tmp_path):
     assert ops == ["Conv", "Reshape", "MatMul"], ops
     shape_init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     assert shape_init[model.graph.node[1].input[1]].tolist() == [2, -1]
-    assert any("fold_constants: folded" in n for n in report.notes)
+    assert any(n.startswith("fold_constants: Concat 1") for n in report.notes)
     x = np.random.default_rng(2).standard_normal((2, 3, 8, 8)).astype(np.float32)
     ref = ort_run(path, {"x": x})[0]
     got = ort_run(model, {"x": x})[0]

@@ -15,34 +15,17 @@ whose output would be larger than MAX_FOLD_BYTES (folding must never blow up the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference
+
+from .report import PassReport
 
 MAX_FOLD_BYTES = 16 << 20
 _NEVER_FOLD = {
     "QuantizeLinear", "DequantizeLinear", "RandomNormal", "RandomNormalLike", "RandomUniform",
     "RandomUniformLike", "Multinomial", "Bernoulli", "If", "Loop", "Scan",
 }
-
-
-@dataclass
-class FoldReport:
-    name: str = "fold_constants"
-    folded: dict[str, int] = field(default_factory=dict)
-    declined: list[str] = field(default_factory=list)
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.folded)
-
-    def summary(self) -> str:
-        if not self.folded:
-            return "fold_constants: nothing to fold"
-        ops = ", ".join(f"{n} {op}" for op, n in sorted(self.folded.items()))
-        return f"fold_constants: folded {sum(self.folded.values())} nodes ({ops})"
 
 
 def static_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
@@ -70,8 +53,8 @@ def _evaluate(node: onnx.NodeProto, values: dict[str, np.ndarray], opset: list) 
     return ReferenceEvaluator(model).run(None, {i: values[i] for i in inputs})
 
 
-def fold_constants(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FoldReport]:
-    report = FoldReport()
+def fold_constants(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport]:
+    report = PassReport("fold_constants")
     model = shape_inference.infer_shapes(model, data_prop=True)
     g = model.graph
     shapes = static_shapes(model)
@@ -93,10 +76,10 @@ def fold_constants(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FoldReport]
             try:
                 result = _evaluate(node, values, list(model.opset_import))
             except Exception as err:  # the evaluator lacks an op or rejects it: keep the node
-                report.declined.append(f"{node.name or node.op_type}: {type(err).__name__}")
+                report.decline(node.name or node.op_type, type(err).__name__)
                 result = None
         if result is not None and sum(np.asarray(r).nbytes for r in result) > MAX_FOLD_BYTES:
-            report.declined.append(f"{node.name or node.op_type}: output too large to fold")
+            report.decline(node.name or node.op_type, "output too large to fold")
             result = None
         if result is None:
             keep.append(node)
@@ -106,8 +89,8 @@ def fold_constants(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FoldReport]
             values[name] = value
             shapes[name] = list(value.shape)
             new_inits.append(numpy_helper.from_array(value, name))
-        report.folded[node.op_type] = report.folded.get(node.op_type, 0) + 1
-    if not report.folded:
+        report.count(node.op_type)
+    if not report.changed:
         return model, report
     used = {i for n in keep for i in n.input} | graph_outputs | {i.name for i in g.input}
     del g.node[:]
