@@ -73,6 +73,20 @@ def _validate(folder: Path, source: Path, specs: list[dict], threads: int, seed:
     return result
 
 
+def _validate_emulated(folder: Path, source: Path, specs: list[dict], threads: int, seed: int,
+                       checks: int) -> dict[str, Any]:
+    from edgec import runtime
+    from edgec.runtime.device import run_bundle
+
+    from . import validate
+
+    feeds = [runtime.random_inputs(specs, seed + i) for i in range(checks)]
+    run = lambda feed: run_bundle(folder, device="qemu", feed=feed).outputs  # noqa: E731
+    result = validate.agreement(run, source, feeds, threads)
+    result["device"] = "qemu (emulated; no latency measured)"
+    return result
+
+
 def inspect(model_path: str | Path, *,
             input_shapes: dict[str, list[int]] | None = None) -> analysis.ModelCost:
     """Per-node FLOPs, params and activation memory of a model file (dims pinned, not changed)."""
@@ -83,8 +97,13 @@ def inspect(model_path: str | Path, *,
 def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
             input_shapes: dict[str, list[int]] | None = None, cc: str | None = None,
             validate: bool = True, checks: int = 2, seed: int = 0,
-            skip_passes: list[str] | None = None) -> CompileResult:
-    """Compile `model_path` for `target` into the folder `output` (replaced atomically)."""
+            skip_passes: list[str] | None = None, bundle: bool = False) -> CompileResult:
+    """Compile `model_path` for `target` into the folder `output` (replaced atomically).
+
+    With `bundle`, the folder also holds the device runner, the target's TVM runtime libraries
+    and run.sh (see edgec.runtime.bundle); where the target is not this machine's, its outputs
+    are then checked under the target's emulator.
+    """
     from edgec import targets
     from edgec.runtime.artifact import FORMAT, MANIFEST, cpu_flags, sha256_file
 
@@ -122,9 +141,16 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
                            f"this {tgt.arch} artifact does not run on this machine "
                            f"({platform.machine()}); run it on the device"},
         }
-        if validate and tgt.runs_here():
+        if bundle:
+            from edgec.runtime.bundle import add_bundle
+
+            manifest["bundle"] = add_bundle(tmp, tgt, manifest, cc)
+        emulate = bundle and not tgt.runs_here() and bool(tgt.emulator)
+        if validate and (tgt.runs_here() or emulate):
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-            check = _validate(tmp, source, inputs, manifest["target"]["threads"], seed, checks)
+            threads = manifest["target"]["threads"]
+            check = (_validate_emulated(tmp, source, inputs, threads, seed, checks) if emulate
+                     else _validate(tmp, source, inputs, threads, seed, checks))
             manifest["validation"] = check
             if not check["ok"]:
                 bad = next(r for r in check["outputs"] if not r["ok"])

@@ -44,6 +44,9 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         parent = parent.parent
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; an artifact is meant to be shared
     try:
         yield tmp
         if path.exists():

@@ -35,12 +35,18 @@ def compile_summary(manifest: dict[str, Any], artifact: str) -> list[str]:
                 f"{row['rel']:.1e} x max|ref| (limit {check['rtol']:.0e}) on {check['checks']} "
                 f"seeded inputs{top1}: {'OK' if row['ok'] else 'MISMATCH'}"
             )
-        lat = check["latency"]
-        lines.append(
-            f"latency  edgec {lat['edgec_ms']:.2f} ms vs onnxruntime {lat['onnxruntime_ms']:.2f} ms"
-            f" = {lat['ratio']:.2f}x ORT (median of {lat['runs']}, {lat['threads']} threads)"
-        )
+        lat = check.get("latency")
+        if lat is None:
+            lines.append(f"latency  not measured: checked on {check.get('device', 'device')}")
+        else:
+            lines.append(
+                f"latency  edgec {lat['edgec_ms']:.2f} ms vs onnxruntime "
+                f"{lat['onnxruntime_ms']:.2f} ms = {lat['ratio']:.2f}x ORT (median of "
+                f"{lat['runs']}, {lat['threads']} threads)")
     lines.append(f"artifact {artifact}  (sha256 {manifest['sha256'][:16]}…)")
+    if "bundle" in manifest:
+        lines.append(f"bundle   {artifact}/run.sh runs it on the board (no Python); "
+                     f"edgec run {artifact} --device qemu|ssh://user@host")
     return lines
 
 

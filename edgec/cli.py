@@ -54,7 +54,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     result = edgec.compile(args.model, output=args.output, target=args.target,
                            input_shapes=_input_shapes(args.input_shape), cc=args.cc,
                            validate=not args.no_validate, seed=args.seed,
-                           skip_passes=args.skip_pass)
+                           skip_passes=args.skip_pass, bundle=args.bundle)
     for w in result.warnings:
         print(f"edgec: warning: {w}", file=sys.stderr)
     if args.json:
@@ -111,14 +111,20 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from edgec import runtime
 
-    outputs = runtime.run_files(args.artifact, input_files=_input_files(args.input),
-                                output=args.output, seed=args.seed, threads=args.threads)
+    outputs, latency = runtime.run_files(
+        args.artifact, input_files=_input_files(args.input), output=args.output, seed=args.seed,
+        threads=args.threads, device=args.device, repeat=args.repeat, warmup=args.warmup)
     for name, arr in outputs.items():
         flat = arr.reshape(-1)
         head = ", ".join(f"{v:.5g}" for v in flat[:5])
         extra = f"  argmax {int(arr.reshape(arr.shape[0], -1)[0].argmax())}" if arr.ndim else ""
         print(f"{name}: shape {list(arr.shape)} {arr.dtype}  [{head}{', …' * (flat.size > 5)}]"
               f"{extra}")
+    if latency:
+        label = ("EMULATED under qemu, not device speed" if latency["emulated"]
+                 else latency["device"])
+        print(f"latency  median {latency['median_ms']:.3f} ms over {latency['runs']} runs "
+              f"({latency['threads'] or 'default'} threads; {label})")
     if args.output:
         print(f"wrote {args.output}")
     return 0
@@ -173,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-validate", action="store_true", help="skip the onnxruntime check")
     c.add_argument("--seed", type=int, default=0, help="seed of the validation inputs")
     c.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    c.add_argument("--bundle", action="store_true",
+                   help="add the device runner, TVM runtime and run.sh: a folder the board runs "
+                        "without Python (checked under the target's emulator)")
     _pass_flags(c)
     c.set_defaults(fn=cmd_compile)
 
@@ -200,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", help="write the outputs to this .npz")
     r.add_argument("--seed", type=int, default=0, help="seed of random inputs (when no --input)")
     r.add_argument("--threads", type=int)
+    r.add_argument("--device", help="run the bundle on: qemu (emulated here), local, or "
+                                    "ssh://[user@]host[:port]")
+    r.add_argument("--repeat", type=int, default=0, metavar="N", help="time N runs")
+    r.add_argument("--warmup", type=int, default=1, metavar="M")
     r.set_defaults(fn=cmd_run)
 
     t = sub.add_parser("targets", help="list the targets")

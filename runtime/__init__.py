@@ -103,17 +103,48 @@ def load(folder: str | Path, *, threads: int | None = None) -> CompiledModel:
 
 
 def run_files(folder: str | Path, *, input_files: dict[str, str] | None = None,
-              output: str | Path | None = None, seed: int = 0,
-              threads: int | None = None) -> dict[str, np.ndarray]:
-    """`edgec run`: inputs from .npy files (seeded random where none), outputs to an .npz."""
-    model = load(folder, threads=threads)
-    feed = random_inputs(model.inputs, seed) if not input_files else {}
+              output: str | Path | None = None, seed: int = 0, threads: int | None = None,
+              device: str | None = None, repeat: int = 0,
+              warmup: int = 1) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
+    """`edgec run`: inputs from .npy files (seeded random where none), outputs to an .npz.
+
+    Without `device` the artifact runs here, in this process; with one (qemu, local,
+    ssh://...) its bundle runs there through run.sh. Returns the outputs and, with `repeat`,
+    the latency statistics ("emulated": true under qemu).
+    """
+    manifest = read_manifest(Path(folder))
+    feed = random_inputs(manifest["inputs"], seed) if not input_files else {}
     for name, path in (input_files or {}).items():
         try:
             feed[name] = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as err:
             raise EdgecError(f"cannot read input '{name}' from {path}: {err}") from None
-    outputs = model(**feed)
+    latency = None
+    if device:
+        from .device import run_bundle
+
+        result = run_bundle(folder, device=device, feed=feed, repeat=repeat, warmup=warmup,
+                            threads=threads)
+        outputs, latency = result.outputs, result.latency
+        if latency is not None:
+            latency["device"] = result.device
+            latency["emulated"] = result.emulated
+    else:
+        model = load(folder, threads=threads)
+        outputs = model(**feed)
+        if repeat:
+            import time
+
+            for _ in range(warmup):
+                model(**feed)
+            times = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                model(**feed)
+                times.append((time.perf_counter() - t0) * 1e3)
+            latency = {"runs": repeat, "median_ms": float(np.median(times)),
+                       "min_ms": min(times), "max_ms": max(times), "threads": model.threads,
+                       "device": "this machine (Python)", "emulated": False}
     if output is not None:
         import io
 
@@ -122,4 +153,4 @@ def run_files(folder: str | Path, *, input_files: dict[str, str] | None = None,
         buf = io.BytesIO()
         np.savez(buf, **outputs)
         atomic_write_bytes(Path(output), buf.getvalue())
-    return outputs
+    return outputs, latency

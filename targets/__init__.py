@@ -2,6 +2,11 @@
 
 A file names the TVM target dict (`[tvm]`), the C++ compiler that links the artifact
 (`[toolchain] cc`), the CPU architecture the artifact runs on and the default thread count.
+
+`[deploy]` says where the bundle's TVM runtime libraries come from (`wheel_platform`: a PyPI
+platform tag, or "installed" for this machine's) and how to emulate the target here
+(`emulator`, e.g. qemu-aarch64).
+
 Two placeholders keep host-specific facts out of the files: the value "detect" (for `arch`,
 `tvm.mtriple`, `tvm.mcpu`) is replaced by what this machine is, and `{ENV_VAR}` in `cc` by the
 environment variable (a clear error when unset).
@@ -43,6 +48,8 @@ class Target:
     source: Path
     pipeline: str = "default"
     cpu_detected: bool = False
+    wheel_platform: str | None = None
+    emulator: tuple[str, ...] = ()
 
     def tvm_target(self) -> Any:
         """The `tvm.target.Target` for codegen (TVM is imported only here)."""
@@ -128,6 +135,8 @@ def _read(path: Path) -> Target:
         source=path,
         pipeline=str(data.get("pipeline", "default")),
         cpu_detected=cpu_detected,
+        wheel_platform=(data.get("deploy") or {}).get("wheel_platform"),
+        emulator=tuple((data.get("deploy") or {}).get("emulator", ())),
     )
 
 

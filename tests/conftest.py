@@ -56,16 +56,69 @@ def artifacts(tmp_path_factory):
     from edgec import models
 
     root = tmp_path_factory.mktemp("artifacts")
-    cache: dict[tuple[str, str], Path] = {}
+    cache: dict[tuple[str, str, bool], Path] = {}
 
-    def get(name: str, target: str = "host") -> Path:
-        if (name, target) not in cache:
+    def get(name: str, target: str = "host", bundle: bool = False) -> Path:
+        key = (name, target, bundle)
+        if key not in cache:
             src = root / f"{name}.onnx"
             if not src.exists():
                 models.export(name, src)
-            out = root / f"{name}-{target}"
-            edgec.compile(src, output=out, target=target)
-            cache[(name, target)] = out
-        return cache[(name, target)]
+            out = root / f"{name}-{target}{'-bundle' if bundle else ''}"
+            edgec.compile(src, output=out, target=target, bundle=bundle)
+            cache[key] = out
+        return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def ssh_device(tmp_path_factory):
+    """An sshd on 127.0.0.1 (a free port), key auth only; yields its ssh:// URL with
+    EDGEC_SSH_OPTS set for it. The 'board' is this machine: run.sh emulates aarch64 there."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(sshd).exists():
+        pytest.skip("openssh-server is not installed (./dev setup installs it)")
+    if os.geteuid() != 0:
+        pytest.skip("a loopback sshd that accepts this user's key needs root here")
+    d = tmp_path_factory.mktemp("sshd")
+    for key in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)],
+                       check=True)
+    (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (d / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\n"
+        f"AuthorizedKeysFile {d}/authorized_keys\nPidFile {d}/sshd.pid\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
+        "StrictModes no\nPermitRootLogin yes\nSubsystem sftp internal-sftp\n")
+    Path("/run/sshd").mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(d / "sshd_config")],
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail(f"sshd did not start: {proc.stderr.read().decode()[-500:]}")
+    old = os.environ.get("EDGEC_SSH_OPTS")
+    os.environ["EDGEC_SSH_OPTS"] = (f"-i {d}/client_key -o StrictHostKeyChecking=no "
+                                    f"-o UserKnownHostsFile={d}/known_hosts -o LogLevel=ERROR")
+    yield f"ssh://root@127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+    if old is None:
+        os.environ.pop("EDGEC_SSH_OPTS", None)
+    else:
+        os.environ["EDGEC_SSH_OPTS"] = old

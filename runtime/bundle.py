@@ -1,0 +1,188 @@
+"""Deploy bundles: an artifact plus everything a board needs to run it without Python.
+
+    bundle/
+      model.so, manifest.json, model.onnx   the artifact
+      edgec-run                             our C++ runner (runtime/device/runner.cc), built
+                                            with the target's compiler
+      lib/libtvm_runtime.so, libtvm_ffi.so  TVM's runtime for the target, from PyPI's wheels
+      run.sh, README.txt                    one command on the board
+
+The runtime libraries come from the `apache-tvm` / `apache-tvm-ffi` wheels of the versions
+edgec compiles with, for the target's platform tag (targets' `[deploy] wheel_platform`),
+downloaded once by pip into the cache ($EDGEC_CACHE, else ~/.cache/edgec) with their sha256
+recorded. The runner is built once per (source, compiler, libraries) and cached too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from edgec.compiler.errors import EdgecError
+from edgec.compiler.fileio import atomic_dir
+from edgec.targets import Target
+
+from .artifact import sha256_file
+
+RUNNER_SRC = Path(__file__).resolve().parent / "device"
+LIBS = {"apache-tvm": ("tvm", "libtvm_runtime.so"), "apache-tvm-ffi": ("tvm_ffi", "libtvm_ffi.so")}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EDGEC_CACHE") or Path.home() / ".cache" / "edgec")
+
+
+def _installed_lib(package: str, name: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    path = Path(spec.submodule_search_locations[0]) / "lib" / name
+    if not path.is_file():
+        raise EdgecError(f"{name} not found in the installed {package} package")
+    return path
+
+
+def runtime_libs(target: Target) -> dict[str, Path]:
+    """The target's libtvm_runtime.so and libtvm_ffi.so, fetched and cached when needed."""
+    platform = target.wheel_platform
+    if not platform:
+        raise EdgecError(f"target '{target.name}' names no TVM runtime for a bundle "
+                         "([deploy] wheel_platform); no prebuilt runtime exists for it")
+    if platform == "installed":
+        return {name: _installed_lib(pkg, name) for pkg, name in LIBS.values()}
+    versions = {dist: version(dist) for dist in LIBS}
+    folder = cache_dir() / "runtime" / "-".join([platform, *versions.values()])
+    record = folder / "sha256.json"
+    if not record.is_file():
+        with atomic_dir(folder) as tmp:
+            wheels = tmp / "wheels"
+            pins = [f"{dist}=={v}" for dist, v in versions.items()]
+            pyver = f"{sys.version_info.major}.{sys.version_info.minor}"
+            cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                   "--only-binary=:all:", "--platform", platform, "--python-version", pyver,
+                   "-d", str(wheels), *pins]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                raise EdgecError(f"could not fetch the TVM runtime for {platform} with pip "
+                                 f"({last}); check the network or the package index")
+            sums = {}
+            for wheel in wheels.glob("*.whl"):
+                sums[wheel.name] = sha256_file(wheel)
+                with zipfile.ZipFile(wheel) as zf:
+                    for pkg, name in LIBS.values():
+                        member = f"{pkg}/lib/{name}"
+                        if member in zf.namelist():
+                            (tmp / name).write_bytes(zf.read(member))
+            for _, name in LIBS.values():
+                if not (tmp / name).is_file():
+                    raise EdgecError(f"the {platform} wheels hold no {name}")
+                sums[name] = sha256_file(tmp / name)
+            shutil.rmtree(wheels)
+            (tmp / "sha256.json").write_text(json.dumps(sums, indent=2))
+    return {name: folder / name for _, name in LIBS.values()}
+
+
+def _include_dir() -> Path:
+    spec = importlib.util.find_spec("tvm_ffi")
+    return Path(spec.submodule_search_locations[0]) / "include"
+
+
+def build_runner(target: Target, cc: str | None = None) -> Path:
+    """Cross-build edgec-run for the target (cached by source, compiler and libraries)."""
+    compiler = target.compiler(cc)
+    libs = runtime_libs(target)
+    key = hashlib.sha256()
+    for path in sorted(RUNNER_SRC.iterdir()):
+        key.update(path.name.encode() + path.read_bytes())
+    key.update(compiler.encode())
+    for path in libs.values():
+        key.update(sha256_file(path).encode())
+    out = cache_dir() / "runner" / key.hexdigest()[:20] / "edgec-run"
+    if out.is_file():
+        return out
+    lib_dirs = sorted({str(p.parent) for p in libs.values()})
+    with atomic_dir(out.parent) as tmp:
+        cmd = [compiler, "-std=c++17", "-O2", f"-I{_include_dir()}", f"-I{RUNNER_SRC}",
+               str(RUNNER_SRC / "runner.cc"), "-o", str(tmp / "edgec-run"),
+               *[f"-L{d}" for d in lib_dirs], "-Wl,--no-as-needed", "-ltvm_runtime",
+               "-ltvm_ffi", "-Wl,-rpath,$ORIGIN/lib"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            first = next((ln for ln in done.stderr.splitlines() if "error" in ln), done.stderr)
+            raise EdgecError(f"building the device runner with {compiler} failed: {first[:300]}")
+    return out
+
+
+_RUN_SH = """#!/bin/sh
+# Run this edgec bundle: ./run.sh [--input NAME=FILE.npy ...] [--output-dir DIR]
+#                                 [--repeat N] [--warmup M] [--threads T]
+# Works from any directory. On a machine that is not {arch}, it runs under an emulator
+# ($EDGEC_EMULATOR, else {emulator} when installed) and says so: emulated latency is not
+# device speed.
+set -e
+here=$(cd "$(dirname "$0")" && pwd)
+emu=${{EDGEC_EMULATOR:-}}
+if [ -z "$emu" ] && [ "$(uname -m)" != "{arch}" ]; then
+  if command -v {emulator_cmd} >/dev/null 2>&1 && [ -n "{emulator_cmd}" ]; then
+    emu="{emulator}"
+  else
+    echo "run.sh: this bundle is for {arch}; this machine is $(uname -m)" >&2
+    exit 2
+  fi
+fi
+if [ -n "$emu" ]; then
+  export EDGEC_EMULATED=1
+  echo "run.sh: note: running under emulation ($emu); latency is not device speed" >&2
+fi
+exec $emu "$here/edgec-run" --bundle "$here" "$@"
+"""
+
+_README = """edgec bundle: {name} for target {target} ({arch})
+
+Copy this folder to the board (scp -r) and run:
+
+    ./run.sh --input {first_input}=input.npy --output-dir out/    # writes out/<output>.npy
+    ./run.sh --repeat 50 --threads {threads}                       # latency as JSON
+
+Inputs are .npy files (C order): {inputs}.
+Outputs: {outputs}.
+Needs a 64-bit Linux with glibc >= 2.28 (Raspberry Pi OS 64-bit, Debian 11+, Ubuntu 20.04+);
+no Python. A board with Python can instead `pip install apache-tvm=={tvm}
+apache-tvm-ffi=={ffi}` and use `edgec.runtime`. Runtime libraries: lib/ (sha256 in
+manifest.json under "bundle").
+"""
+
+
+def add_bundle(folder: Path, target: Target, manifest: dict[str, Any],
+               cc: str | None = None) -> dict[str, Any]:
+    """Put the runner, the runtime libraries, run.sh and README.txt into an artifact folder."""
+    runner = build_runner(target, cc)
+    libs = runtime_libs(target)
+    (folder / "lib").mkdir(exist_ok=True)
+    for name, path in libs.items():
+        shutil.copy2(path, folder / "lib" / name)
+    shutil.copy2(runner, folder / "edgec-run")
+    emulator = " ".join(target.emulator)
+    values = {"arch": target.arch, "emulator": emulator,
+              "emulator_cmd": target.emulator[0] if target.emulator else ""}
+    run_sh = folder / "run.sh"
+    run_sh.write_text(_RUN_SH.format(**values))
+    run_sh.chmod(0o755)
+    spec = lambda specs: ", ".join(  # noqa: E731
+        f"{s['name']} {s['dtype']}{s['shape']}" for s in specs)
+    (folder / "README.txt").write_text(_README.format(
+        name=Path(manifest["source"]["path"]).name, target=target.name, arch=target.arch,
+        first_input=manifest["inputs"][0]["name"], threads=target.threads or 4,
+        inputs=spec(manifest["inputs"]), outputs=spec(manifest["outputs"]),
+        tvm=version("apache-tvm"), ffi=version("apache-tvm-ffi")))
+    return {"runner": "edgec-run", "run": "run.sh", "emulator": list(target.emulator),
+            "sha256": {name: sha256_file(folder / rel) for name, rel in
+                       [("edgec-run", "edgec-run")] + [(n, f"lib/{n}") for n in libs]}}
