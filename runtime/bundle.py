@@ -4,13 +4,15 @@
       model.so, manifest.json, model.onnx   the artifact
       edgec-run                             our C++ runner (runtime/device/runner.cc), built
                                             with the target's compiler
+      edgec-rpc-server, rpc.sh              our TVM RPC server (runtime/device/rpc_server.cc):
+                                            the board as a tuning/measurement node
       lib/libtvm_runtime.so, libtvm_ffi.so  TVM's runtime for the target, from PyPI's wheels
       run.sh, README.txt                    one command on the board
 
 The runtime libraries come from the `apache-tvm` / `apache-tvm-ffi` wheels of the versions
 edgec compiles with, for the target's platform tag (targets' `[deploy] wheel_platform`),
 downloaded once by pip into the cache ($EDGEC_CACHE, else ~/.cache/edgec) with their sha256
-recorded. The runner is built once per (source, compiler, libraries) and cached too.
+recorded. The programs are built once per (source, compiler, libraries) and cached too.
 """
 
 from __future__ import annotations
@@ -95,35 +97,37 @@ def _include_dir() -> Path:
     return Path(spec.submodule_search_locations[0]) / "include"
 
 
-def build_runner(target: Target, cc: str | None = None) -> Path:
-    """Cross-build edgec-run for the target (cached by source, compiler and libraries)."""
+TOOLS = {"edgec-run": "runner.cc", "edgec-rpc-server": "rpc_server.cc"}
+
+
+def build_tool(target: Target, name: str, cc: str | None = None) -> Path:
+    """Cross-build one of TOOLS for the target (cached by source, compiler and libraries)."""
     compiler = target.compiler(cc)
     libs = runtime_libs(target)
     key = hashlib.sha256()
     for path in sorted(RUNNER_SRC.iterdir()):
         key.update(path.name.encode() + path.read_bytes())
-    key.update(compiler.encode())
+    key.update(compiler.encode() + name.encode())
     for path in libs.values():
         key.update(sha256_file(path).encode())
-    out = cache_dir() / "runner" / key.hexdigest()[:20] / "edgec-run"
+    out = cache_dir() / "bin" / key.hexdigest()[:20] / name
     if out.is_file():
         return out
     lib_dirs = sorted({str(p.parent) for p in libs.values()})
     with atomic_dir(out.parent) as tmp:
         cmd = [compiler, "-std=c++17", "-O2", f"-I{_include_dir()}", f"-I{RUNNER_SRC}",
-               str(RUNNER_SRC / "runner.cc"), "-o", str(tmp / "edgec-run"),
+               str(RUNNER_SRC / TOOLS[name]), "-o", str(tmp / name),
                *[f"-L{d}" for d in lib_dirs], "-Wl,--no-as-needed", "-ltvm_runtime",
                "-ltvm_ffi", "-Wl,-rpath,$ORIGIN/lib"]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             first = next((ln for ln in done.stderr.splitlines() if "error" in ln), done.stderr)
-            raise EdgecError(f"building the device runner with {compiler} failed: {first[:300]}")
+            raise EdgecError(f"building {name} with {compiler} failed: {first[:300]}")
     return out
 
 
-_RUN_SH = """#!/bin/sh
-# Run this edgec bundle: ./run.sh [--input NAME=FILE.npy ...] [--output-dir DIR]
-#                                 [--repeat N] [--warmup M] [--threads T]
+_LAUNCHER = """#!/bin/sh
+# {usage}
 # Works from any directory. On a machine that is not {arch}, it runs under an emulator
 # ($EDGEC_EMULATOR, else {emulator} when installed) and says so: emulated latency is not
 # device speed.
@@ -142,8 +146,16 @@ if [ -n "$emu" ]; then
   export EDGEC_EMULATED=1
   echo "run.sh: note: running under emulation ($emu); latency is not device speed" >&2
 fi
-exec $emu "$here/edgec-run" --bundle "$here" "$@"
+exec $emu "$here/{binary}" {fixed_args}"$@"
 """
+_SCRIPTS = {
+    "run.sh": ("edgec-run", '--bundle "$here" ',
+               "Run the model: ./run.sh [--input NAME=FILE.npy ...] [--output-dir DIR] "
+               "[--repeat N] [--warmup M] [--threads T]"),
+    "rpc.sh": ("edgec-rpc-server", "",
+               "Serve TVM RPC (tuning, remote runs): ./rpc.sh [--port 9090] [--key KEY] "
+               "[--tracker HOST:PORT]"),
+}
 
 _README = """edgec bundle: {name} for target {target} ({arch})
 
@@ -151,6 +163,7 @@ Copy this folder to the board (scp -r) and run:
 
     ./run.sh --input {first_input}=input.npy --output-dir out/    # writes out/<output>.npy
     ./run.sh --repeat 50 --threads {threads}                       # latency as JSON
+    ./rpc.sh --tracker HOST:9190 --key {target}                    # a tuning node for a farm
 
 Inputs are .npy files (C order): {inputs}.
 Outputs: {outputs}.
@@ -163,19 +176,20 @@ manifest.json under "bundle").
 
 def add_bundle(folder: Path, target: Target, manifest: dict[str, Any],
                cc: str | None = None) -> dict[str, Any]:
-    """Put the runner, the runtime libraries, run.sh and README.txt into an artifact folder."""
-    runner = build_runner(target, cc)
+    """Put the programs, the runtime libraries, the launchers and README.txt into a folder."""
     libs = runtime_libs(target)
     (folder / "lib").mkdir(exist_ok=True)
     for name, path in libs.items():
         shutil.copy2(path, folder / "lib" / name)
-    shutil.copy2(runner, folder / "edgec-run")
-    emulator = " ".join(target.emulator)
-    values = {"arch": target.arch, "emulator": emulator,
+    for name in TOOLS:
+        shutil.copy2(build_tool(target, name, cc), folder / name)
+    values = {"arch": target.arch, "emulator": " ".join(target.emulator),
               "emulator_cmd": target.emulator[0] if target.emulator else ""}
-    run_sh = folder / "run.sh"
-    run_sh.write_text(_RUN_SH.format(**values))
-    run_sh.chmod(0o755)
+    for script, (binary, fixed_args, usage) in _SCRIPTS.items():
+        path = folder / script
+        path.write_text(_LAUNCHER.format(binary=binary, fixed_args=fixed_args, usage=usage,
+                                         **values))
+        path.chmod(0o755)
     spec = lambda specs: ", ".join(  # noqa: E731
         f"{s['name']} {s['dtype']}{s['shape']}" for s in specs)
     (folder / "README.txt").write_text(_README.format(
@@ -183,6 +197,7 @@ def add_bundle(folder: Path, target: Target, manifest: dict[str, Any],
         first_input=manifest["inputs"][0]["name"], threads=target.threads or 4,
         inputs=spec(manifest["inputs"]), outputs=spec(manifest["outputs"]),
         tvm=version("apache-tvm"), ffi=version("apache-tvm-ffi")))
-    return {"runner": "edgec-run", "run": "run.sh", "emulator": list(target.emulator),
-            "sha256": {name: sha256_file(folder / rel) for name, rel in
-                       [("edgec-run", "edgec-run")] + [(n, f"lib/{n}") for n in libs]}}
+    files = [*TOOLS, *[f"lib/{n}" for n in libs]]
+    return {"runner": "edgec-run", "run": "run.sh", "rpc": "rpc.sh",
+            "emulator": list(target.emulator),
+            "sha256": {Path(rel).name: sha256_file(folder / rel) for rel in files}}

@@ -54,8 +54,10 @@ def test_bundle_contents(artifacts):
     bundle = artifacts("lenet5", "rpi4", bundle=True)
     names = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
     assert names == {"model.so", "model.onnx", "manifest.json", "edgec-run", "run.sh",
-                     "README.txt", "lib/libtvm_runtime.so", "lib/libtvm_ffi.so"}
-    for rel in ("model.so", "edgec-run", "lib/libtvm_runtime.so", "lib/libtvm_ffi.so"):
+                     "edgec-rpc-server", "rpc.sh", "README.txt", "lib/libtvm_runtime.so",
+                     "lib/libtvm_ffi.so"}
+    for rel in ("model.so", "edgec-run", "edgec-rpc-server", "lib/libtvm_runtime.so",
+                "lib/libtvm_ffi.so"):
         assert elf_machine(bundle / rel) == "aarch64", rel
     from edgec.runtime.artifact import sha256_file
 
