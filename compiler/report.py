@@ -89,3 +89,27 @@ def compare_table(a: Any, b: Any, name_a: str, name_b: str) -> list[str]:
     saved = ta["flops"] - tb["flops"]
     return [fmt(head), "-" * len(fmt(head)), *map(fmt, body),
             f"FLOPs saved: {saved:,} ({saved / ta['flops']:.1%})" if ta["flops"] else ""]
+
+
+def bench_lines(r: dict[str, Any]) -> list[str]:
+    agree = r["agreement"]
+    worst = max(o["rel"] for o in agree["outputs"])
+    lines = [
+        f"model    {r['model']} on {r['target']}, {r['threads']} threads, "
+        f"{_si(r['cost']['flops'])}FLOPs",
+        f"outputs  max |diff| = {worst:.1e} x max|ref| vs onnxruntime: "
+        f"{'OK' if agree['ok'] else 'MISMATCH'}",
+        f"edgec        {r['edgec_ms']:9.3f} ms  (p90 +{r['edgec_spread_ms']:.3f} ms)  "
+        f"{r['edgec_gflops']:7.1f} GFLOP/s",
+        f"onnxruntime  {r['onnxruntime_ms']:9.3f} ms  {'':>17}  "
+        f"{r['onnxruntime_gflops']:7.1f} GFLOP/s",
+        f"ratio    edgec / onnxruntime = {r['ratio']:.2f}x (medians of {r['runs']} alternating "
+        "runs)",
+    ]
+    if r.get("layers"):
+        lines.append(f"{'kernel':<44} {'calls':>5} {'ms':>9} {'share':>6} {'MFLOPs':>9} "
+                     f"{'GFLOP/s':>8}")
+        for k in r["layers"]:
+            lines.append(f"{k['kernel'][:44]:<44} {k['calls']:>5} {k['ms']:>9.3f} "
+                         f"{k['share']:>6.1%} {k['flops'] / 1e6:>9.2f} {k['gflops']:>8.2f}")
+    return lines

@@ -108,6 +108,17 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edgec.compiler.bench import bench
+    from edgec.compiler.report import bench_lines
+
+    result = bench(args.model, target=args.target, threads=args.threads,
+                   input_shapes=_input_shapes(args.input_shape), per_layer=args.per_layer,
+                   budget_s=args.seconds)
+    print(json.dumps(result, indent=2) if args.json else "\n".join(bench_lines(result)))
+    return 0 if result["agreement"]["ok"] else 1
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from edgec import runtime
 
@@ -214,6 +225,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--repeat", type=int, default=0, metavar="N", help="time N runs")
     r.add_argument("--warmup", type=int, default=1, metavar="M")
     r.set_defaults(fn=cmd_run)
+
+    b = sub.add_parser("bench", help="latency against onnxruntime, same process and threads")
+    b.add_argument("model", help="an .onnx file (compiled first) or an artifact folder")
+    b.add_argument("--target", default="host")
+    b.add_argument("--threads", type=int)
+    b.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...")
+    b.add_argument("--per-layer", action="store_true", help="time each fused kernel")
+    b.add_argument("--seconds", type=float, default=10.0, help="timing budget (default 10)")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(fn=cmd_bench)
 
     t = sub.add_parser("targets", help="list the targets")
     t.add_argument("--json", action="store_true")

@@ -85,6 +85,35 @@ class CompiledModel:
             arrays.append(np.ascontiguousarray(arr))
         return arrays
 
+    def profile(self, feed: dict[str, np.ndarray], runs: int = 10) -> dict[str, list[float]]:
+        """Milliseconds per kernel call over `runs` calls, keyed by kernel name.
+
+        Times every call the VM makes between its before/after instrument hooks; VM builtins
+        (allocation, shape checks) are left out.
+        """
+        import time
+
+        times: dict[str, list[float]] = {}
+        start: dict[str, float] = {}
+
+        def instrument(func, name, before, ret, *args):
+            name = str(name)
+            if name.startswith("vm.builtin"):
+                return 0
+            if before:
+                start[name] = time.perf_counter()
+            else:
+                times.setdefault(name, []).append((time.perf_counter() - start[name]) * 1e3)
+            return 0
+
+        self._vm.set_instrument(instrument)
+        try:
+            for _ in range(runs):
+                self(**feed)
+        finally:
+            self._vm.set_instrument(None)
+        return times
+
     def __call__(self, *args: np.ndarray, **kwargs: np.ndarray) -> dict[str, np.ndarray]:
         result = self._main(*[self._tensor(a) for a in self._arrange(args, kwargs)])
         results = [result] if hasattr(result, "numpy") else list(result)

@@ -27,17 +27,33 @@ def to_relax(model: onnx.ModelProto, input_shapes: dict[str, list[int]]) -> Any:
         raise EdgecError(f"TVM could not import the model: {line[:300]}") from None
 
 
-def build(model: onnx.ModelProto, target: Target, input_shapes: dict[str, list[int]]) -> Any:
-    """Build a Relax VM executable for `target`; nothing is written to disk."""
-    import tvm
-
-    tvm_target = target.tvm_target()
+def lower(model: onnx.ModelProto, target: Target, input_shapes: dict[str, list[int]]) -> Any:
+    """The Relax module after the target's pipeline: fused kernels as TIR PrimFuncs."""
     pipeline = PIPELINES.get(target.pipeline)
     if pipeline is None:
         raise EdgecError(f"target '{target.name}' names unknown pipeline '{target.pipeline}' "
                          f"(known: {', '.join(PIPELINES)})")
-    mod = to_relax(model, input_shapes)
-    return tvm.compile(mod, tvm_target, relax_pipeline=pipeline(tvm_target))
+    tvm_target = target.tvm_target()
+    with tvm_target:
+        return pipeline(tvm_target)(to_relax(model, input_shapes))
+
+
+def kernel_flops(lowered: Any) -> dict[str, float]:
+    """FLOPs of each kernel (PrimFunc) of a lowered module, as TVM's analysis estimates them."""
+    import tvm
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    return {gv.name_hint: float(estimate_tir_flops(tvm.IRModule({"main": f})))
+            for gv, f in lowered.functions.items()
+            if isinstance(f, tvm.tirx.PrimFunc)}
+
+
+def build(model: onnx.ModelProto, target: Target, input_shapes: dict[str, list[int]]) -> Any:
+    """Build a Relax VM executable for `target`; nothing is written to disk."""
+    import tvm
+
+    lowered = lower(model, target, input_shapes)
+    return tvm.compile(lowered, target.tvm_target(), relax_pipeline=None)
 
 
 def export(executable: Any, path: Path, target: Target, cc: str | None = None) -> Path:

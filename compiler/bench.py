@@ -1,0 +1,80 @@
+"""`edgec bench`: edgec's latency against onnxruntime's, measured in one process, same threads.
+
+Both run alternately after warm-up (validate.latency); the report has medians, edgec's
+spread, the ratio edgec / ORT and, first, whether edgec's outputs agree with ORT's (a fast
+wrong answer is not a result). With `per_layer`, every fused kernel's median time, its share,
+its FLOPs (TVM's estimate on the lowered kernel) and the GFLOP/s it reaches.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from .errors import EdgecError
+
+
+def _per_layer(model: Any, folder: Path, manifest: dict, feed: dict, target: Any) -> list[dict]:
+    from . import codegen
+
+    lowered_from = onnx.load(str(folder / manifest["optimized_onnx"]))
+    shapes = {s["name"]: s["shape"] for s in manifest["inputs"]}
+    flops = codegen.kernel_flops(codegen.lower(lowered_from, target, shapes))
+    times = model.profile(feed, runs=10)
+    runs = 10
+    rows = []
+    for name, samples in times.items():
+        per_run = float(np.sum(samples)) / runs
+        rows.append({"kernel": name, "calls": len(samples) // runs, "ms": per_run,
+                     "flops": flops.get(name, 0.0)})
+    total = sum(r["ms"] for r in rows) or 1.0
+    for r in rows:
+        r["share"] = r["ms"] / total
+        r["gflops"] = r["flops"] / (r["ms"] * 1e6) if r["ms"] else 0.0
+    return sorted(rows, key=lambda r: -r["ms"])
+
+
+def bench(model: str | Path, *, target: str = "host", threads: int | None = None,
+          input_shapes: dict[str, list[int]] | None = None, per_layer: bool = False,
+          budget_s: float = 10.0, seed: int = 0) -> dict[str, Any]:
+    """Time a model (an .onnx file, compiled here first, or an artifact folder)."""
+    from edgec import runtime, targets
+    from edgec.runtime.artifact import read_manifest
+
+    from . import compile as compile_model
+    from . import validate
+
+    path = Path(model)
+    with tempfile.TemporaryDirectory(prefix="edgec-bench-") as tmp:
+        if path.is_dir():
+            folder = path
+        else:
+            folder = Path(tmp) / "artifact"
+            compile_model(path, output=folder, target=target, input_shapes=input_shapes,
+                          validate=False)
+        manifest = read_manifest(folder)
+        tgt = targets.get(manifest["target"]["name"])
+        if not tgt.runs_here():
+            raise EdgecError(f"target '{tgt.name}' does not run here; time it on the device: "
+                             "edgec run BUNDLE --device ssh://user@board --repeat 50")
+        source = Path(manifest["source"]["path"])
+        reference = source if source.is_file() else folder / manifest["optimized_onnx"]
+        threads = threads or manifest["target"]["threads"]
+        compiled = runtime.load(folder, threads=threads)
+        feed = runtime.random_inputs(compiled.inputs, seed)
+        run = lambda f: compiled(**f)  # noqa: E731
+        result: dict[str, Any] = {
+            "model": str(path), "target": tgt.name, "threads": threads,
+            "agreement": validate.agreement(run, reference, [feed], threads),
+            **validate.latency(run, reference, feed, threads, budget_s=budget_s),
+            "cost": manifest["cost"]["after"],
+        }
+        result["edgec_gflops"] = result["cost"]["flops"] / (result["edgec_ms"] * 1e6)
+        result["onnxruntime_gflops"] = result["cost"]["flops"] / (result["onnxruntime_ms"] * 1e6)
+        if per_layer:
+            result["layers"] = _per_layer(compiled, folder, manifest, feed, tgt)
+        return result
