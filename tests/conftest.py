@@ -39,6 +39,21 @@ def save(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
+def tiny_model(nodes, x_shape, inits=(), out_shape=None, infer: bool = True) -> onnx.ModelProto:
+    """A one-input ("x") one-output ("y") opset-17 model for pass tests. `inits`: initializers,
+    as TensorProtos or a {name: array} dict. Shapes inferred unless `infer` is False."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    if isinstance(inits, dict):
+        inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()]
+    graph = helper.make_graph(
+        nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], list(inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model) if infer else model
+
+
 def ort_run(path_or_model, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
     import onnxruntime as ort
 

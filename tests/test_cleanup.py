@@ -10,19 +10,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgec.compiler.passes import cleanup
 
-from conftest import ort_run
+from conftest import ort_run, tiny_model
 
 RNG = np.random.default_rng(1)
-
-
-def _model(nodes, inits, x_shape) -> onnx.ModelProto:
-    graph = helper.make_graph(
-        nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return onnx.shape_inference.infer_shapes(model)
 
 
 def _run(model: onnx.ModelProto) -> tuple[list[str], object]:
@@ -42,19 +32,19 @@ def test_dropout_and_identity_removed():
              helper.make_node("Dropout", ["a", "ratio"], ["b"]),
              helper.make_node("Identity", ["b"], ["c"]),
              helper.make_node("Sigmoid", ["c"], ["y"])]
-    ops, report = _run(_model(nodes, {"ratio": np.float32(0.5)}, (2, 3)))
+    ops, report = _run(tiny_model(nodes, (2, 3), {"ratio": np.float32(0.5)}))
     assert ops == ["Relu", "Sigmoid"]
     assert report.rewrites == {"dropout removed": 1, "identity removed": 1}
 
 
 def test_identity_feeding_graph_output_keeps_the_output_name():
     nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Identity", ["a"], ["y"])]
-    ops, _ = _run(_model(nodes, {}, (4,)))
+    ops, _ = _run(tiny_model(nodes, (4,)))
     assert ops == ["Relu"]
 
 
 def test_identity_between_graph_input_and_output_must_stay():
-    ops, report = _run(_model([helper.make_node("Identity", ["x"], ["y"])], {}, (4,)))
+    ops, report = _run(tiny_model([helper.make_node("Identity", ["x"], ["y"])], (4,)))
     assert ops == ["Identity"] and "graph input to a graph output" in report.declined[0]
 
 
@@ -62,7 +52,7 @@ def test_dropout_with_used_mask_stays():
     nodes = [helper.make_node("Dropout", ["x"], ["a", "mask"]),
              helper.make_node("Cast", ["mask"], ["m"], to=TensorProto.FLOAT),
              helper.make_node("Add", ["a", "m"], ["y"])]
-    ops, _ = _run(_model(nodes, {}, (3,)))
+    ops, _ = _run(tiny_model(nodes, (3,)))
     assert "Dropout" in ops
 
 
@@ -76,7 +66,7 @@ def test_pad_fuses_into_conv(pads, own_pads, stride, dilation, group):
     inits = {"pads": np.array(pads, np.int64),
              "w": RNG.standard_normal((4, 4 // group, 3, 3)).astype(np.float32),
              "b": RNG.standard_normal(4).astype(np.float32)}
-    ops, report = _run(_model(nodes, inits, (1, 4, 8, 8)))
+    ops, report = _run(tiny_model(nodes, (1, 4, 8, 8), inits))
     assert ops == ["Conv"] and report.rewrites == {"pad->conv": 1}
 
 
@@ -86,8 +76,8 @@ def test_pad_into_average_pool(own_pads, include, fires):
     nodes = [helper.make_node("Pad", ["x", "pads"], ["p"]),
              helper.make_node("AveragePool", ["p"], ["y"], kernel_shape=[3, 3], pads=own_pads,
                               count_include_pad=include)]
-    ops, _ = _run(_model(nodes, {"pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)},
-                         (1, 2, 6, 6)))
+    ops, _ = _run(tiny_model(nodes, (1, 2, 6, 6),
+                             {"pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)}))
     assert (ops == ["AveragePool"]) == fires
 
 
@@ -103,7 +93,7 @@ def test_pad_must_not_fuse(case):
             else helper.make_node("Conv", ["p", "w"], ["y"]))
     if case == "maxpool":
         del inits["w"]
-    ops, _ = _run(_model([pad, user], inits, (1, 2, 6, 6)))
+    ops, _ = _run(tiny_model([pad, user], (1, 2, 6, 6), inits))
     assert "Pad" in ops
 
 
@@ -113,7 +103,7 @@ def test_inverse_transposes_cancel_and_others_do_not():
              helper.make_node("Relu", ["b"], ["c"]),
              helper.make_node("Transpose", ["c"], ["d"], perm=[0, 2, 3, 1]),
              helper.make_node("Transpose", ["d"], ["y"], perm=[0, 2, 3, 1])]
-    ops, report = _run(_model(nodes, {}, (1, 2, 3, 4)))
+    ops, report = _run(tiny_model(nodes, (1, 2, 3, 4)))
     assert ops == ["Relu", "Transpose", "Transpose"]
     assert report.rewrites == {"transpose pair removed": 1}
 
@@ -122,7 +112,7 @@ def test_noop_reshape_removed_real_one_kept():
     nodes = [helper.make_node("Reshape", ["x", "same"], ["a"]),
              helper.make_node("Reshape", ["a", "flat"], ["y"])]
     inits = {"same": np.array([2, 3, 4], np.int64), "flat": np.array([2, 12], np.int64)}
-    ops, report = _run(_model(nodes, inits, (2, 3, 4)))
+    ops, report = _run(tiny_model(nodes, (2, 3, 4), inits))
     assert ops == ["Reshape"] and report.rewrites["reshape removed"] == 1
 
 
@@ -131,6 +121,6 @@ def test_constant_chain_folds_and_dead_nodes_go():
                  np.float32(2.0))),
              helper.make_node("Mul", ["x", "k"], ["y"]),
              helper.make_node("Relu", ["x"], ["unused"])]
-    ops, report = _run(_model(nodes, {}, (3,)))
+    ops, report = _run(tiny_model(nodes, (3,)))
     assert ops == ["Mul"]
     assert report.rewrites == {"constant folded": 1, "dead nodes removed": 1}

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgec import models
 from edgec.compiler.passes import fold_batchnorm, run_passes
 
-from conftest import ort_run
+from conftest import ort_run, tiny_model
 
 RNG = np.random.default_rng(0)
 
@@ -25,18 +25,13 @@ def _bn(c: int, x: str, y: str, prefix: str = "bn") -> tuple[onnx.NodeProto, lis
                             epsilon=1e-3), inits
 
 
-def _model(nodes, inits, x_shape, extra_outputs=()) -> onnx.ModelProto:
-    graph = helper.make_graph(
-        nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
-        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in ("y", *extra_outputs)],
-        inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return onnx.shape_inference.infer_shapes(model)
-
-
 def _const(name: str, shape) -> onnx.TensorProto:
     return numpy_helper.from_array(RNG.standard_normal(shape).astype(np.float32), name)
+
+
+def _weights(w_shape, bias: int | None) -> list[onnx.TensorProto]:
+    """Random weights "w" and, when `bias` is a length, a bias "b"."""
+    return [_const("w", w_shape)] + ([_const("b", (bias,))] if bias else [])
 
 
 def _check(model: onnx.ModelProto, expect_ops: dict[str, int]) -> onnx.ModelProto:
@@ -64,9 +59,8 @@ def test_conv_then_bn(nd, bias, groups, stride, dilation):
     conv = helper.make_node("Conv", inputs, ["c"], group=groups, strides=[stride] * nd,
                             dilations=[dilation] * nd, pads=[1] * 2 * nd)
     bn, bn_inits = _bn(cout, "c", "y")
-    inits = [_const("w", (cout, cin // groups, *[k] * nd))] + ([_const("b", (cout,))] if bias
-                                                                else []) + bn_inits
-    folded, report = _check(_model([conv, bn], inits, (1, cin, *[9] * nd)),
+    inits = _weights((cout, cin // groups, *[k] * nd), bias and cout) + bn_inits
+    folded, report = _check(tiny_model([conv, bn], (1, cin, *[9] * nd), inits),
                             {"Conv": 1, "BatchNormalization": 0})
     assert report.rewrites == {"conv+bn": 1}
 
@@ -79,9 +73,8 @@ def test_conv_transpose_then_bn(groups, bias):
     node = helper.make_node("ConvTranspose", inputs, ["c"], group=groups, strides=[2, 2],
                             pads=[1, 1, 1, 1], kernel_shape=[4, 4])
     bn, bn_inits = _bn(cout, "c", "y")
-    inits = [_const("w", (cin, cout // groups, 4, 4))] + ([_const("b", (cout,))] if bias
-                                                           else []) + bn_inits
-    _, report = _check(_model([node, bn], inits, (1, cin, 5, 5)),
+    inits = _weights((cin, cout // groups, 4, 4), bias and cout) + bn_inits
+    _, report = _check(tiny_model([node, bn], (1, cin, 5, 5), inits),
                        {"ConvTranspose": 1, "BatchNormalization": 0})
     assert report.rewrites == {"convtranspose+bn": 1}
 
@@ -90,18 +83,17 @@ def test_conv_transpose_then_bn(groups, bias):
 @pytest.mark.parametrize("bias", [True, False])
 def test_gemm_then_bn(trans_b, bias):
     k, n = 6, 5
-    inputs = ["x", "w"] + (["c"] if bias else [])
+    inputs = ["x", "w"] + (["b"] if bias else [])
     gemm = helper.make_node("Gemm", inputs, ["g"], transB=trans_b, alpha=0.7, beta=1.3)
     bn, bn_inits = _bn(n, "g", "y")
-    inits = [_const("w", (n, k) if trans_b else (k, n))] + ([_const("c", (n,))] if bias
-                                                            else []) + bn_inits
-    _check(_model([gemm, bn], inits, (3, k)), {"Gemm": 1, "BatchNormalization": 0})
+    inits = _weights((n, k) if trans_b else (k, n), bias and n) + bn_inits
+    _check(tiny_model([gemm, bn], (3, k), inits), {"Gemm": 1, "BatchNormalization": 0})
 
 
 def test_matmul_then_bn_becomes_gemm():
     mm = helper.make_node("MatMul", ["x", "w"], ["m"])
     bn, bn_inits = _bn(5, "m", "y")
-    _check(_model([mm, bn], [_const("w", (6, 5)), *bn_inits], (3, 6)),
+    _check(tiny_model([mm, bn], (3, 6), [_const("w", (6, 5)), *bn_inits]),
            {"Gemm": 1, "MatMul": 0, "BatchNormalization": 0})
 
 
@@ -110,7 +102,7 @@ def test_bn_then_unpadded_conv(groups):
     bn, bn_inits = _bn(4, "x", "n")
     conv = helper.make_node("Conv", ["n", "w", "b"], ["y"], group=groups, strides=[2, 2])
     inits = [_const("w", (6, 4 // groups, 3, 3)), _const("b", (6,)), *bn_inits]
-    relu_free = _model([bn, conv], inits, (1, 4, 9, 9))
+    relu_free = tiny_model([bn, conv], (1, 4, 9, 9), inits)
     _, report = _check(relu_free, {"Conv": 1, "BatchNormalization": 0})
     assert report.rewrites == {"bn+conv": 1}
 
@@ -118,7 +110,7 @@ def test_bn_then_unpadded_conv(groups):
 def test_bn_then_padded_conv_is_not_folded_into_it():
     bn, bn_inits = _bn(4, "x", "n")
     conv = helper.make_node("Conv", ["n", "w"], ["y"], pads=[1, 1, 1, 1])
-    _, report = _check(_model([bn, conv], [_const("w", (6, 4, 3, 3)), *bn_inits], (1, 4, 7, 7)),
+    _, report = _check(tiny_model([bn, conv], (1, 4, 7, 7), [_const("w", (6, 4, 3, 3)), *bn_inits]),
                        {"Conv": 1, "BatchNormalization": 0, "Mul": 1, "Add": 1})
     assert report.rewrites == {"bn->scale_shift": 1}
     assert "pads with zeros" in report.declined[0]
@@ -128,15 +120,16 @@ def test_conv_output_with_other_consumers_declines_folding():
     conv = helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1])
     bn, bn_inits = _bn(4, "c", "n")
     add = helper.make_node("Add", ["n", "c"], ["y"])
-    _, report = _check(_model([conv, bn, add], [_const("w", (4, 3, 3, 3)), *bn_inits],
-                              (1, 3, 6, 6)), {"Conv": 1, "BatchNormalization": 0, "Mul": 1})
+    _, report = _check(tiny_model([conv, bn, add], (1, 3, 6, 6),
+                                  [_const("w", (4, 3, 3, 3)), *bn_inits]),
+                       {"Conv": 1, "BatchNormalization": 0, "Mul": 1})
     assert "Conv output has other consumers" in report.declined[0]
 
 
 def test_non_constant_weights_leave_bn_as_is():
     conv = helper.make_node("Conv", ["x", "x"], ["c"])  # weights are the (dynamic) input
     bn, bn_inits = _bn(2, "c", "y")
-    model = _model([conv, bn], bn_inits, (2, 2, 1, 1))
+    model = tiny_model([conv, bn], (2, 2, 1, 1), bn_inits)
     bn_inits_dyn = model.graph.node[1]
     bn_inits_dyn.input[1] = "x_scale"
     model.graph.input.append(helper.make_tensor_value_info("x_scale", TensorProto.FLOAT, [2]))

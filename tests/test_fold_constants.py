@@ -5,21 +5,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from edgec.compiler.passes.fold_constants import fold_constants
 
-from conftest import ort_run
-
-
-def _model(nodes, inits, x_shape=(2, 3, 4, 4), out_shape=None) -> onnx.ModelProto:
-    graph = helper.make_graph(
-        nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
-        [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+from conftest import ort_run, tiny_model
 
 
 def _flatten_by_shape(slicer: str) -> onnx.ModelProto:
@@ -31,7 +21,7 @@ def _flatten_by_shape(slicer: str) -> onnx.ModelProto:
     nodes = [helper.make_node("Shape", ["x"], ["s"]), take,
              helper.make_node("Concat", ["n", "minus1"], ["shape"], axis=0),
              helper.make_node("Reshape", ["x", "shape"], ["y"])]
-    return _model(nodes, inits, out_shape=[2, 48])
+    return tiny_model(nodes, (2, 3, 4, 4), inits, out_shape=[2, 48], infer=False)
 
 
 @pytest.mark.parametrize("slicer", ["gather", "slice"])
@@ -67,7 +57,7 @@ def test_keeps_dequantize_and_graph_outputs():
     inits = {"q": np.array([1, 2], np.int8), "s": np.array(0.5, np.float32)}
     nodes = [helper.make_node("DequantizeLinear", ["q", "s"], ["d"]),
              helper.make_node("Add", ["x", "d"], ["y"])]
-    out, report = fold_constants(_model(nodes, inits, x_shape=(2,), out_shape=[2]))
+    out, report = fold_constants(tiny_model(nodes, (2,), inits, out_shape=[2], infer=False))
     assert [n.op_type for n in out.graph.node] == ["DequantizeLinear", "Add"]
     assert not report.changed
 
@@ -77,7 +67,7 @@ def test_weight_arithmetic_folds():
     nodes = [helper.make_node("Mul", ["w", "k"], ["w2"]),
              helper.make_node("Transpose", ["w2"], ["wt"]),
              helper.make_node("MatMul", ["x", "wt"], ["y"])]
-    model = _model(nodes, inits, x_shape=(1, 3), out_shape=[1, 2])
+    model = tiny_model(nodes, (1, 3), inits, out_shape=[1, 2], infer=False)
     out, report = fold_constants(model)
     assert [n.op_type for n in out.graph.node] == ["MatMul"]
     assert report.rewrites == {"Mul": 1, "Transpose": 1}
