@@ -4,8 +4,15 @@ Public API: `compile`, `EdgecError`, and the `edgec.runtime`, `edgec.targets`, `
 packages.
 """
 
-from edgec.compiler import CompileResult, compile
-from edgec.compiler.errors import EdgecError
+import os
+
+# TVM sizes its thread pool once, at its first parallel kernel, and then to half the cores
+# unless TVM_NUM_THREADS says otherwise; it cannot grow later. edgec's targets and runtime pick
+# thread counts themselves (up to all cores), so the pool must start with all of them.
+os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
+
+from edgec.compiler import CompileResult, compile  # noqa: E402
+from edgec.compiler.errors import EdgecError  # noqa: E402
 
 __all__ = ["CompileResult", "EdgecError", "compile"]
 __version__ = "0.1.0"

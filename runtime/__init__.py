@@ -23,8 +23,8 @@ __all__ = ["CompiledModel", "load", "random_inputs"]
 
 
 def _set_threads(threads: int) -> None:
-    # TVM sizes its pool from TVM_NUM_THREADS when first imported (else half the cores).
-    os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
+    # The pool's size was fixed by TVM_NUM_THREADS (see edgec/__init__.py); this picks how
+    # many of its threads run.
     import tvm  # noqa: F401  (loads libtvm_runtime, which registers the thread-pool functions)
     import tvm_ffi
 

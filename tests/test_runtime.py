@@ -109,3 +109,18 @@ def test_console_script_in_a_fresh_process(artifacts, tmp_path):
                          text=True, timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.strip() == f"edgec: error: artifact folder '{tmp_path / 'missing'}' not found"
+
+
+def test_tvm_thread_pool_gets_every_core():
+    """TVM would size its pool at half the cores, once; importing edgec must prevent that."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"}
+    code = ("import edgec.targets, tvm, tvm_ffi; "
+            "print(tvm_ffi.get_global_func('runtime.NumThreads')())")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.strip()) == os.cpu_count()
