@@ -59,6 +59,8 @@ def main() -> int:
     p.add_argument("--models", default=",".join(DEFAULT_MODELS))
     p.add_argument("--seconds", type=float, default=10.0, help="timing budget per model")
     p.add_argument("--out", default="BENCHMARKS.md")
+    p.add_argument("--profile", default="mobilenet_v2",
+                   help="model whose per-kernel profile goes into the report")
     args = p.parse_args()
 
     import edgec
@@ -75,7 +77,7 @@ def main() -> int:
             t0 = time.perf_counter()
             edgec.compile(src, output=Path(tmp) / name, target="host", validate=False)
             compile_s = time.perf_counter() - t0
-            r = bench(Path(tmp) / name, budget_s=args.seconds)
+            r = bench(Path(tmp) / name, budget_s=args.seconds, per_layer=name == args.profile)
             worst = max(o["rel"] for o in r["agreement"]["outputs"])
             rows.append((name, compile_s, r, worst))
             print(f"{name:<20} edgec {r['edgec_ms']:8.2f} ms  ORT {r['onnxruntime_ms']:7.2f} ms"
@@ -101,6 +103,27 @@ def main() -> int:
             f"| {name} | {compile_s:.1f} | {r['edgec_ms']:.2f} | {r['onnxruntime_ms']:.2f} | "
             f"**{r['ratio']:.2f}x** | {r['edgec_gflops']:.1f} | "
             f"{r['edgec_gflops'] / peak:.1%} | {r['onnxruntime_gflops']:.1f} | {worst:.1e} |")
+    targets_met = {"untuned <= 1.5x ORT (every model)": all(
+                       r["ratio"] <= 1.5 for _, _, r, _ in rows),
+                   "untuned <= 1.2x ORT (MobileNetV2, ResNet-18)": all(
+                       r["ratio"] <= 1.2 for n, _, r, _ in rows
+                       if n in ("mobilenet_v2", "resnet18"))}
+    lines += ["", "## Against the targets (host, untuned)", ""]
+    lines += [f"- {goal}: {'met' if ok else '**not met**'}" for goal, ok in targets_met.items()]
+    lines += ["- tuned targets: not measured yet (no `edgec tune` yet)."]
+    profiled = next((r for n, _, r, _ in rows if n == args.profile), None)
+    if profiled and profiled.get("layers"):
+        lines += ["", f"## Why: per-kernel profile of {args.profile} (edgec, untuned)", "",
+                  "| kernel | calls | ms | share | MFLOPs | GFLOP/s |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for k in profiled["layers"][:12]:
+            lines.append(f"| {k['kernel']} | {k['calls']} | {k['ms']:.3f} | {k['share']:.1%} | "
+                         f"{k['flops'] / 1e6:.1f} | {k['gflops']:.2f} |")
+        lines += ["", "TVM's default pipeline fuses conv + bias + activation but leaves each "
+                  "kernel as plain loops: no parallel loop (one core; the process's CPU time "
+                  "equals its wall time), no vectorization, no tiling. That is 1-2% of the "
+                  "FMA peak; layout, schedules and tuning are the work of the performance "
+                  "issue."]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
     return 0

@@ -28,9 +28,9 @@ def _per_layer(model: Any, folder: Path, manifest: dict, feed: dict, target: Any
     runs = 10
     rows = []
     for name, samples in times.items():
-        per_run = float(np.sum(samples)) / runs
-        rows.append({"kernel": name, "calls": len(samples) // runs, "ms": per_run,
-                     "flops": flops.get(name, 0.0)})
+        calls = len(samples) // runs
+        rows.append({"kernel": name, "calls": calls, "ms": float(np.sum(samples)) / runs,
+                     "flops": flops.get(name, 0.0) * calls})  # per inference, all calls
     total = sum(r["ms"] for r in rows) or 1.0
     for r in rows:
         r["share"] = r["ms"] / total

@@ -28,6 +28,16 @@ def test_bench_json_with_per_layer(cli, lenet):
     assert sum(k["flops"] for k in r["layers"]) == pytest.approx(r["cost"]["flops"], rel=0.05)
 
 
+def test_per_layer_flops_count_every_call(cli, artifacts):
+    """MobileNetV2 runs some kernels several times per inference; each call's FLOPs count."""
+    code, out, err = cli("bench", artifacts("mobilenet_v2", "host"), "--per-layer",
+                         "--seconds", "0.3", "--json")
+    assert code == 0, err
+    r = json.loads(out)
+    assert max(k["calls"] for k in r["layers"]) > 1
+    assert sum(k["flops"] for k in r["layers"]) == pytest.approx(r["cost"]["flops"], rel=0.05)
+
+
 def test_bench_artifact_folder_and_table(cli, lenet, tmp_path):
     assert cli("compile", lenet, "-o", tmp_path / "art", "--no-validate")[0] == 0
     code, out, err = cli("bench", tmp_path / "art", "--seconds", "0.5")
