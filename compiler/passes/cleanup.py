@@ -21,22 +21,8 @@ import onnx
 from onnx import helper
 
 from .fold_constants import fold_constants, static_shapes
-from .graph import GraphIndex, bypass, drop_dead
+from .graph import GraphIndex, attr, bypass, drop_dead, set_attr
 from .report import PassReport
-
-
-def _attr(node: onnx.NodeProto, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
-def _set_ints(node: onnx.NodeProto, name: str, values: list[int]) -> None:
-    for a in list(node.attribute):
-        if a.name == name:
-            node.attribute.remove(a)
-    node.attribute.append(helper.make_attribute(name, [int(v) for v in values]))
 
 
 def _drop_noops(graph: onnx.GraphProto, shapes, report: PassReport) -> None:
@@ -58,7 +44,7 @@ def _drop_noops(graph: onnx.GraphProto, shapes, report: PassReport) -> None:
 
 
 def _pad_amounts(pad: onnx.NodeProto, index: GraphIndex, rank: int) -> list[int] | str:
-    mode = _attr(pad, "mode", b"constant")
+    mode = attr(pad, "mode", b"constant")
     if mode != b"constant":
         return f"mode {mode.decode()}"
     if len(pad.input) > 1:  # opset >= 11: pads and value are inputs
@@ -67,7 +53,7 @@ def _pad_amounts(pad: onnx.NodeProto, index: GraphIndex, rank: int) -> list[int]
         if len(pad.input) > 3 and pad.input[3]:
             return "axes input"
     else:
-        pads, value = _attr(pad, "pads", None), _attr(pad, "value", 0.0)
+        pads, value = attr(pad, "pads", None), attr(pad, "value", 0.0)
     if pads is None or value is None:
         return "pads or value not constant"
     pads = [int(p) for p in np.asarray(pads).reshape(-1)]
@@ -94,26 +80,21 @@ def _fuse_pads(graph: onnx.GraphProto, shapes, report: PassReport) -> None:
         if isinstance(amounts, str):
             report.decline(pad.name or "Pad", amounts)
             continue
-        if _attr(user, "auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID"):
+        if attr(user, "auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID"):
             report.decline(pad.name or "Pad", f"{user.op_type} uses auto_pad SAME")
             continue
         nd = rank - 2
-        own = list(_attr(user, "pads", [0] * 2 * nd))
-        if user.op_type == "AveragePool" and any(own) and not _attr(user, "count_include_pad", 0):
+        own = list(attr(user, "pads", [0] * 2 * nd))
+        if user.op_type == "AveragePool" and any(own) and not attr(user, "count_include_pad", 0):
             report.decline(pad.name or "Pad", "AveragePool excludes its own pads from the mean")
             continue
         begin, end = amounts[2:rank], amounts[rank + 2:]
-        _set_ints(user, "pads", [own[i] + begin[i] for i in range(nd)]
-                  + [own[nd + i] + end[i] for i in range(nd)])
+        set_attr(user, "pads", [int(own[i] + begin[i]) for i in range(nd)]
+                 + [int(own[nd + i] + end[i]) for i in range(nd)])
         if user.op_type == "AveragePool":
-            for a in list(user.attribute):
-                if a.name == "count_include_pad":
-                    user.attribute.remove(a)
-            user.attribute.append(helper.make_attribute("count_include_pad", 1))
-        if _attr(user, "auto_pad", b"NOTSET") == b"VALID":
-            for a in list(user.attribute):
-                if a.name == "auto_pad":
-                    user.attribute.remove(a)
+            set_attr(user, "count_include_pad", 1)
+        if attr(user, "auto_pad", b"NOTSET") == b"VALID":
+            set_attr(user, "auto_pad")
         user.input[0] = pad.input[0]
         graph.node.remove(pad)
         report.count(f"pad->{user.op_type.lower()}")
@@ -128,7 +109,7 @@ def _cancel_transposes(graph: onnx.GraphProto, report: PassReport) -> None:
         if not users or users[0].op_type != "Transpose":
             continue
         second = users[0]
-        p1, p2 = _attr(first, "perm", None), _attr(second, "perm", None)
+        p1, p2 = attr(first, "perm", None), attr(second, "perm", None)
         if p1 is None or p2 is None or [p1[i] for i in p2] != list(range(len(p1))):
             continue
         identity = helper.make_node("Identity", [first.input[0]], [second.output[0]])

@@ -23,24 +23,10 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .graph import GraphIndex, set_const, unique_name
+from .graph import GraphIndex, attr, set_attr, set_const, unique_name
 from .report import PassReport
 
 _FOLD_INTO = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-
-
-def _attr(node: onnx.NodeProto, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
-def _set_attr(node: onnx.NodeProto, name: str, value) -> None:
-    for a in list(node.attribute):
-        if a.name == name:
-            node.attribute.remove(a)
-    node.attribute.append(helper.make_attribute(name, value))
 
 
 def _affine(bn: onnx.NodeProto, index: GraphIndex) -> tuple[np.ndarray, np.ndarray] | None:
@@ -48,7 +34,7 @@ def _affine(bn: onnx.NodeProto, index: GraphIndex) -> tuple[np.ndarray, np.ndarr
     if any(p is None for p in params):
         return None
     gamma, beta, mean, var = (p.astype(np.float64) for p in params)
-    s = gamma / np.sqrt(var + _attr(bn, "epsilon", 1e-5))
+    s = gamma / np.sqrt(var + attr(bn, "epsilon", 1e-5))
     return s, beta - mean * s
 
 
@@ -78,20 +64,20 @@ def _into_producer(graph, index, p: onnx.NodeProto, s, t) -> str | None:
         bias = _bias(graph, index, p, 2, w.shape[0])
         w64 = w64 * s.reshape(-1, *[1] * (w.ndim - 1))
     elif p.op_type == "ConvTranspose":
-        g = _attr(p, "group", 1)
+        g = attr(p, "group", 1)
         cin, cout_g = w.shape[0], w.shape[1]
         bias = _bias(graph, index, p, 2, g * cout_g)
         scale = s.reshape(g, 1, cout_g, *[1] * (w.ndim - 2))
         w64 = (w64.reshape(g, cin // g, cout_g, *w.shape[2:]) * scale).reshape(w.shape)
     elif p.op_type == "Gemm":
-        if _attr(p, "transB", 0):
+        if attr(p, "transB", 0):
             w64 = w64 * s[:, None]
         else:
             w64 = w64 * s[None, :]
         bias = _bias(graph, index, p, 2, len(s))
         if bias is not None:
-            bias = bias * _attr(p, "beta", 1.0)
-            _set_attr(p, "beta", 1.0)
+            bias = bias * attr(p, "beta", 1.0)
+            set_attr(p, "beta", 1.0)
     else:  # MatMul with a 2-D constant right operand becomes Gemm
         if w.ndim != 2:
             return "MatMul weight is not 2-D"
@@ -105,13 +91,13 @@ def _into_producer(graph, index, p: onnx.NodeProto, s, t) -> str | None:
 
 
 def _into_consumer(graph, index, conv: onnx.NodeProto, s, t) -> str | None:
-    if any(_attr(conv, "pads", [])) or _attr(conv, "auto_pad", b"NOTSET") not in (
+    if any(attr(conv, "pads", [])) or attr(conv, "auto_pad", b"NOTSET") not in (
             b"NOTSET", b"VALID"):
         return "the following Conv pads with zeros (folding would change its border)"
     w = index.const(conv.input[1])
     if w is None:
         return "Conv weights are not constants"
-    g = _attr(conv, "group", 1)
+    g = attr(conv, "group", 1)
     cout, cin_g = w.shape[:2]
     # s_oc[o, ci] = s[c] for input channel c = group(o) * cin_g + ci
     s_oc = s.reshape(g, cin_g)[np.arange(cout) // (cout // g)]
@@ -160,7 +146,7 @@ def fold_batchnorm(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport]
     for bn in [n for n in graph.node if n.op_type == "BatchNormalization"]:
         index = GraphIndex(graph)
         name = bn.name or bn.output[0]
-        if _attr(bn, "training_mode", 0) or any(index.uses(o) for o in bn.output[1:] if o):
+        if attr(bn, "training_mode", 0) or any(index.uses(o) for o in bn.output[1:] if o):
             report.decline(name, "training mode or running statistics used")
             continue
         affine = _affine(bn, index)

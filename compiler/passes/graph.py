@@ -5,7 +5,24 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
+
+
+def attr(node: onnx.NodeProto, name: str, default=None):
+    """The value of attribute `name` of `node`, or `default` when it is not set."""
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def set_attr(node: onnx.NodeProto, name: str, value=None) -> None:
+    """Set attribute `name` to `value`; `value` None removes it."""
+    for a in list(node.attribute):
+        if a.name == name:
+            node.attribute.remove(a)
+    if value is not None:
+        node.attribute.append(helper.make_attribute(name, value))
 
 
 class GraphIndex:
