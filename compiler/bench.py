@@ -24,8 +24,8 @@ def _per_layer(model: Any, folder: Path, manifest: dict, feed: dict, target: Any
     lowered_from = onnx.load(str(folder / manifest["optimized_onnx"]))
     shapes = {s["name"]: s["shape"] for s in manifest["inputs"]}
     flops = codegen.kernel_flops(codegen.lower(lowered_from, target, shapes))
-    times = model.profile(feed, runs=10)
     runs = 10
+    times = model.profile(feed, runs=runs)
     rows = []
     for name, samples in times.items():
         calls = len(samples) // runs
