@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import platform
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,12 +98,14 @@ def inspect(model_path: str | Path, *,
 def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
             input_shapes: dict[str, list[int]] | None = None, cc: str | None = None,
             validate: bool = True, checks: int = 2, seed: int = 0,
-            skip_passes: list[str] | None = None, bundle: bool = False) -> CompileResult:
+            skip_passes: list[str] | None = None, bundle: bool = False,
+            tuning_db: str | Path | None = None, use_tuned: bool = True) -> CompileResult:
     """Compile `model_path` for `target` into the folder `output` (replaced atomically).
 
     With `bundle`, the folder also holds the device runner, the target's TVM runtime libraries
     and run.sh (see edgec.runtime.bundle); where the target is not this machine's, its outputs
-    are then checked under the target's emulator.
+    are then checked under the target's emulator. Kernels with records in the target's tuning
+    database (`edgec tune`; `tuning_db` is its root folder) use the tuned schedules.
     """
     from edgec import targets
     from edgec.runtime.artifact import FORMAT, MANIFEST, cpu_flags, sha256_file
@@ -116,7 +119,14 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
     model, reports = passes.run_passes(model, pass_names)
     notes = list(front.notes) + [r.summary() for r in reports]
     after = analysis.analyze(model)
-    executable = codegen.build(model, tgt, front.input_shapes)
+    lowering = codegen.Lowering()
+    if use_tuned and tgt.pipeline == "cpu":
+        from .tune import db_folder, default_db_root, open_db
+
+        lowering.database = open_db(db_folder(Path(tuning_db or default_db_root()), tgt))
+    started = time.perf_counter()
+    executable = codegen.build(model, tgt, front.input_shapes, lowering)
+    notes.append(f"codegen ({tgt.pipeline} pipeline): {lowering.summary()}")
     weights = {t.name for t in model.graph.initializer}
     inputs = _tensor_specs(list(model.graph.input), weights)
     outputs = _tensor_specs(list(model.graph.output), set())
@@ -137,6 +147,10 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
             "source": {"path": str(source), "sha256": sha256_file(source)},
             "cost": {"before": before.totals(), "after": after.totals()},
             "passes": [r.to_json() for r in reports],
+            "codegen": {"pipeline": tgt.pipeline, "kernels": lowering.kernels,
+                        "tuning_db": str(db_folder(Path(tuning_db or default_db_root()), tgt))
+                        if lowering.database is not None else None,
+                        "seconds": round(time.perf_counter() - started, 2)},
             "validation": {"skipped": "disabled (--no-validate)" if not validate else
                            f"this {tgt.arch} artifact does not run on this machine "
                            f"({platform.machine()}); run it on the device"},

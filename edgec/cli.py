@@ -54,13 +54,42 @@ def cmd_compile(args: argparse.Namespace) -> int:
     result = edgec.compile(args.model, output=args.output, target=args.target,
                            input_shapes=_input_shapes(args.input_shape), cc=args.cc,
                            validate=not args.no_validate, seed=args.seed,
-                           skip_passes=args.skip_pass, bundle=args.bundle)
+                           skip_passes=args.skip_pass, bundle=args.bundle,
+                           tuning_db=args.db, use_tuned=not args.no_tuned)
     for w in result.warnings:
         print(f"edgec: warning: {w}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.manifest, indent=2))
     else:
         print("\n".join(compile_summary(result.manifest, str(result.artifact))))
+    return 0
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise EdgecError(f"bad --time '{text}'; expected seconds or e.g. 90s, 20m, 1h") from None
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from edgec.compiler.tune import tune
+
+    report = tune(args.model, target=args.target, trials=args.trials,
+                  seconds=_duration(args.time) if args.time else None, db_root=args.db,
+                  input_shapes=_input_shapes(args.input_shape), cc=args.cc,
+                  tracker=args.tracker, key=args.key,
+                  progress=lambda line: print(line, flush=True))
+    print(f"{'kernel':<44} {'calls':>5} {'edgec us':>9} {'tuned us':>9} {'trials':>6}  note")
+    for t in sorted(report.tasks, key=lambda t: -t.share):
+        print(f"{t.name[:44]:<44} {t.calls:>5} {t.baseline_us:>9.1f} {t.best_us:>9.1f} "
+              f"{t.trials:>6}  {t.skipped}")
+    print(f"estimate {report.estimate_ms(best=False):.2f} ms -> {report.estimate_ms():.2f} ms "
+          f"(sum of kernel times x calls) in {report.seconds:.0f} s; database {report.database}")
+    print("edgec compile uses these records for this target from now on")
     return 0
 
 
@@ -193,8 +222,24 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--bundle", action="store_true",
                    help="add the device runner, TVM runtime and run.sh: a folder the board runs "
                         "without Python (checked under the target's emulator)")
+    c.add_argument("--db", metavar="DIR", help="tuning database root (default: edgec's cache)")
+    c.add_argument("--no-tuned", action="store_true", help="ignore the tuning database")
     _pass_flags(c)
     c.set_defaults(fn=cmd_compile)
+
+    u = sub.add_parser("tune", help="search schedules for a model's kernels (MetaSchedule)")
+    u.add_argument("model")
+    u.add_argument("--target", default="host")
+    budget = u.add_mutually_exclusive_group()
+    budget.add_argument("--trials", type=int, help="measured trials in all (default 1280)")
+    budget.add_argument("--time", help="wall-clock budget: seconds or 90s, 20m, 1h")
+    u.add_argument("--db", metavar="DIR", help="tuning database root (default: edgec's cache)")
+    u.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...")
+    u.add_argument("--cc", help="C++ compiler that links the measured kernels")
+    u.add_argument("--tracker", metavar="HOST:PORT", help="measure on boards behind this RPC "
+                                                           "tracker (remote targets)")
+    u.add_argument("--key", help="the boards' tracker key (default: the target's name)")
+    u.set_defaults(fn=cmd_tune)
 
     o = sub.add_parser("optimize", help="run the ONNX passes; write a checked optimized ONNX")
     o.add_argument("model", nargs="?")

@@ -46,7 +46,7 @@ class Target:
     tvm: dict[str, Any]
     cc: str | None
     source: Path
-    pipeline: str = "default"
+    pipeline: str = "cpu"
     cpu_detected: bool = False
     wheel_platform: str | None = None
     emulator: tuple[str, ...] = ()
@@ -133,7 +133,7 @@ def _read(path: Path) -> Target:
         tvm=tvm_spec,
         cc=cc,
         source=path,
-        pipeline=str(data.get("pipeline", "default")),
+        pipeline=str(data.get("pipeline", "cpu")),
         cpu_detected=cpu_detected,
         wheel_platform=(data.get("deploy") or {}).get("wheel_platform"),
         emulator=tuple((data.get("deploy") or {}).get("emulator", ())),

@@ -14,7 +14,9 @@ import onnx
 from edgec.compiler.errors import EdgecError
 from edgec.targets import Target
 
-from .pipelines import PIPELINES
+from .pipelines import PIPELINES, Lowering
+
+__all__ = ["PIPELINES", "Lowering", "build", "export", "kernel_flops", "lower", "to_relax"]
 
 
 def to_relax(model: onnx.ModelProto, input_shapes: dict[str, list[int]]) -> Any:
@@ -27,15 +29,20 @@ def to_relax(model: onnx.ModelProto, input_shapes: dict[str, list[int]]) -> Any:
         raise EdgecError(f"TVM could not import the model: {line[:300]}") from None
 
 
-def lower(model: onnx.ModelProto, target: Target, input_shapes: dict[str, list[int]]) -> Any:
-    """The Relax module after the target's pipeline: fused kernels as TIR PrimFuncs."""
+def lower(model: onnx.ModelProto, target: Target, input_shapes: dict[str, list[int]],
+          lowering: Lowering | None = None) -> Any:
+    """The Relax module after the target's pipeline: fused kernels as TIR PrimFuncs.
+
+    `lowering` (optional) carries a tuning database in and the per-kernel schedule record out.
+    """
     pipeline = PIPELINES.get(target.pipeline)
     if pipeline is None:
         raise EdgecError(f"target '{target.name}' names unknown pipeline '{target.pipeline}' "
                          f"(known: {', '.join(PIPELINES)})")
     tvm_target = target.tvm_target()
+    lowering = lowering if lowering is not None else Lowering()
     with tvm_target:
-        return pipeline(tvm_target)(to_relax(model, input_shapes))
+        return pipeline(tvm_target, lowering)(to_relax(model, input_shapes))
 
 
 def kernel_flops(lowered: Any) -> dict[str, float]:
@@ -48,11 +55,12 @@ def kernel_flops(lowered: Any) -> dict[str, float]:
             if isinstance(f, tvm.tirx.PrimFunc)}
 
 
-def build(model: onnx.ModelProto, target: Target, input_shapes: dict[str, list[int]]) -> Any:
+def build(model: onnx.ModelProto, target: Target, input_shapes: dict[str, list[int]],
+          lowering: Lowering | None = None) -> Any:
     """Build a Relax VM executable for `target`; nothing is written to disk."""
     import tvm
 
-    lowered = lower(model, target, input_shapes)
+    lowered = lower(model, target, input_shapes, lowering)
     return tvm.compile(lowered, target.tvm_target(), relax_pipeline=None)
 
 

@@ -1,0 +1,201 @@
+"""Schedules for CPU kernels: register-tiled, vectorized, parallel — no tuning needed.
+
+The kernels come from a channels-last graph (layout.py), so every CNN hot op is the same loop
+nest: out[n, h, w, c] = epilogue(sum_R in[...] * w[..., c]) with c contiguous in the output and
+in the weights. Conv (k x k and 1 x 1), depthwise/grouped conv, dense (out[0, j]) and pooling
+(out[n, h, w, c] = max/sum_R in[...]) all fit it.
+
+    parallel for (c_o, n, h, w_o):           # one output tile per iteration; c_o outermost so
+        acc[w_i, c_i] = 0                     # a thread's tiles share one slice of the weights
+        for R:                                # (kh, kw, c_in) or k; w_i x c_i accumulators
+            for w_i (unrolled), c_i (vector): acc[w_i, c_i] += in_padded[...] * w[..., c_i]
+        out[...] = epilogue(acc)              # bias, activation, residual add: fused
+
+The tile is c_i = v * u lanes (v: the target's vector length in floats, u: vectors per row) by
+w_i output columns, with u * w_i accumulators kept under the register file's size; both must
+divide the loop extents so no tail predicates reach the inner loop. Elementwise kernels get
+fused, parallel, vectorized loops. A kernel that matches no rule keeps TVM's default schedule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CpuShape:
+    """What a schedule needs to know about the target CPU."""
+
+    lanes: int  # 32-bit lanes per SIMD register
+    registers: int  # SIMD registers usable for accumulators
+
+
+def cpu_shape(tvm_target: Any) -> CpuShape:
+    from tvm.target.codegen import llvm_get_vector_width
+
+    bits = llvm_get_vector_width(tvm_target)
+    bits = bits if bits > 0 else 128
+    # AVX-512 and AArch64 NEON have 32 vector registers, AVX2/SSE 16; leave room for operands.
+    wide = bits >= 512 or "aarch64" in str(tvm_target.attrs.get("mtriple", ""))
+    return CpuShape(lanes=max(bits // 32, 4), registers=24 if wide else 12)
+
+
+def _extent(sch: Any, loop: Any) -> int | None:
+    from tvm import tirx
+
+    ext = sch.get(loop).extent
+    return int(ext.value) if isinstance(ext, tirx.IntImm) else None
+
+
+def _tile(width: int, channels: int, cpu: CpuShape) -> tuple[int, int, int]:
+    """(w_i, v, u): output columns, vector length and vectors per column of one register tile.
+
+    The largest tile (w_i * u * v floats) whose accumulators fit the register budget and stay
+    under 1 KiB: TVM keeps only smaller scratch buffers on the stack, where LLVM can promote
+    them to registers; bigger ones become one heap allocation per tile.
+    """
+    v = next((n for n in (cpu.lanes, cpu.lanes // 2, 4) if n >= 4 and channels % n == 0), 1)
+    best = (1, v, 1)
+    for u in range(1, cpu.registers + 1):
+        if (channels // v) % u:
+            continue
+        for wi in range(min(width, cpu.registers // u), 0, -1):
+            if width % wi == 0 and wi * u * v * 4 < 1024:
+                if wi * u > best[0] * best[2]:
+                    best = (wi, v, u)
+                break
+    return best
+
+
+def _vectorize_inner(sch: Any, block: Any, lanes: int) -> None:
+    loops = sch.get_loops(block)
+    if not loops:
+        return
+    ext = _extent(sch, loops[-1])
+    if ext is None or ext < 2:
+        return
+    v = next((n for n in (lanes, lanes // 2, 4) if n >= 2 and ext % n == 0), 0)
+    if not v:
+        return
+    if ext > v:
+        _, inner = sch.split(loops[-1], factors=[None, v])
+        sch.vectorize(inner)
+    else:
+        sch.vectorize(loops[-1])
+
+
+def _blocks(sch: Any) -> list[tuple[Any, str]]:
+    """The top-level blocks of a kernel with their iterator kinds ('S' spatial, 'R' reduction)."""
+    from tvm import tirx
+    from tvm.s_tir.dlight.analysis import get_root_block
+
+    kind = {tirx.IterVar.DataPar: "S", tirx.IterVar.CommReduce: "R"}
+    return [(b, "".join(kind.get(iv.iter_type, "O") for iv in sch.get(b).iter_vars))
+            for b in sch.get_child_blocks(get_root_block(sch))]
+
+
+def reduction_tile(func: Any, cpu: CpuShape) -> Any | None:
+    """Conv, depthwise, dense, pooling: one S..SR..R block with injective prologue/epilogue."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    blocks = _blocks(sch)
+    reds = [i for i, (_, kinds) in enumerate(blocks) if set(kinds) != {"S"}]
+    if len(reds) != 1:
+        return None
+    block, kinds = blocks[reds[0]]
+    n_s = len(kinds) - len(kinds.lstrip("S"))
+    if n_s < 2 or set(kinds[n_s:]) != {"R"}:
+        return None
+    before = [b for b, _ in blocks[: reds[0]]]
+    after = [b for b, _ in blocks[reds[0] + 1:]]
+    for b in after[:-1]:
+        sch.compute_inline(b)
+    # Padding is read in place (a bounds check per load), measured faster on MobileNetV2 than
+    # a padded copy per tile (3-row halo recomputed) or one whole padded tensor per call.
+    for b in before:
+        sch.compute_inline(b)
+    loops = sch.get_loops(block)
+    if len(loops) != len(kinds):
+        return None
+    width, channels = _extent(sch, loops[n_s - 2]), _extent(sch, loops[n_s - 1])
+    if width is None or channels is None:
+        return None
+    wi, v, u = _tile(width, channels, cpu)
+    w_o, w_i = sch.split(loops[n_s - 2], factors=[None, wi])
+    c_o, c_u, c_v = sch.split(loops[n_s - 1], factors=[None, u, v])
+    # c_o outermost: consecutive tiles of a thread reuse one slice of the weights from cache.
+    outer = [c_o] + list(loops[: n_s - 2]) + [w_o]
+    sch.reorder(*outer, *loops[n_s:], w_i, c_u, c_v)
+    tile = sch.fuse(*outer)
+    sch.parallel(tile)
+    if after:
+        sch.reverse_compute_at(after[-1], tile, preserve_unit_loops=True)
+        _vectorize_inner(sch, after[-1], v)
+    if v > 1:
+        sch.vectorize(c_v)
+    sch.unroll(c_u)
+    sch.unroll(w_i)
+    sch.decompose_reduction(block, loops[n_s])
+    return sch
+
+
+def elementwise(func: Any, cpu: CpuShape) -> Any | None:
+    """Injective kernels (transposes, adds, activations): fused, parallel, vectorized."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    blocks = _blocks(sch)
+    if not blocks or any(set(kinds) != {"S"} for _, kinds in blocks):
+        return None
+    for b, _ in blocks[:-1]:
+        sch.compute_inline(b)
+    block = blocks[-1][0]
+    loops = sch.get_loops(block)
+    if not loops:
+        return None
+    inner = _extent(sch, loops[-1]) or 0
+    outer = loops[:-1] if inner >= 4 and len(loops) > 1 else loops
+    fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+    sch.parallel(fused)
+    if len(outer) < len(loops):
+        _vectorize_inner(sch, block, cpu.lanes)
+    return sch
+
+
+RULES = {"reduction_tile": reduction_tile, "elementwise": elementwise}
+
+
+def schedule_pass(tvm_target: Any, kernels: dict[str, str]) -> Any:
+    """A module pass scheduling every unscheduled kernel by the first rule that takes it.
+
+    `kernels` receives kernel name -> the rule that scheduled it, or "unscheduled". A rule that
+    raises on an unexpected loop nest leaves that kernel to TVM's default lowering.
+    """
+    import tvm
+    from tvm import tirx
+
+    cpu = cpu_shape(tvm_target)
+
+    @tvm.transform.module_pass(opt_level=0, name="EdgecCpuSchedules")
+    def apply(mod: Any, _ctx: Any) -> Any:
+        done = {}
+        for gv, func in mod.functions_items():
+            if not isinstance(func, tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled"):
+                continue
+            kernels[gv.name_hint] = "unscheduled"
+            for name, rule in RULES.items():
+                try:
+                    sch = rule(func, cpu)
+                except (RuntimeError, ValueError):  # ScheduleError, InternalError
+                    sch = None
+                if sch is not None:
+                    done[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+                    kernels[gv.name_hint] = name
+                    break
+        for gv, func in done.items():
+            mod[gv] = func
+        return mod
+
+    return apply

@@ -1,0 +1,68 @@
+"""Channels-last: the imported NCHW graph rewritten to NHWC activations and HWIO weights.
+
+With channels innermost, every conv, depthwise conv, pool and elementwise op reads and writes
+contiguous vectors along C, and the weights of a conv are contiguous along C_out: the layout
+the schedules in cpu_schedules.py vectorize over. Relax's ConvertLayout does the rewrite and
+moves the transposes to the graph's edges; FoldConstant later transposes the weights once.
+
+One obstacle is removed first. TVM's ONNX importer lowers Clip (ReLU6 in MobileNets) straight
+to TIR kernels (`maximum`/`minimum` via emit_te), which ConvertLayout cannot see through: every
+ReLU6 would get a transpose on each side and stop the conv's epilogue fusion. Those calls are
+turned back into the Relax ops `maximum(x, lo)` / `minimum(x, hi)` with the same scalar bound.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# conv2d_transpose stays NCHW: TVM legalizes it only in that layout (transposes go around it).
+LAYOUTS = {"relax.nn.conv2d": ["NHWC", "HWIO"], "relax.nn.conv2d_transpose": ["NCHW", "IOHW"]}
+
+
+def _single_block(func: Any) -> str | None:
+    from tvm import s_tir
+    from tvm.s_tir.dlight.analysis import get_root_block
+
+    sch = s_tir.Schedule(func)
+    names = [sch.get(b).name_hint for b in sch.get_child_blocks(get_root_block(sch))]
+    return names[0] if len(names) == 1 else None
+
+
+def clip_to_relax(mod: Any) -> Any:
+    """Replace call_tir(maximum|minimum, [x, scalar]) kernels by the Relax binary ops."""
+    import tvm
+    from tvm import relax, tirx
+
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+    ops = {"T_maximum": relax.op.maximum, "T_minimum": relax.op.minimum}
+    kinds: dict[Any, Any] = {}
+    for gv, func in mod.functions_items():
+        if isinstance(func, tirx.PrimFunc) and len(func.params) == 3:
+            op = ops.get(_single_block(func) or "")
+            if op is not None:
+                kinds[gv] = op
+
+    @relax.expr_functor.mutator
+    class Rewrite(relax.PyExprMutator):
+        def visit_call_(self, call: Any) -> Any:
+            call = super().visit_call_(call)
+            if call.op != call_tir or call.args[0] not in kinds:
+                return call
+            args = call.args[1].fields
+            if len(args) != 2 or args[1].ty.ndim != 0:
+                return call
+            return kinds[call.args[0]](args[0], args[1])
+
+    if not kinds:
+        return mod
+    rewrite = Rewrite(mod)
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            rewrite.builder_.update_func(gv, rewrite.visit_expr(func))
+    return relax.transform.DeadCodeElimination()(rewrite.builder_.get())
+
+
+def channels_last(mod: Any) -> Any:
+    from tvm import relax
+
+    return relax.transform.ConvertLayout(LAYOUTS)(clip_to_relax(mod))

@@ -1,0 +1,202 @@
+"""`edgec tune`: MetaSchedule search over a model's kernels, kept in a database compile reads.
+
+    tasks    = the kernels of the `cpu` pipeline (codegen.pipelines.fused), one per distinct
+               loop nest, with the number of times the model calls it
+    baseline = each task under edgec's own schedule rule, measured, committed as a record:
+               the database's best is never worse than what compile would do without it
+    share    = baseline seconds x calls / sum over tasks; tasks under 1% are skipped
+    trials   = the budget split by share (at least one batch each), biggest share first
+
+Records are committed as they are measured and the database is keyed by kernel (structural
+hash of its TIR) inside a folder per target, so an interrupted run resumes where it stopped
+(trials already in the database count) and another model with the same layer shapes starts
+tuned. With `tracker`/`key` the measurements run on boards behind TVM's RPC tracker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgec.targets import Target
+
+from .errors import EdgecError
+
+BATCH = 16
+MIN_SHARE = 0.01
+
+
+def default_db_root() -> Path:
+    cache = os.environ.get("EDGEC_CACHE") or os.path.join(Path.home(), ".cache", "edgec")
+    return Path(cache) / "tuning"
+
+
+def db_folder(root: Path, target: Target) -> Path:
+    """One database per target: MetaSchedule looks records up by kernel, not by target."""
+    spec = json.dumps(target.tvm_target().export(), sort_keys=True, default=str)
+    return Path(root) / f"{target.name}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
+
+
+def open_db(folder: Path, create: bool = False) -> Any | None:
+    from tvm.s_tir import meta_schedule as ms
+
+    paths = folder / "workloads.json", folder / "records.json"
+    if not create and not all(p.is_file() for p in paths):
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    return ms.database.JSONDatabase(path_workload=str(paths[0]),
+                                    path_tuning_record=str(paths[1]), allow_missing=True)
+
+
+@dataclass
+class TaskReport:
+    name: str
+    calls: int
+    baseline_us: float
+    best_us: float
+    trials: int  # measured trials in the database for this kernel, this run's included
+    share: float = 0.0
+    skipped: str = ""
+
+
+@dataclass
+class TuneReport:
+    database: Path
+    tasks: list[TaskReport] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def estimate_ms(self, best: bool = True) -> float:
+        return sum((t.best_us if best else t.baseline_us) * t.calls for t in self.tasks) / 1e3
+
+
+def _measure(sch: Any, target: Any, builder: Any, runner: Any) -> float | None:
+    from tvm.s_tir import meta_schedule as ms
+
+    mod = sch.mod
+    built = builder.build([ms.builder.BuilderInput(mod, target)])[0]
+    if built.error_msg:
+        return None
+    try:
+        args = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
+        res = runner.run([ms.runner.RunnerInput(built.artifact_path, target.kind.name,
+                                                args)])[0].result()
+    finally:
+        ms.utils.remove_build_dir(built.artifact_path)
+    if res.error_msg or not res.run_secs:
+        return None
+    return float(sum(float(s) for s in res.run_secs) / len(res.run_secs))
+
+
+def _records(db: Any, mod: Any) -> list[Any]:
+    if not db.has_workload(mod):
+        return []
+    return list(db.get_top_k(db.commit_workload(mod), 1 << 20))
+
+
+def _best_us(db: Any, mod: Any) -> float:
+    recs = _records(db, mod)
+    secs = [sum(float(s) for s in r.run_secs) / len(r.run_secs) for r in recs if r.run_secs]
+    return min(secs) * 1e6 if secs else float("inf")
+
+
+def tune(model_path: str | Path, *, target: str = "host", trials: int | None = None,
+         seconds: float | None = None, db_root: str | Path | None = None,
+         input_shapes: dict[str, list[int]] | None = None, cc: str | None = None,
+         tracker: str | None = None, key: str | None = None,
+         progress: Callable[[str], None] = print) -> TuneReport:
+    """Tune `model_path`'s kernels for `target` until `trials` or `seconds` run out."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from edgec import targets
+
+    from . import codegen, frontend, passes, tuning
+    from .codegen.cpu_schedules import RULES, cpu_shape
+    from .codegen.pipelines import fused
+
+    tgt = targets.get(target)
+    if tgt.pipeline != "cpu":
+        raise EdgecError(f"target '{tgt.name}' uses pipeline '{tgt.pipeline}'; "
+                         "edgec tune works on the 'cpu' pipeline")
+    if not tgt.runs_here() and not tracker:
+        raise EdgecError(f"target '{tgt.name}' does not run here: measure on the device with "
+                         "--tracker HOST:PORT --key KEY (its bundle's rpc.sh joins a tracker)")
+    if trials is None and seconds is None:
+        trials = 64 * 20
+    started = time.perf_counter()
+    deadline = started + seconds if seconds else float("inf")
+    for name in ("tvm.s_tir.meta_schedule", "tvm.meta_schedule"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    model, front = frontend.load(model_path, input_shapes=input_shapes)
+    model, _ = passes.run_passes(model, passes.select())
+    tvm_target = tgt.tvm_target()
+    with tvm_target:
+        mod = fused(tvm_target)(codegen.to_relax(model, front.input_shapes))
+    tasks = ms.relax_integration.extract_tasks(mod, tvm_target)
+    folder = db_folder(Path(db_root) if db_root else default_db_root(), tgt)
+    db = open_db(folder, create=True)
+    report = TuneReport(database=folder)
+    bld = tuning.builder(tgt, cc=cc, workers=os.cpu_count() or 1)
+    run = (tuning.rpc_runner(tracker=tracker, key=key or tgt.name) if tracker
+           else ms.runner.LocalRunner(timeout_sec=30))
+    cpu = cpu_shape(tvm_target)
+    progress(f"{len(tasks)} kernels; database {folder}")
+
+    for task in tasks:
+        func = task.dispatched[0]["main"]
+        rep = TaskReport(task.task_name, int(task.weight), float("inf"), float("inf"), 0)
+        report.tasks.append(rep)
+        recs = _records(db, task.dispatched[0])
+        sch = next((s for s in (rule(func, cpu) for rule in RULES.values()) if s), None)
+        if not recs and sch is not None:
+            secs = _measure(sch, tvm_target, bld, run)
+            if secs is not None:
+                db.commit_tuning_record(ms.database.TuningRecord(
+                    sch.trace, db.commit_workload(task.dispatched[0]), [secs], tvm_target,
+                    ms.arg_info.ArgInfo.from_prim_func(func)))
+        rep.baseline_us = rep.best_us = _best_us(db, task.dispatched[0])
+        rep.trials = max(0, len(_records(db, task.dispatched[0])) - 1)
+
+    known = [t for t in report.tasks if t.baseline_us < float("inf")]
+    total = sum(t.baseline_us * t.calls for t in known) or 1.0
+    for t in known:
+        t.share = t.baseline_us * t.calls / total
+    progress(f"baseline (edgec rules, measured per kernel): {report.estimate_ms():.2f} ms")
+
+    budget = trials if trials is not None else 1 << 30
+    order = sorted(zip(tasks, report.tasks), key=lambda p: -p[1].share)
+    per_trial = None
+    for i, (task, rep) in enumerate(order, 1):
+        if rep.share < MIN_SHARE and rep.baseline_us < float("inf"):
+            rep.skipped = f"{rep.share:.1%} of latency"
+            continue
+        want = max(BATCH, int(round(budget * max(rep.share, MIN_SHARE) / BATCH)) * BATCH)
+        todo = want - rep.trials
+        if per_trial and deadline < float("inf"):
+            todo = min(todo, int((deadline - time.perf_counter()) / per_trial) // 8 * 8)
+        if todo <= 0:
+            rep.skipped = rep.skipped or ("done earlier" if rep.trials >= want else "out of time")
+            continue
+        t0 = time.perf_counter()
+        ctxs, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            [task], work_dir=str(folder / "work"))
+        ms.tune_tasks(tasks=ctxs, task_weights=[1.0], work_dir=str(folder / "work"),
+                      max_trials_global=todo, num_trials_per_iter=min(BATCH, todo),
+                      builder=bld, runner=run, database=db)
+        per_trial = (time.perf_counter() - t0) / todo
+        rep.best_us = _best_us(db, task.dispatched[0])
+        rep.trials = max(0, len(_records(db, task.dispatched[0])) - 1)
+        progress(f"[{i}/{len(order)}] {rep.name}: {rep.baseline_us:.1f} -> {rep.best_us:.1f} us "
+                 f"x{rep.calls} ({rep.trials} trials); model estimate {report.estimate_ms():.2f} ms"
+                 f"; {time.perf_counter() - started:.0f} s")
+        if time.perf_counter() >= deadline:
+            break
+    report.seconds = time.perf_counter() - started
+    return report

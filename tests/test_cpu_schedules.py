@@ -1,0 +1,123 @@
+"""The `cpu` pipeline: channels-last layout and edgec's schedule rules, on tiny graphs built
+with onnx.helper, against onnxruntime (ORT_DISABLE_ALL) within 1e-4 relative; every conv,
+depthwise and dense kernel must be taken by a rule (none left to TVM's serial loops)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from edgec import targets
+from edgec.compiler import codegen
+from edgec.compiler.codegen.cpu_schedules import CpuShape, _tile
+
+from conftest import ort_run, tiny_model
+
+RNG = np.random.default_rng(0)
+
+
+def _const(name: str, shape) -> onnx.TensorProto:
+    return numpy_helper.from_array(RNG.standard_normal(shape).astype(np.float32), name)
+
+
+def _build_and_check(model: onnx.ModelProto) -> codegen.Lowering:
+    import tvm
+    from tvm import relax
+
+    x_shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    lowering = codegen.Lowering()
+    ex = codegen.build(model, targets.get("host"), {"x": x_shape}, lowering)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    x = RNG.standard_normal(x_shape).astype(np.float32)
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    want = ort_run(model, {"x": x})[0]
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max(), np.abs(got - want).max()
+    return lowering
+
+
+def _conv_kernels(lowering: codegen.Lowering) -> dict[str, str]:
+    return {k: v for k, v in lowering.kernels.items() if "conv" in k or "matmul" in k}
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("k, groups, stride, dilation", [
+    (3, 1, 1, 1), (3, 1, 2, 1), (1, 1, 1, 1), (3, 24, 1, 1), (3, 24, 2, 1), (3, 4, 1, 2),
+    (5, 24, 1, 1)])
+@pytest.mark.parametrize("act", ["Relu", "Clip", None])
+def test_conv_epilogue(bias, k, groups, stride, dilation, act):
+    cin, cout, hw = 24, 24 if groups > 1 else 40, 14
+    inputs = ["x", "w"] + (["b"] if bias else [])
+    pad = dilation * (k - 1) // 2
+    nodes = [helper.make_node("Conv", inputs, ["c" if act else "y"], group=groups,
+                              kernel_shape=[k, k], strides=[stride] * 2,
+                              dilations=[dilation] * 2, pads=[pad] * 4)]
+    inits = [_const("w", (cout, cin // groups, k, k))] + ([_const("b", (cout,))] if bias else [])
+    if act == "Relu":
+        nodes.append(helper.make_node("Relu", ["c"], ["y"]))
+    elif act == "Clip":
+        inits += [numpy_helper.from_array(np.float32(v), n) for n, v in (("lo", 0), ("hi", 6))]
+        nodes.append(helper.make_node("Clip", ["c", "lo", "hi"], ["y"]))
+    lowering = _build_and_check(tiny_model(nodes, [1, cin, hw, hw], inits))
+    convs = _conv_kernels(lowering)
+    assert len(convs) == 1 and set(convs.values()) == {"reduction_tile"}, lowering.kernels
+    if act:  # the activation is fused into the conv's kernel, not a kernel of its own
+        assert all("conv" in k or "transpose" in k for k in lowering.kernels), lowering.kernels
+
+
+def test_residual_block_is_one_kernel_per_conv():
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1] * 4),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1] * 4),
+             helper.make_node("Add", ["c2", "x"], ["s"]),
+             helper.make_node("Relu", ["s"], ["y"])]
+    inits = [_const("w1", (16, 16, 3, 3)), _const("b1", (16,)),
+             _const("w2", (16, 16, 3, 3)), _const("b2", (16,))]
+    lowering = _build_and_check(tiny_model(nodes, [1, 16, 13, 13], inits))
+    convs = _conv_kernels(lowering)
+    assert len(convs) == 2 and set(convs.values()) == {"reduction_tile"}, lowering.kernels
+    # bias add, residual add and relu ride in the second conv's kernel
+    assert any(k.count("add") >= 2 and "relu" in k for k in convs), lowering.kernels
+
+
+def test_classifier_head_pool_and_dense():
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "w", "b"], ["y"], transB=1)]
+    inits = [_const("w", (10, 32)), _const("b", (10,))]
+    lowering = _build_and_check(tiny_model(nodes, [1, 32, 7, 7], inits))
+    assert "unscheduled" not in lowering.kernels.values(), lowering.kernels
+
+
+def test_max_pool_and_concat():
+    nodes = [helper.make_node("MaxPool", ["x"], ["a"], kernel_shape=[3, 3], strides=[2, 2],
+                              pads=[1] * 4),
+             helper.make_node("AveragePool", ["x"], ["b"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Concat", ["a", "b"], ["y"], axis=1)]
+    lowering = _build_and_check(tiny_model(nodes, [1, 8, 16, 16]))
+    assert "unscheduled" not in lowering.kernels.values(), lowering.kernels
+
+
+@pytest.mark.parametrize("lanes, regs", [(16, 24), (8, 12), (4, 24)])
+@pytest.mark.parametrize("width, channels", [(112, 32), (56, 144), (7, 960), (13, 1000),
+                                             (1, 1000), (14, 24), (5, 3)])
+def test_tile_divides_and_fits(lanes, regs, width, channels):
+    wi, v, u = _tile(width, channels, CpuShape(lanes=lanes, registers=regs))
+    assert width % wi == 0 and channels % (v * u) == 0
+    assert wi * u <= regs and wi * u * v * 4 < 1024  # registers; TVM's stack-scratch limit
+    if channels % 4 == 0:
+        assert v >= 4  # vectorized whenever the channels allow it
+
+
+def test_tvm_default_pipeline_still_selectable(tmp_path):
+    """The baseline the benchmarks compare against: TVM's pipeline, no edgec schedules."""
+    import dataclasses
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1] * 4)]
+    model = tiny_model(nodes, [1, 8, 8, 8], [_const("w", (8, 8, 3, 3))])
+    tgt = dataclasses.replace(targets.get("host"), pipeline="tvm-default")
+    lowering = codegen.Lowering()
+    codegen.build(model, tgt, {"x": [1, 8, 8, 8]}, lowering)
+    assert lowering.kernels == {}
