@@ -24,6 +24,18 @@ def compile_summary(manifest: dict[str, Any], artifact: str) -> list[str]:
              f"cpu {t['tvm'].get('mcpu', 'generic')}, {t['threads']} threads)",
              cost_line("before", manifest["cost"]["before"]),
              cost_line("after", manifest["cost"]["after"])]
+    gen = manifest.get("codegen")
+    if gen:
+        counts: dict[str, int] = {}
+        for how in gen["kernels"].values():
+            counts[how] = counts.get(how, 0) + 1
+        tuned = counts.get("tuned", 0)
+        rules = ", ".join(f"{n} {how}" for how, n in sorted(counts.items(), key=lambda x: -x[1])
+                          if how != "tuned")
+        db = (f"{tuned} of {len(gen['kernels'])} kernels covered by the tuning database"
+              if gen.get("tuning_db") else "no tuning database used")
+        lines.append(f"codegen  {gen['pipeline']} pipeline, {gen['seconds']:.1f} s; "
+                     f"{db}; rules: {rules or 'none'}")
     check = manifest.get("validation") or {}
     if "skipped" in check:
         lines.append(f"check    not run: {check['skipped']}")

@@ -34,11 +34,27 @@ class CrossExport:
         return path
 
 
+class Build:
+    """MetaSchedule `f_build` without its default's `import tvm.s_tir.tensor_intrin`.
+
+    That import takes ~40 s here, and LocalBuilder starts fresh worker processes for every
+    batch of candidates: with the default, each batch of a CPU fp32 search paid it again (and
+    hit the build timeout). Tensor intrinsics are not used by fp32 CPU schedules.
+    """
+
+    def __call__(self, mod: Any, target: Any, _params: Any) -> Any:
+        import tvm
+        from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+        mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+        return tvm.tirx.build(mod, target=target)
+
+
 def builder(target: Target, *, cc: str | None = None, workers: int = 1,
             timeout_s: float = 120.0) -> Any:
     from tvm.s_tir import meta_schedule as ms
 
-    return ms.builder.LocalBuilder(f_export=CrossExport(target.compiler(cc)),
+    return ms.builder.LocalBuilder(f_build=Build(), f_export=CrossExport(target.compiler(cc)),
                                    max_workers=workers, timeout_sec=timeout_s)
 
 

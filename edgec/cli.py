@@ -231,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("model")
     u.add_argument("--target", default="host")
     budget = u.add_mutually_exclusive_group()
-    budget.add_argument("--trials", type=int, help="measured trials in all (default 1280)")
+    budget.add_argument("--trials", type=int, help="measured trials in all, the database's "
+                        "earlier trials of these kernels included (default 1280)")
     budget.add_argument("--time", help="wall-clock budget: seconds or 90s, 20m, 1h")
     u.add_argument("--db", metavar="DIR", help="tuning database root (default: edgec's cache)")
     u.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...")

@@ -1,0 +1,67 @@
+"""`edgec tune` for real (MetaSchedule, local builder and runner) on a two-conv model: records
+persist, a second run resumes instead of re-measuring, compile picks the records up and still
+matches onnxruntime; bad requests are one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from onnx import helper, numpy_helper
+
+from edgec.compiler import compile as compile_model
+from edgec.compiler.tune import db_folder, tune
+
+from conftest import save, tiny_model
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("w1", (32, 16, 3, 3)), ("b1", (32,)), ("w2", (32, 32, 1, 1)))]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], pads=[1] * 4),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["y"])]
+    return save(tiny_model(nodes, [1, 16, 28, 28], inits),
+                tmp_path_factory.mktemp("tune") / "small.onnx")
+
+
+def test_tune_resume_and_compile(small, tmp_path):
+    from edgec import targets
+
+    lines: list[str] = []
+    first = tune(small, trials=16, db_root=tmp_path, progress=lines.append)
+    folder = db_folder(tmp_path, targets.get("host"))
+    assert first.database == folder
+    records = (folder / "records.json").read_text().splitlines()
+    tuned = [t for t in first.tasks if t.trials > 0]
+    assert tuned and 0 < sum(t.trials for t in first.tasks) <= 16
+    for t in first.tasks:  # the baseline record makes best <= what compile does without tuning
+        assert 0 < t.best_us <= t.baseline_us < float("inf")
+    assert len(records) >= 16 + len(first.tasks)
+    assert any(line.startswith("[1/") and "trials" in line for line in lines), lines
+
+    second = tune(small, trials=16, db_root=tmp_path, progress=lines.append)
+    assert (folder / "records.json").read_text().splitlines() == records  # resumed, not redone
+    assert {t.name: t.trials for t in second.tasks} == {t.name: t.trials for t in first.tasks}
+
+    result = compile_model(small, output=tmp_path / "art", tuning_db=tmp_path)
+    kernels = result.manifest["codegen"]["kernels"]
+    assert set(kernels.values()) <= {"tuned", "elementwise"}, kernels
+    assert sum(v == "tuned" for v in kernels.values()) == len(first.tasks)
+    assert result.manifest["validation"]["ok"], result.manifest["validation"]
+    assert any("tuned" in n for n in result.notes), result.notes
+
+    plain = compile_model(small, output=tmp_path / "plain", tuning_db=tmp_path, use_tuned=False)
+    assert "tuned" not in plain.manifest["codegen"]["kernels"].values()
+    manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
+    assert manifest["codegen"]["tuning_db"] == str(folder)
+
+
+def test_tune_cli_errors(cli, small):
+    code, _, err = cli("tune", str(small), "--target", "rpi4")
+    assert code == 2 and err.count("\n") == 1 and "--tracker" in err
+    code, _, err = cli("tune", str(small), "--time", "ten minutes")
+    assert code == 2 and "bad --time" in err
