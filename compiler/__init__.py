@@ -22,6 +22,7 @@ import onnx
 from . import analysis, codegen, frontend, passes
 from .errors import EdgecError
 from .fileio import atomic_dir
+from .report import codegen_line
 
 __all__ = ["CompileResult", "EdgecError", "compile", "inspect"]
 
@@ -123,10 +124,14 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
     if use_tuned and tgt.pipeline == "cpu":
         from .tune import db_folder, default_db_root, open_db
 
-        lowering.database = open_db(db_folder(Path(tuning_db or default_db_root()), tgt))
+        db_dir = db_folder(Path(tuning_db or default_db_root()), tgt)
+        lowering.database = open_db(db_dir)
     started = time.perf_counter()
     executable = codegen.build(model, tgt, front.input_shapes, lowering)
-    notes.append(f"codegen ({tgt.pipeline} pipeline): {lowering.summary()}")
+    gen = {"pipeline": tgt.pipeline, "kernels": lowering.kernels,
+           "tuning_db": str(db_dir) if lowering.database is not None else None,
+           "seconds": round(time.perf_counter() - started, 2)}
+    notes.append(codegen_line(gen))
     weights = {t.name for t in model.graph.initializer}
     inputs = _tensor_specs(list(model.graph.input), weights)
     outputs = _tensor_specs(list(model.graph.output), set())
@@ -147,10 +152,7 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
             "source": {"path": str(source), "sha256": sha256_file(source)},
             "cost": {"before": before.totals(), "after": after.totals()},
             "passes": [r.to_json() for r in reports],
-            "codegen": {"pipeline": tgt.pipeline, "kernels": lowering.kernels,
-                        "tuning_db": str(db_folder(Path(tuning_db or default_db_root()), tgt))
-                        if lowering.database is not None else None,
-                        "seconds": round(time.perf_counter() - started, 2)},
+            "codegen": gen,
             "validation": {"skipped": "disabled (--no-validate)" if not validate else
                            f"this {tgt.arch} artifact does not run on this machine "
                            f"({platform.machine()}); run it on the device"},

@@ -18,24 +18,27 @@ def cost_line(label: str, totals: dict[str, int]) -> str:
             f"{totals['params']:,} params")
 
 
+def codegen_line(gen: dict[str, Any]) -> str:
+    """How the kernels were scheduled: database coverage, then edgec's rules by name."""
+    counts: dict[str, int] = {}
+    for how in gen["kernels"].values():
+        counts[how] = counts.get(how, 0) + 1
+    rules = ", ".join(f"{n} {how}" for how, n in sorted(counts.items(), key=lambda x: -x[1])
+                      if how != "tuned")
+    db = (f"{counts.get('tuned', 0)} of {len(gen['kernels'])} kernels covered by the tuning "
+          "database" if gen.get("tuning_db") else "no tuning database used")
+    return (f"codegen  {gen['pipeline']} pipeline, {gen['seconds']:.1f} s; {db}; "
+            f"rules: {rules or 'none'}")
+
+
 def compile_summary(manifest: dict[str, Any], artifact: str) -> list[str]:
     t = manifest["target"]
     lines = [f"target   {t['name']} ({t['arch']}, {t['tvm'].get('mtriple')}, "
              f"cpu {t['tvm'].get('mcpu', 'generic')}, {t['threads']} threads)",
              cost_line("before", manifest["cost"]["before"]),
              cost_line("after", manifest["cost"]["after"])]
-    gen = manifest.get("codegen")
-    if gen:
-        counts: dict[str, int] = {}
-        for how in gen["kernels"].values():
-            counts[how] = counts.get(how, 0) + 1
-        tuned = counts.get("tuned", 0)
-        rules = ", ".join(f"{n} {how}" for how, n in sorted(counts.items(), key=lambda x: -x[1])
-                          if how != "tuned")
-        db = (f"{tuned} of {len(gen['kernels'])} kernels covered by the tuning database"
-              if gen.get("tuning_db") else "no tuning database used")
-        lines.append(f"codegen  {gen['pipeline']} pipeline, {gen['seconds']:.1f} s; "
-                     f"{db}; rules: {rules or 'none'}")
+    if manifest.get("codegen"):
+        lines.append(codegen_line(manifest["codegen"]))
     check = manifest.get("validation") or {}
     if "skipped" in check:
         lines.append(f"check    not run: {check['skipped']}")

@@ -23,13 +23,6 @@ class Lowering:
     kernels: dict[str, str] = field(default_factory=dict)
     database: Any = None  # a MetaSchedule database whose records take precedence
 
-    def summary(self) -> str:
-        counts: dict[str, int] = {}
-        for how in self.kernels.values():
-            counts[how] = counts.get(how, 0) + 1
-        parts = ", ".join(f"{n} {how}" for how, n in sorted(counts.items(), key=lambda x: -x[1]))
-        return f"{len(self.kernels)} kernels: {parts}" if self.kernels else "no kernels"
-
 
 def _tvm_default(tvm_target: Any, lowering: Lowering) -> Any:
     from tvm import relax
