@@ -119,7 +119,7 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
     from edgec import targets
 
     from . import codegen, frontend, passes, tuning
-    from .codegen.cpu_schedules import RULES, cpu_shape
+    from .codegen.cpu_schedules import cpu_shape, schedule
     from .codegen.pipelines import fused
 
     tgt = targets.get(target)
@@ -154,10 +154,9 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
         rep = TaskReport(task.task_name, int(task.weight), float("inf"), float("inf"), 0)
         report.tasks.append(rep)
         func = task.dispatched[0]["main"]
-        if not _records(db, task.dispatched[0]):
-            sch = next((s for s in (rule(func, cpu) for rule in RULES.values()) if s), None)
-            if sch is not None:
-                fresh.append((task, sch))
+        found = None if _records(db, task.dispatched[0]) else schedule(func, cpu)
+        if found is not None:
+            fresh.append((task, found[1]))
     if fresh:
         progress(f"measuring edgec's own schedule of {len(fresh)} kernels (the baseline)")
         for (task, sch), secs in zip(fresh, _measure([s for _, s in fresh], tvm_target, bld,

@@ -167,11 +167,26 @@ def elementwise(func: Any, cpu: CpuShape) -> Any | None:
 RULES = {"reduction_tile": reduction_tile, "elementwise": elementwise}
 
 
+def schedule(func: Any, cpu: CpuShape) -> tuple[str, Any] | None:
+    """(rule name, schedule) from the first rule that takes `func`, or None.
+
+    A rule that raises on an unexpected loop nest counts as declining: the kernel is left to
+    TVM's default lowering (or to tuning) instead of failing the build.
+    """
+    for name, rule in RULES.items():
+        try:
+            sch = rule(func, cpu)
+        except (RuntimeError, ValueError):  # ScheduleError, InternalError
+            sch = None
+        if sch is not None:
+            return name, sch
+    return None
+
+
 def schedule_pass(tvm_target: Any, kernels: dict[str, str]) -> Any:
     """A module pass scheduling every unscheduled kernel by the first rule that takes it.
 
-    `kernels` receives kernel name -> the rule that scheduled it, or "unscheduled". A rule that
-    raises on an unexpected loop nest leaves that kernel to TVM's default lowering.
+    `kernels` receives kernel name -> the rule that scheduled it, or "unscheduled".
     """
     import tvm
     from tvm import tirx
@@ -184,16 +199,10 @@ def schedule_pass(tvm_target: Any, kernels: dict[str, str]) -> Any:
         for gv, func in mod.functions_items():
             if not isinstance(func, tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled"):
                 continue
-            kernels[gv.name_hint] = "unscheduled"
-            for name, rule in RULES.items():
-                try:
-                    sch = rule(func, cpu)
-                except (RuntimeError, ValueError):  # ScheduleError, InternalError
-                    sch = None
-                if sch is not None:
-                    done[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
-                    kernels[gv.name_hint] = name
-                    break
+            found = schedule(func, cpu)
+            kernels[gv.name_hint] = found[0] if found else "unscheduled"
+            if found:
+                done[gv] = found[1].mod["main"].with_attr("tirx.is_scheduled", True)
         for gv, func in done.items():
             mod[gv] = func
         return mod
