@@ -85,7 +85,7 @@ def _vectorize_inner(sch: Any, block: Any, lanes: int) -> None:
         sch.vectorize(loops[-1])
 
 
-def _blocks(sch: Any) -> list[tuple[Any, str]]:
+def top_blocks(sch: Any) -> list[tuple[Any, str]]:
     """The top-level blocks of a kernel with their iterator kinds ('S' spatial, 'R' reduction)."""
     from tvm import tirx
     from tvm.s_tir.dlight.analysis import get_root_block
@@ -100,7 +100,7 @@ def reduction_tile(func: Any, cpu: CpuShape) -> Any | None:
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)
-    blocks = _blocks(sch)
+    blocks = top_blocks(sch)
     reds = [i for i, (_, kinds) in enumerate(blocks) if set(kinds) != {"S"}]
     if len(reds) != 1:
         return None
@@ -146,7 +146,7 @@ def elementwise(func: Any, cpu: CpuShape) -> Any | None:
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)
-    blocks = _blocks(sch)
+    blocks = top_blocks(sch)
     if not blocks or any(set(kinds) != {"S"} for _, kinds in blocks):
         return None
     for b, _ in blocks[:-1]:

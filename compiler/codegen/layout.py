@@ -21,10 +21,11 @@ LAYOUTS = {"relax.nn.conv2d": ["NHWC", "HWIO"], "relax.nn.conv2d_transpose": ["N
 
 def _single_block(func: Any) -> str | None:
     from tvm import s_tir
-    from tvm.s_tir.dlight.analysis import get_root_block
+
+    from .cpu_schedules import top_blocks
 
     sch = s_tir.Schedule(func)
-    names = [sch.get(b).name_hint for b in sch.get_child_blocks(get_root_block(sch))]
+    names = [sch.get(b).name_hint for b, _ in top_blocks(sch)]
     return names[0] if len(names) == 1 else None
 
 
