@@ -80,7 +80,7 @@ def main() -> int:
 
     import edgec
     from edgec import models, targets
-    from edgec.cli import _duration
+    from edgec.cli import parse_duration
     from edgec.compiler.bench import bench
     from edgec.compiler.tune import tune
 
@@ -101,7 +101,7 @@ def main() -> int:
                   f"  ratio {r['ratio']:6.2f}x  compile {compile_s:5.1f} s", flush=True)
         for name in [m for m in args.tune.split(",") if m]:
             src, db = Path(tmp) / f"{name}.onnx", Path(tmp) / "tuning-db"  # fresh per run
-            report = tune(src, seconds=_duration(args.tune_time), db_root=db,
+            report = tune(src, seconds=parse_duration(args.tune_time), db_root=db,
                           progress=lambda line: print(f"  {line}", flush=True))
             edgec.compile(src, output=Path(tmp) / f"{name}-tuned", target="host",
                           validate=False, tuning_db=db)

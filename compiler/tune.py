@@ -92,7 +92,7 @@ def _measure(schs: list[Any], target: Any, builder: Any, runner: Any) -> list[fl
         res = fut.result()
         ms.utils.remove_build_dir(b.artifact_path)
         if not res.error_msg and res.run_secs:
-            out[i] = float(sum(float(s) for s in res.run_secs) / len(res.run_secs))
+            out[i] = _mean(res.run_secs)
     return out
 
 
@@ -102,10 +102,16 @@ def _records(db: Any, mod: Any) -> list[Any]:
     return list(db.get_top_k(db.commit_workload(mod), 1 << 20))
 
 
-def _best_us(db: Any, mod: Any) -> float:
+def _mean(run_secs: Any) -> float:
+    return float(sum(float(s) for s in run_secs) / len(run_secs))
+
+
+def _refresh(rep: TaskReport, db: Any, mod: Any) -> None:
+    """Best time and trial count of a kernel from its records (the first is the baseline)."""
     recs = _records(db, mod)
-    secs = [sum(float(s) for s in r.run_secs) / len(r.run_secs) for r in recs if r.run_secs]
-    return min(secs) * 1e6 if secs else float("inf")
+    secs = [_mean(r.run_secs) for r in recs if r.run_secs]
+    rep.best_us = min(secs) * 1e6 if secs else float("inf")
+    rep.trials = max(0, len(recs) - 1)
 
 
 def tune(model_path: str | Path, *, target: str = "host", trials: int | None = None,
@@ -166,8 +172,8 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
                     sch.trace, db.commit_workload(task.dispatched[0]), [secs], tvm_target,
                     ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])))
     for task, rep in zip(tasks, report.tasks):
-        rep.baseline_us = rep.best_us = _best_us(db, task.dispatched[0])
-        rep.trials = max(0, len(_records(db, task.dispatched[0])) - 1)
+        _refresh(rep, db, task.dispatched[0])
+        rep.baseline_us = rep.best_us
 
     known = [t for t in report.tasks if t.baseline_us < float("inf")]
     latency = sum(t.baseline_us * t.calls for t in known) or 1.0
@@ -209,8 +215,7 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
                       builder=bld, runner=run, database=db)
         per_trial = (time.perf_counter() - t0) / todo
         budget -= todo
-        rep.best_us = _best_us(db, task.dispatched[0])
-        rep.trials = max(0, len(_records(db, task.dispatched[0])) - 1)
+        _refresh(rep, db, task.dispatched[0])
         progress(f"[{i}/{len(order)}] {rep.name}: {rep.baseline_us:.1f} -> {rep.best_us:.1f} us "
                  f"x{rep.calls} ({rep.trials} trials); model estimate {report.estimate_ms():.2f} ms"
                  f"; {time.perf_counter() - started:.0f} s")

@@ -65,7 +65,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _duration(text: str) -> float:
+def parse_duration(text: str) -> float:
     units = {"s": 1, "m": 60, "h": 3600}
     try:
         if text and text[-1] in units:
@@ -79,7 +79,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from edgec.compiler.tune import tune
 
     report = tune(args.model, target=args.target, trials=args.trials,
-                  seconds=_duration(args.time) if args.time else None, db_root=args.db,
+                  seconds=parse_duration(args.time) if args.time else None, db_root=args.db,
                   input_shapes=_input_shapes(args.input_shape), cc=args.cc,
                   tracker=args.tracker, key=args.key,
                   progress=lambda line: print(line, flush=True))
