@@ -128,7 +128,7 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
         lowering.database = open_db(db_dir)
     started = time.perf_counter()
     executable = codegen.build(model, tgt, front.input_shapes, lowering)
-    gen = {"pipeline": tgt.pipeline, "kernels": lowering.kernels,
+    gen = {"pipeline": tgt.pipeline, "kernels": lowering.kernels, "graph": lowering.graph,
            "tuning_db": str(db_dir) if lowering.database is not None else None,
            "seconds": round(time.perf_counter() - started, 2)}
     notes.append(codegen_line(gen))

@@ -27,8 +27,9 @@ def codegen_line(gen: dict[str, Any]) -> str:
                       if how != "tuned")
     db = (f"{counts.get('tuned', 0)} of {len(gen['kernels'])} kernels covered by the tuning "
           "database" if gen.get("tuning_db") else "no tuning database used")
+    graph = "".join(f"; {line}" for line in gen.get("graph", []))
     return (f"codegen  {gen['pipeline']} pipeline, {gen['seconds']:.1f} s; {db}; "
-            f"rules: {rules or 'none'}")
+            f"rules: {rules or 'none'}{graph}")
 
 
 def compile_summary(manifest: dict[str, Any], artifact: str) -> list[str]:

@@ -144,7 +144,7 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
     model, _ = passes.run_passes(model, passes.select())
     tvm_target = tgt.tvm_target()
     with tvm_target:
-        mod = fused(tvm_target)(codegen.to_relax(model, front.input_shapes))
+        mod = fused(tvm_target)(codegen.import_model(model, tgt, front.input_shapes))
     tasks = ms.relax_integration.extract_tasks(mod, tvm_target)
     folder = db_folder(Path(db_root) if db_root else default_db_root(), tgt)
     db = open_db(folder, create=True)

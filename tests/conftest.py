@@ -64,6 +64,32 @@ def ort_run(path_or_model, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
     return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"]).run(None, feed)
 
 
+def build_and_check(model: onnx.ModelProto):
+    """Build a one-input ("x") model for the host with the `cpu` pipeline, check its output
+    against onnxruntime within 1e-4 relative, and return the pipeline's Lowering."""
+    import tvm
+    from tvm import relax
+
+    from edgec import targets
+    from edgec.compiler import codegen
+
+    x_shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    lowering = codegen.Lowering()
+    ex = codegen.build(model, targets.get("host"), {"x": x_shape}, lowering)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    x = np.random.default_rng(0).standard_normal(x_shape).astype(np.float32)
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    want = ort_run(model, {"x": x})[0]
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max(), np.abs(got - want).max()
+    return lowering
+
+
+def conv_kernels(lowering) -> dict[str, str]:
+    """Kernel -> how it was scheduled, for the conv and dense kernels of a Lowering."""
+    return {k: v for k, v in lowering.kernels.items() if "conv" in k or "matmul" in k}
+
+
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory):
     """compile(model_name, target) -> artifact folder, compiled once per session."""

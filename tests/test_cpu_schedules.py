@@ -13,33 +13,13 @@ from edgec import targets
 from edgec.compiler import codegen
 from edgec.compiler.codegen.cpu_schedules import CpuShape, _tile
 
-from conftest import ort_run, tiny_model
+from conftest import build_and_check, conv_kernels, tiny_model
 
 RNG = np.random.default_rng(0)
 
 
 def _const(name: str, shape) -> onnx.TensorProto:
     return numpy_helper.from_array(RNG.standard_normal(shape).astype(np.float32), name)
-
-
-def _build_and_check(model: onnx.ModelProto) -> codegen.Lowering:
-    import tvm
-    from tvm import relax
-
-    x_shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    lowering = codegen.Lowering()
-    ex = codegen.build(model, targets.get("host"), {"x": x_shape}, lowering)
-    vm = relax.VirtualMachine(ex, tvm.cpu())
-    x = RNG.standard_normal(x_shape).astype(np.float32)
-    got = vm["main"](tvm.runtime.tensor(x)).numpy()
-    want = ort_run(model, {"x": x})[0]
-    assert got.shape == want.shape
-    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max(), np.abs(got - want).max()
-    return lowering
-
-
-def _conv_kernels(lowering: codegen.Lowering) -> dict[str, str]:
-    return {k: v for k, v in lowering.kernels.items() if "conv" in k or "matmul" in k}
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -60,8 +40,8 @@ def test_conv_epilogue(bias, k, groups, stride, dilation, act):
     elif act == "Clip":
         inits += [numpy_helper.from_array(np.float32(v), n) for n, v in (("lo", 0), ("hi", 6))]
         nodes.append(helper.make_node("Clip", ["c", "lo", "hi"], ["y"]))
-    lowering = _build_and_check(tiny_model(nodes, [1, cin, hw, hw], inits))
-    convs = _conv_kernels(lowering)
+    lowering = build_and_check(tiny_model(nodes, [1, cin, hw, hw], inits))
+    convs = conv_kernels(lowering)
     assert len(convs) == 1 and set(convs.values()) == {"reduction_tile"}, lowering.kernels
     if act:  # the activation is fused into the conv's kernel, not a kernel of its own
         assert all("conv" in k or "transpose" in k for k in lowering.kernels), lowering.kernels
@@ -75,8 +55,8 @@ def test_residual_block_is_one_kernel_per_conv():
              helper.make_node("Relu", ["s"], ["y"])]
     inits = [_const("w1", (16, 16, 3, 3)), _const("b1", (16,)),
              _const("w2", (16, 16, 3, 3)), _const("b2", (16,))]
-    lowering = _build_and_check(tiny_model(nodes, [1, 16, 13, 13], inits))
-    convs = _conv_kernels(lowering)
+    lowering = build_and_check(tiny_model(nodes, [1, 16, 13, 13], inits))
+    convs = conv_kernels(lowering)
     assert len(convs) == 2 and set(convs.values()) == {"reduction_tile"}, lowering.kernels
     # bias add, residual add and relu ride in the second conv's kernel
     assert any(k.count("add") >= 2 and "relu" in k for k in convs), lowering.kernels
@@ -87,7 +67,7 @@ def test_classifier_head_pool_and_dense():
              helper.make_node("Flatten", ["p"], ["f"]),
              helper.make_node("Gemm", ["f", "w", "b"], ["y"], transB=1)]
     inits = [_const("w", (10, 32)), _const("b", (10,))]
-    lowering = _build_and_check(tiny_model(nodes, [1, 32, 7, 7], inits))
+    lowering = build_and_check(tiny_model(nodes, [1, 32, 7, 7], inits))
     assert "unscheduled" not in lowering.kernels.values(), lowering.kernels
 
 
@@ -96,7 +76,7 @@ def test_max_pool_and_concat():
                               pads=[1] * 4),
              helper.make_node("AveragePool", ["x"], ["b"], kernel_shape=[2, 2], strides=[2, 2]),
              helper.make_node("Concat", ["a", "b"], ["y"], axis=1)]
-    lowering = _build_and_check(tiny_model(nodes, [1, 8, 16, 16]))
+    lowering = build_and_check(tiny_model(nodes, [1, 8, 16, 16]))
     assert "unscheduled" not in lowering.kernels.values(), lowering.kernels
 
 

@@ -16,7 +16,8 @@ from edgec.targets import Target
 
 from .pipelines import PIPELINES, Lowering
 
-__all__ = ["PIPELINES", "Lowering", "build", "export", "kernel_flops", "lower", "to_relax"]
+__all__ = ["PIPELINES", "Lowering", "build", "export", "import_model", "kernel_flops", "lower",
+           "to_relax"]
 
 
 def to_relax(model: onnx.ModelProto, input_shapes: dict[str, list[int]]) -> Any:
@@ -29,20 +30,38 @@ def to_relax(model: onnx.ModelProto, input_shapes: dict[str, list[int]]) -> Any:
         raise EdgecError(f"TVM could not import the model: {line[:300]}") from None
 
 
+def _pipeline(target: Target) -> Any:
+    pipeline = PIPELINES.get(target.pipeline)
+    if pipeline is None:
+        raise EdgecError(f"target '{target.name}' names unknown pipeline '{target.pipeline}' "
+                         f"(known: {', '.join(PIPELINES)})")
+    return pipeline
+
+
+def import_model(model: onnx.ModelProto, target: Target, input_shapes: dict[str, list[int]],
+                 lowering: Lowering | None = None) -> Any:
+    """The Relax module of `model` after the target pipeline's ONNX step (call within the
+    TVM target's scope); what that step changed is added to `lowering.graph`."""
+    pipeline = _pipeline(target)
+    if pipeline.graph is not None:
+        model, report = pipeline.graph(model, target.tvm_target())
+        if lowering is not None and report.changed:
+            lowering.graph.append(report.summary())
+    return to_relax(model, input_shapes)
+
+
 def lower(model: onnx.ModelProto, target: Target, input_shapes: dict[str, list[int]],
           lowering: Lowering | None = None) -> Any:
     """The Relax module after the target's pipeline: fused kernels as TIR PrimFuncs.
 
     `lowering` (optional) carries a tuning database in and the per-kernel schedule record out.
     """
-    pipeline = PIPELINES.get(target.pipeline)
-    if pipeline is None:
-        raise EdgecError(f"target '{target.name}' names unknown pipeline '{target.pipeline}' "
-                         f"(known: {', '.join(PIPELINES)})")
+    pipeline = _pipeline(target)
     tvm_target = target.tvm_target()
     lowering = lowering if lowering is not None else Lowering()
     with tvm_target:
-        return pipeline(tvm_target, lowering)(to_relax(model, input_shapes))
+        return pipeline.relax(tvm_target, lowering)(
+            import_model(model, target, input_shapes, lowering))
 
 
 def kernel_flops(lowered: Any) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """Relax pipelines, by name; a target file picks one with `pipeline = "NAME"`.
 
-`cpu` (the default for llvm targets): channels-last layout (layout.py), TVM's legalization and
+`cpu` (the default for llvm targets): before import, convs get channel counts the vector length
+divides (pad_channels.py); then channels-last layout (layout.py), TVM's legalization and
 fusion (conv + bias + activation + residual add become one kernel), then each kernel gets the
 schedule recorded for it in the tuning database when there is one, else edgec's schedule rules
 (cpu_schedules.py), then lowering to the VM.
@@ -15,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import onnx
+
 
 @dataclass
 class Lowering:
@@ -22,6 +25,14 @@ class Lowering:
 
     kernels: dict[str, str] = field(default_factory=dict)
     database: Any = None  # a MetaSchedule database whose records take precedence
+    graph: list[str] = field(default_factory=list)  # what the pipeline's ONNX step changed
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    relax: Callable[[Any, Lowering], Any]  # TVM target, lowering -> Relax module transform
+    # ONNX rewrite before import, for this TVM target (layout-level choices, exact numerics)
+    graph: Callable[[onnx.ModelProto, Any], tuple[onnx.ModelProto, Any]] | None = None
 
 
 def _tvm_default(tvm_target: Any, lowering: Lowering) -> Any:
@@ -66,7 +77,14 @@ def _cpu(tvm_target: Any, lowering: Lowering) -> Any:
     )
 
 
-PIPELINES: dict[str, Callable[[Any, Lowering], Any]] = {
-    "cpu": _cpu,
-    "tvm-default": _tvm_default,
+def _cpu_graph(model: onnx.ModelProto, tvm_target: Any) -> tuple[onnx.ModelProto, Any]:
+    from .cpu_schedules import cpu_shape
+    from .pad_channels import pad_channels
+
+    return pad_channels(model, multiple=cpu_shape(tvm_target).lanes)
+
+
+PIPELINES: dict[str, Pipeline] = {
+    "cpu": Pipeline(relax=_cpu, graph=_cpu_graph),
+    "tvm-default": Pipeline(relax=_tvm_default),
 }
