@@ -80,12 +80,16 @@ class TuneReport:
 def _measure(schs: list[Any], target: Any, builder: Any, runner: Any) -> list[float | None]:
     """Mean seconds of each schedule, built and run as one batch (worker pools start once)."""
     from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
     built = builder.build([ms.builder.BuilderInput(s.mod, target) for s in schs])
     device = "cpu" if target.kind.name == "llvm" else target.kind.name
     ok = [(i, b) for i, b in enumerate(built) if not b.error_msg]
+    # Arguments as the built kernel takes them: repacked weights (cpu_schedules._pack_weights)
+    # arrive in their packed shape, the repacking itself being folded at compile time.
+    unpacked = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)
     futures = runner.run([ms.runner.RunnerInput(
-        b.artifact_path, device, ms.arg_info.ArgInfo.from_prim_func(schs[i].mod["main"]))
+        b.artifact_path, device, ms.arg_info.ArgInfo.from_prim_func(unpacked(schs[i].mod)["main"]))
         for i, b in ok])
     out: list[float | None] = [None] * len(schs)
     for (i, b), fut in zip(ok, futures):
@@ -94,6 +98,20 @@ def _measure(schs: list[Any], target: Any, builder: Any, runner: Any) -> list[fl
         if not res.error_msg and res.run_secs:
             out[i] = _mean(res.run_secs)
     return out
+
+
+def _space() -> Any:
+    """MetaSchedule's CPU search space without its RewriteLayout postprocessor.
+
+    Weights are repacked by edgec's own schedules (the baseline records carry that); MetaSchedule's
+    layout rewrite on top of a repacked weight fails an IndexMap check inside its postprocessor.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    postprocs = [p for p in ms.postproc.Postproc.create("llvm")
+                 if not isinstance(p, ms.postproc.RewriteLayout)]
+    return ms.space_generator.PostOrderApply(sch_rules="llvm", postprocs=postprocs,
+                                             mutator_probs="llvm")
 
 
 def _records(db: Any, mod: Any) -> list[Any]:
@@ -209,7 +227,7 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
         logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
         t0 = time.perf_counter()
         ctxs, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            [task], work_dir=str(folder / "work"))
+            [task], work_dir=str(folder / "work"), space=_space())
         ms.tune_tasks(tasks=ctxs, task_weights=[1.0], work_dir=str(folder / "work"),
                       max_trials_global=todo, num_trials_per_iter=min(BATCH, todo),
                       builder=bld, runner=run, database=db)

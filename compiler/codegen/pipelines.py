@@ -48,6 +48,7 @@ def fused(tvm_target: Any) -> Any:
     looks up in the database.
     """
     import tvm
+    from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as stock
 
     from .layout import channels_last
@@ -56,12 +57,15 @@ def fused(tvm_target: Any) -> Any:
     def layout(mod: Any, _ctx: Any) -> Any:
         return channels_last(mod)
 
+    # Marks which kernel parameters are constants: the schedules may repack those.
+    free = relax.transform.AttachAttrLayoutFreeBuffers()
     return tvm.transform.Sequential(stock.library_dispatch_passes(tvm_target) + [layout]
-                                    + stock.legalize_passes(tvm_target))
+                                    + stock.legalize_passes(tvm_target) + [free])
 
 
 def _cpu(tvm_target: Any, lowering: Lowering) -> Any:
     import tvm
+    from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as stock
 
     from .cpu_schedules import schedule_pass
@@ -71,8 +75,11 @@ def _cpu(tvm_target: Any, lowering: Lowering) -> Any:
         from .tuned import apply_database
 
         tuned = [apply_database(tvm_target, lowering)]
+    # Weight repacking blocks the schedules add become separate kernels on constants, which
+    # FoldConstant runs once here instead of at every inference.
+    prepack = [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()]
     return tvm.transform.Sequential(
-        [fused(tvm_target)] + tuned + [schedule_pass(tvm_target, lowering.kernels)]
+        [fused(tvm_target)] + tuned + [schedule_pass(tvm_target, lowering.kernels)] + prepack
         + stock.dataflow_lower_passes(tvm_target) + stock.finalize_passes(tvm_target)
     )
 
