@@ -23,7 +23,15 @@ def _per_layer(model: Any, folder: Path, manifest: dict, feed: dict, target: Any
 
     lowered_from = onnx.load(str(folder / manifest["optimized_onnx"]))
     shapes = {s["name"]: s["shape"] for s in manifest["inputs"]}
-    flops = codegen.kernel_flops(codegen.lower(lowered_from, target, shapes))
+    # Lowered as the artifact was (its tuning database, if any): tuned and rule-scheduled
+    # kernels get different names (weights repacked or not).
+    lowering = codegen.Lowering()
+    db = (manifest.get("codegen") or {}).get("tuning_db")
+    if db:
+        from .tune import open_db
+
+        lowering.database = open_db(Path(db))
+    flops = codegen.kernel_flops(codegen.lower(lowered_from, target, shapes, lowering))
     runs = 10
     times = model.profile(feed, runs=runs)
     rows = []

@@ -80,6 +80,27 @@ def test_max_pool_and_concat():
     assert "unscheduled" not in lowering.kernels.values(), lowering.kernels
 
 
+@pytest.mark.parametrize("k, groups", [(3, 1), (1, 1), (3, 64)])
+def test_weights_repacked_at_compile_time(k, groups):
+    """A 64-channel conv on a 7-wide map gets a 32-channel tile: its weight constant reaches
+    the kernel already packed [c // 32, kh, kw, c_in, 32], with no repacking left to run."""
+    from tvm import tirx
+
+    cin = 64 // groups
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], group=groups, kernel_shape=[k, k],
+                              pads=[k // 2] * 4),
+             helper.make_node("Relu", ["c"], ["y"])]
+    model = tiny_model(nodes, [1, 64, 7, 7], [_const("w", (64, cin, k, k)), _const("b", (64,))])
+    build_and_check(model)
+    lowered = codegen.lower(model, targets.get("host"), {"x": [1, 64, 7, 7]})
+    kernels = {gv.name_hint: f for gv, f in lowered.functions.items()
+               if isinstance(f, tirx.PrimFunc)}
+    conv = next(f for name, f in kernels.items() if "conv" in name)
+    shapes = [[int(d) for d in p.shape] for p in conv.params]
+    assert [2, k, k, cin, 32] in shapes, shapes
+    assert not any("layout_rewrite" in str(f) for f in kernels.values())
+
+
 @pytest.mark.parametrize("lanes, regs", [(16, 24), (8, 12), (4, 24)])
 @pytest.mark.parametrize("width, channels", [(112, 32), (56, 144), (7, 960), (13, 1000),
                                              (1, 1000), (14, 24), (5, 3)])
