@@ -64,6 +64,26 @@ def ort_run(path_or_model, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
     return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"]).run(None, feed)
 
 
+def check_pass(run, model: onnx.ModelProto, expect_ops: dict[str, int]):
+    """Run the pass `run(model) -> (model, report)` and check the pass-test contract: the
+    checker, op counts, outputs within 1e-5 relative of ORT on the original (ORT_DISABLE_ALL),
+    and a second run changing nothing. Returns (rewritten model, report)."""
+    out, report = run(model)
+    onnx.checker.check_model(out, full_check=True)
+    ops = [n.op_type for n in out.graph.node]
+    for op, n in expect_ops.items():
+        assert ops.count(op) == n, (op, ops)
+    x_shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(0).standard_normal(x_shape).astype(np.float32)
+    want, got = ort_run(model, {"x": x})[0], ort_run(out, {"x": x})[0]
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), np.abs(got - want).max()
+    again, second = run(out)
+    assert not second.changed, second.summary()
+    assert again.graph.SerializeToString() == out.graph.SerializeToString()
+    return out, report
+
+
 def build_and_check(model: onnx.ModelProto):
     """Build a one-input ("x") model for the host with the `cpu` pipeline, check its output
     against onnxruntime within 1e-4 relative, and return the pipeline's Lowering."""

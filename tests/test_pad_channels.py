@@ -11,7 +11,7 @@ from onnx import helper, numpy_helper
 
 from edgec.compiler.codegen.pad_channels import pad_channels
 
-from conftest import build_and_check, conv_kernels, ort_run, tiny_model
+from conftest import build_and_check, check_pass, conv_kernels, tiny_model
 
 RNG = np.random.default_rng(0)
 
@@ -26,20 +26,8 @@ def _conv(x: str, y: str, w: str, b: str | None = None, **attrs) -> onnx.NodePro
 
 def _check(model: onnx.ModelProto, *, multiple: int = 4, expect: dict[str, int],
            max_waste: float = 0.25) -> tuple[onnx.ModelProto, object]:
-    padded, report = pad_channels(model, multiple=multiple, max_waste=max_waste)
-    onnx.checker.check_model(padded, full_check=True)
-    ops = [n.op_type for n in padded.graph.node]
-    for op, n in expect.items():
-        assert ops.count(op) == n, (op, ops)
-    x_shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    x = RNG.standard_normal(x_shape).astype(np.float32)
-    want, got = ort_run(model, {"x": x})[0], ort_run(padded, {"x": x})[0]
-    assert got.shape == want.shape
-    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), np.abs(got - want).max()
-    again, second = pad_channels(padded, multiple=multiple, max_waste=max_waste)
-    assert not second.changed, second.summary()
-    assert again.graph.SerializeToString() == padded.graph.SerializeToString()
-    return padded, report
+    return check_pass(lambda m: pad_channels(m, multiple=multiple, max_waste=max_waste),
+                      model, expect)
 
 
 def _weight_shapes(model: onnx.ModelProto) -> list[list[int]]:
