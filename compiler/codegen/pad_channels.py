@@ -27,7 +27,14 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgec.compiler.passes.graph import GraphIndex, attr, drop_dead, set_const, unique_name
+from edgec.compiler.passes.graph import (
+    GraphIndex,
+    attr,
+    drop_dead,
+    set_attr,
+    set_const,
+    unique_name,
+)
 from edgec.compiler.passes.report import PassReport
 
 # Elementwise ops whose only tensor input is the activation (the rest constant, e.g. Clip's).
@@ -63,6 +70,13 @@ def _write(graph: onnx.GraphProto, node: onnx.NodeProto, pos: int, value: np.nda
     node.input[pos] = name
 
 
+def _pad_filters(graph, node, w: np.ndarray, b: np.ndarray | None, size: int) -> None:
+    """Zero output filters (and bias) up to `size`."""
+    _write(graph, node, 1, _pad(w, 0, size))
+    if b is not None:
+        _write(graph, node, 2, _pad(b, 0, size))
+
+
 def _rename_output(graph: onnx.GraphProto, node: onnx.NodeProto) -> tuple[str, str]:
     old = node.output[0]
     node.output[0] = unique_name(graph, f"{old}_padded")
@@ -76,16 +90,13 @@ def _consumes_padded(graph, index, node, real: int, size: int) -> str:
         rest = [i for i in node.input[1:] if i]
         return "through" if all(index.const(i) is not None for i in rest) else ""
     found = _conv_weights(node, index)
-    if found is None or len(node.input) < 1:
+    if found is None:
         return ""
     w, b = found
     group = attr(node, "group", 1)
     if group == real and w.shape[:2] == (real, 1):
-        _write(graph, node, 1, _pad(w, 0, size))
-        if b is not None:
-            _write(graph, node, 2, _pad(b, 0, size))
-        node.attribute.remove(next(a for a in node.attribute if a.name == "group"))
-        node.attribute.append(helper.make_attribute("group", size))
+        _pad_filters(graph, node, w, b, size)
+        set_attr(node, "group", size)
         return "through"
     if group == 1 and w.shape[1] == real:
         _write(graph, node, 1, _pad(w, 1, size))
@@ -143,9 +154,7 @@ def pad_channels(model: onnx.ModelProto, *, multiple: int,
                            f"{real} channels would need {size - real} more "
                            f"(over {max_waste:.0%})")
             continue
-        _write(graph, node, 1, _pad(w, 0, size))
-        if b is not None:
-            _write(graph, node, 2, _pad(b, 0, size))
+        _pad_filters(graph, node, w, b, size)
         padded, name = _rename_output(graph, node)
         _propagate(graph, node, padded, name, real, size)
         report.count(f"conv {real}->{size}")
