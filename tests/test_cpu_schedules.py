@@ -101,6 +101,26 @@ def test_weights_repacked_at_compile_time(k, groups):
     assert not any("layout_rewrite" in str(f) for f in kernels.values())
 
 
+def test_dense_weights_repacked_at_compile_time():
+    """A classifier's [k, 1000] weight reaches the dense kernel as [1000 // tile, k, tile], the
+    tile being the rule's register tile: each tile streams one contiguous run of weights."""
+    from tvm import tirx
+
+    from edgec.compiler.codegen.cpu_schedules import cpu_shape
+
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)]
+    model = tiny_model(nodes, [1, 96], [_const("w", (1000, 96)), _const("b", (1000,))])
+    lowering = build_and_check(model)
+    assert set(lowering.kernels.values()) == {"reduction_tile"}, lowering.kernels
+    host = targets.get("host")
+    _, v, u = _tile(1, 1000, cpu_shape(host.tvm_target()))
+    lowered = codegen.lower(model, host, {"x": [1, 96]})
+    dense = next(f for gv, f in lowered.functions.items()
+                 if isinstance(f, tirx.PrimFunc) and "matmul" in gv.name_hint)
+    shapes = [[int(d) for d in p.shape] for p in dense.params]
+    assert [1000 // (u * v), 96, u * v] in shapes, shapes
+
+
 @pytest.mark.parametrize("lanes, regs", [(16, 24), (8, 12), (4, 24)])
 @pytest.mark.parametrize("width, channels", [(112, 32), (56, 144), (7, 960), (13, 1000),
                                              (1, 1000), (14, 24), (5, 3)])

@@ -96,24 +96,27 @@ def top_blocks(sch: Any) -> list[tuple[Any, str]]:
 
 
 def _pack_weights(sch: Any, func: Any, block: Any, tile: int, channels: int) -> None:
-    """Read a constant weight W[kh, kw, c_in, c] as W'[c // tile, kh, kw, c_in, c % tile].
+    """Read a constant weight W[..., c] as W'[c // tile, ..., c % tile] (conv: [kh, kw, c_in, c];
+    dense: [k, c]).
 
     A tile's weights are then one contiguous run instead of `tile` floats every `channels`:
     ResNet-18's 512-channel 3x3 conv went from 172 to 224 GFLOP/s. The repacking block is
     marked as layout-rewrite preprocessing, which the pipeline splits out of the kernel and
     folds into the constant at compile time (SplitLayoutRewritePreproc, FoldConstant).
     """
+    from tvm.tirx import IndexMap
+
     free = func.attrs.get("layout_free_buffers") if func.attrs else None
     if not free or channels <= tile or channels % tile:
         return
     params = [func.params[int(i)] for i in free]
     for idx, region in enumerate(sch.get(block).reads):
         buf = region.source
-        if any(buf.same_as(p) for p in params) and len(buf.shape) == 4 \
-                and int(buf.shape[3]) == channels:
+        if any(buf.same_as(p) for p in params) and len(buf.shape) >= 2 \
+                and int(buf.shape[-1]) == channels:
             cached = sch.cache_read(block, idx, "global")
-            sch.transform_layout(block, ("read", idx),
-                                 lambda kh, kw, ci, c: (c // tile, kh, kw, ci, c % tile))
+            sch.transform_layout(block, ("read", idx), IndexMap.from_func(
+                lambda *i: (i[-1] // tile, *i[:-1], i[-1] % tile), ndim=len(buf.shape)))
             sch.annotate(cached, "meta_schedule.layout_rewrite_preproc", True)
             return
 
