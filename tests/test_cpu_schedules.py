@@ -113,7 +113,7 @@ def test_dense_weights_repacked_at_compile_time():
     lowering = build_and_check(model)
     assert set(lowering.kernels.values()) == {"reduction_tile"}, lowering.kernels
     host = targets.get("host")
-    _, v, u = _tile(1, 1000, cpu_shape(host.tvm_target()))
+    _, v, u = _tile(1, 1000, cpu_shape(host.tvm_target()), reduction=96)
     lowered = codegen.lower(model, host, {"x": [1, 96]})
     dense = next(f for gv, f in lowered.functions.items()
                  if isinstance(f, tirx.PrimFunc) and "matmul" in gv.name_hint)
@@ -130,6 +130,18 @@ def test_tile_divides_and_fits(lanes, regs, width, channels):
     assert wi * u <= regs and wi * u * v * 4 < 1024  # registers; TVM's stack-scratch limit
     if channels % 4 == 0:
         assert v >= 4  # vectorized whenever the channels allow it
+
+
+@pytest.mark.parametrize("lanes, regs", [(16, 24), (4, 24)])
+def test_tile_keeps_wide_weights_in_l1(lanes, regs):
+    """MobileNetV2's 7x7 160->960 conv: the tile must not take so many channels that its
+    weights spill from L1 (the plain most-accumulators tile was 1 column x 240 channels)."""
+    from edgec.compiler.codegen.cpu_schedules import L1_WEIGHTS
+
+    cpu = CpuShape(lanes=lanes, registers=regs)
+    wi, v, u = _tile(7, 960, cpu, reduction=160)
+    assert u * v * 160 * 4 <= L1_WEIGHTS and wi * u >= 8, (wi, v, u)
+    assert _tile(7, 960, cpu)[0] == 1  # depthwise/pooling (no reduction given): unchanged
 
 
 def test_tvm_default_pipeline_still_selectable(tmp_path):
