@@ -11,7 +11,7 @@ from onnx import helper, numpy_helper
 
 from edgec import targets
 from edgec.compiler import codegen
-from edgec.compiler.codegen.cpu_schedules import CpuShape, _tile
+from edgec.compiler.codegen.cpu_schedules import L1_WEIGHTS, CpuShape, _tile, cpu_shape
 
 from conftest import build_and_check, conv_kernels, tiny_model
 
@@ -106,8 +106,6 @@ def test_dense_weights_repacked_at_compile_time():
     tile being the rule's register tile: each tile streams one contiguous run of weights."""
     from tvm import tirx
 
-    from edgec.compiler.codegen.cpu_schedules import cpu_shape
-
     nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)]
     model = tiny_model(nodes, [1, 96], [_const("w", (1000, 96)), _const("b", (1000,))])
     lowering = build_and_check(model)
@@ -136,8 +134,6 @@ def test_tile_divides_and_fits(lanes, regs, width, channels):
 def test_tile_keeps_wide_weights_in_l1(lanes, regs):
     """MobileNetV2's 7x7 160->960 conv: the tile must not take so many channels that its
     weights spill from L1 (the plain most-accumulators tile was 1 column x 240 channels)."""
-    from edgec.compiler.codegen.cpu_schedules import L1_WEIGHTS
-
     cpu = CpuShape(lanes=lanes, registers=regs)
     wi, v, u = _tile(7, 960, cpu, reduction=160)
     assert u * v * 160 * 4 <= L1_WEIGHTS and wi * u >= 8, (wi, v, u)
