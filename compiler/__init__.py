@@ -71,7 +71,7 @@ def _validate(folder: Path, source: Path, specs: list[dict], threads: int, seed:
     feeds = [runtime.random_inputs(specs, seed + i) for i in range(checks)]
     run = lambda feed: model(**feed)  # noqa: E731
     result = validate.agreement(run, source, feeds, threads)
-    result["latency"] = validate.latency(run, source, feeds[0], threads)
+    result["latency"] = validate.latency(run, source, feeds[0], threads, budget_s=1.0)
     return result
 
 

@@ -10,6 +10,7 @@ this process, in alternating blocks, after warm-up; medians are compared as a ra
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -66,11 +67,15 @@ def agreement(run: Callable[[dict], dict], model: str | Path | bytes,
 
 
 def latency(run: Callable[[dict], Any], model: str | Path | bytes, feed: dict[str, np.ndarray],
-            threads: int, budget_s: float = 3.0, block: int = 5) -> dict[str, Any]:
-    """Medians over alternating blocks of runs; each block's first run is not counted.
+            threads: int, budget_s: float = 3.0, settle_s: float = 0.03,
+            block_s: float = 0.05) -> dict[str, Any]:
+    """Medians over alternating blocks of runs, each block after `settle_s` of untimed runs.
 
-    Both runtimes keep their worker threads spinning for a while after a call; timed one call
-    each in turn, each would pay for the other's spinning threads on a machine with few cores.
+    Both runtimes keep their worker threads spinning for a while after a call, so the first
+    milliseconds after a switch pay for the other runtime's threads on a machine with few cores
+    (MobileNetV3-Small read 2x slower for both with 3 settling runs, 1.2x with 30). Blocks are
+    sized in time, not runs, so a 1 ms model and a 20 ms one settle alike, and rounds go on
+    until `budget_s` is spent: a short window is at the mercy of one burst of noise.
     """
     sess = ort_session(model, threads, optimize=True)
     ort_run = lambda f: sess.run(None, f)  # noqa: E731
@@ -80,13 +85,16 @@ def latency(run: Callable[[dict], Any], model: str | Path | bytes, feed: dict[st
     t0 = time.perf_counter()
     run(feed)
     ort_run(feed)
-    once = time.perf_counter() - t0
-    rounds = int(min(20, max(2, budget_s / max(once * block, 1e-6))))
+    once = max(time.perf_counter() - t0, 1e-6) / 2
+    settle = max(2, math.ceil(settle_s / once))
+    block = max(3, math.ceil(block_s / once))
     times: dict[str, list[float]] = {"edgec": [], "ort": []}
-    for _ in range(rounds):
+    deadline = time.perf_counter() + budget_s
+    while len(times["ort"]) < 3 * block or time.perf_counter() < deadline:
         for key, fn in (("edgec", run), ("ort", ort_run)):
-            fn(feed)
-            for _ in range(block - 1):
+            for _ in range(settle):
+                fn(feed)
+            for _ in range(block):
                 t = time.perf_counter()
                 fn(feed)
                 times[key].append(time.perf_counter() - t)
