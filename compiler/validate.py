@@ -100,5 +100,5 @@ def latency(run: Callable[[dict], Any], model: str | Path | bytes, feed: dict[st
                 times[key].append(time.perf_counter() - t)
     ours, ref = (float(np.median(times[k])) * 1e3 for k in ("edgec", "ort"))
     return {"edgec_ms": ours, "onnxruntime_ms": ref, "ratio": ours / ref,
-            "runs": len(times["edgec"]), "threads": threads,
+            "runs": len(times["edgec"]), "threads": threads, "block": block, "settle": settle,
             "edgec_spread_ms": float(np.percentile(times["edgec"], 90) * 1e3 - ours)}

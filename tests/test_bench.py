@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
-from edgec import models
+from edgec import models, runtime
+from edgec.compiler import validate
 
 
 @pytest.fixture
@@ -48,3 +50,28 @@ def test_bench_artifact_folder_and_table(cli, lenet, tmp_path):
 def test_bench_refuses_foreign_target(cli, lenet):
     code, _, err = cli("bench", lenet, "--target", "arm", "--seconds", "0.5")
     assert code == 2 and "--device ssh://" in err
+
+
+def test_latency_settles_after_each_switch_and_spends_its_budget(lenet):
+    """Every timed block follows untimed settling runs, and timing goes on for the whole budget.
+
+    The model under test is a second onnxruntime session, so the call log is exact.
+    """
+    sess = validate.ort_session(lenet, 1, optimize=False)
+    feed = runtime.random_inputs([{"name": i.name, "shape": i.shape, "dtype": "float32"}
+                                  for i in sess.get_inputs()], 0)
+    calls = 0
+
+    def run(f):
+        nonlocal calls
+        calls += 1
+        return sess.run(None, f)
+
+    t0 = time.perf_counter()
+    r = validate.latency(run, lenet, feed, threads=1, budget_s=0.6)
+    assert time.perf_counter() - t0 >= 0.6
+    assert r["settle"] >= 2 and r["block"] >= 3
+    rounds, rest = divmod(r["runs"], r["block"])
+    assert rest == 0 and rounds >= 3
+    assert calls == 3 + rounds * (r["settle"] + r["block"])  # 3 warm-up calls before the rounds
+    assert r["ratio"] == pytest.approx(r["edgec_ms"] / r["onnxruntime_ms"])
