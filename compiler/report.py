@@ -119,8 +119,8 @@ def bench_lines(r: dict[str, Any]) -> list[str]:
         f"{r['edgec_gflops']:7.1f} GFLOP/s",
         f"onnxruntime  {r['onnxruntime_ms']:9.3f} ms  {'':>17}  "
         f"{r['onnxruntime_gflops']:7.1f} GFLOP/s",
-        f"ratio    edgec / onnxruntime = {r['ratio']:.2f}x (medians of {r['runs']} alternating "
-        "runs)",
+        f"ratio    edgec / onnxruntime = {r['ratio']:.2f}x (medians of {r['runs']} runs each, in "
+        f"alternating blocks of {r['block']}, each after {r['settle']} untimed runs)",
     ]
     if r.get("layers"):
         lines.append(f"{'kernel':<44} {'calls':>5} {'ms':>9} {'share':>6} {'MFLOPs':>9} "
