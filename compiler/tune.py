@@ -4,6 +4,8 @@
                loop nest, with the number of times the model calls it
     baseline = each task under edgec's own schedule rule, measured, committed as a record:
                the database's best is never worse than what compile would do without it
+    measure  = single runs with the weights flushed from cache before each (tuning.evaluator):
+               cold, as a model's layers find them
     share    = baseline seconds x calls / sum over tasks; tasks under 1% are skipped
     trials   = the budget split by share (at least one batch each), biggest share first
 
@@ -39,9 +41,14 @@ def default_db_root() -> Path:
     return Path(cache) / "tuning"
 
 
+# Part of the database's key: records timed another way do not compare with these
+# (tuning.evaluator; databases from before cold single runs are left behind, not mixed in).
+MEASURE = "cold-single-runs"
+
+
 def db_folder(root: Path, target: Target) -> Path:
     """One database per target: MetaSchedule looks records up by kernel, not by target."""
-    spec = json.dumps(target.tvm_target().export(), sort_keys=True, default=str)
+    spec = json.dumps([target.tvm_target().export(), MEASURE], sort_keys=True, default=str)
     return Path(root) / f"{target.name}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
 
 
@@ -169,7 +176,7 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
     report = TuneReport(database=folder)
     bld = tuning.builder(tgt, cc=cc, workers=os.cpu_count() or 1)
     run = (tuning.rpc_runner(tracker=tracker, key=key or tgt.name) if tracker
-           else ms.runner.LocalRunner(timeout_sec=30))
+           else tuning.local_runner())
     cpu = cpu_shape(tvm_target)
     progress(f"{len(tasks)} kernels; database {folder}")
 

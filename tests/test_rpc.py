@@ -120,7 +120,7 @@ def test_metaschedule_measures_a_conv_task_on_the_board(board, tracker, tmp_path
     database = ms.tune_tir(
         _conv_task(), target.tvm_target(), str(tmp_path / "ms"), max_trials_global=3,
         num_trials_per_iter=3, builder=tuning.builder(target),
-        runner=tuning.rpc_runner(tracker=f"{tracker[0]}:{tracker[1]}", key=key, number=1),
+        runner=tuning.rpc_runner(tracker=f"{tracker[0]}:{tracker[1]}", key=key, repeat=1),
         strategy="replay-trace", cost_model="random", num_tuning_cores=1)
     records = database.get_all_tuning_records()
     times = [float(t) for r in records for t in r.run_secs]

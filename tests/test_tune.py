@@ -42,6 +42,10 @@ def test_tune_resume_and_compile(small, tmp_path):
         assert 0 < t.best_us <= t.baseline_us < float("inf")
     assert len(records) >= 16 + len(first.tasks)
     assert any(line.startswith("[1/") and "trials" in line for line in lines), lines
+    # Candidates are timed as the model runs them: 10 single calls, weights flushed before each
+    # (tuning.evaluator), not MetaSchedule's 100 ms of back-to-back calls.
+    run_secs = [json.loads(line)[1][1] for line in records]
+    assert {len(s) for s in run_secs} <= {1, 10} and 10 in {len(s) for s in run_secs}, run_secs
 
     second = tune(small, trials=16, db_root=tmp_path, progress=lines.append)
     assert (folder / "records.json").read_text().splitlines() == records  # resumed, not redone
