@@ -39,6 +39,13 @@ def save(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
+def random_const(name: str, shape, rng: np.random.Generator) -> onnx.TensorProto:
+    """A float32 initializer `name` of standard-normal values."""
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+
+
 def tiny_model(nodes, x_shape, inits=(), out_shape=None, infer: bool = True) -> onnx.ModelProto:
     """A one-input ("x") one-output ("y") opset-17 model for pass tests. `inits`: initializers,
     as TensorProtos or a {name: array} dict. Shapes inferred unless `infer` is False."""

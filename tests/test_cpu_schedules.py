@@ -13,13 +13,13 @@ from edgec import targets
 from edgec.compiler import codegen
 from edgec.compiler.codegen.cpu_schedules import L1_WEIGHTS, CpuShape, _tile, cpu_shape
 
-from conftest import build_and_check, conv_kernels, tiny_model
+from conftest import build_and_check, conv_kernels, random_const, tiny_model
 
 RNG = np.random.default_rng(0)
 
 
 def _const(name: str, shape) -> onnx.TensorProto:
-    return numpy_helper.from_array(RNG.standard_normal(shape).astype(np.float32), name)
+    return random_const(name, shape, RNG)
 
 
 @pytest.mark.parametrize("bias", [True, False])

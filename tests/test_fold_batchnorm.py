@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgec import models
 from edgec.compiler.passes import fold_batchnorm, run_passes
 
-from conftest import check_pass, ort_run, tiny_model
+from conftest import check_pass, ort_run, random_const, tiny_model
 
 RNG = np.random.default_rng(0)
 
@@ -26,7 +26,7 @@ def _bn(c: int, x: str, y: str, prefix: str = "bn") -> tuple[onnx.NodeProto, lis
 
 
 def _const(name: str, shape) -> onnx.TensorProto:
-    return numpy_helper.from_array(RNG.standard_normal(shape).astype(np.float32), name)
+    return random_const(name, shape, RNG)
 
 
 def _weights(w_shape, bias: int | None) -> list[onnx.TensorProto]:

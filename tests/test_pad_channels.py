@@ -11,13 +11,13 @@ from onnx import helper, numpy_helper
 
 from edgec.compiler.codegen.pad_channels import pad_channels
 
-from conftest import build_and_check, check_pass, conv_kernels, tiny_model
+from conftest import build_and_check, check_pass, conv_kernels, random_const, tiny_model
 
 RNG = np.random.default_rng(0)
 
 
 def _const(name: str, shape) -> onnx.TensorProto:
-    return numpy_helper.from_array(RNG.standard_normal(shape).astype(np.float32), name)
+    return random_const(name, shape, RNG)
 
 
 def _conv(x: str, y: str, w: str, b: str | None = None, **attrs) -> onnx.NodeProto:
