@@ -58,7 +58,7 @@ def builder(target: Target, *, cc: str | None = None, workers: int = 1,
                                    max_workers=workers, timeout_sec=timeout_s)
 
 
-def evaluator(*, cold_weights: bool = True, repeat: int = 10) -> Any:
+def evaluator(*, repeat: int = 10) -> Any:
     """How each candidate is timed: `repeat` single runs, weights flushed from cache before each.
 
     That is how a model runs a kernel: once, its weights cold (the layers before streamed
@@ -72,18 +72,17 @@ def evaluator(*, cold_weights: bool = True, repeat: int = 10) -> Any:
     from tvm.s_tir import meta_schedule as ms
 
     return ms.runner.EvaluatorConfig(number=1, repeat=repeat, min_repeat_ms=0,
-                                     enable_cpu_cache_flush=cold_weights)
+                                     enable_cpu_cache_flush=True)
 
 
-def local_runner(*, cold_weights: bool = True, timeout_s: float = 30.0) -> Any:
+def local_runner(*, timeout_s: float = 30.0) -> Any:
     from tvm.s_tir import meta_schedule as ms
 
-    return ms.runner.LocalRunner(timeout_sec=timeout_s,
-                                 evaluator_config=evaluator(cold_weights=cold_weights))
+    return ms.runner.LocalRunner(timeout_sec=timeout_s, evaluator_config=evaluator())
 
 
-def rpc_runner(*, tracker: str, key: str, session_timeout_s: int = 120, repeat: int = 10,
-               cold_weights: bool = True) -> Any:
+def rpc_runner(*, tracker: str, key: str, session_timeout_s: int = 120,
+               repeat: int = 10) -> Any:
     """A MetaSchedule runner that measures on boards registered under `key` at `tracker`."""
     from tvm.s_tir import meta_schedule as ms
 
@@ -91,4 +90,4 @@ def rpc_runner(*, tracker: str, key: str, session_timeout_s: int = 120, repeat: 
     return ms.runner.RPCRunner(
         ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=key,
                             session_timeout_sec=session_timeout_s),
-        evaluator_config=evaluator(cold_weights=cold_weights, repeat=repeat), max_workers=1)
+        evaluator_config=evaluator(repeat=repeat), max_workers=1)
