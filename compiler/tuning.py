@@ -1,5 +1,5 @@
-"""MetaSchedule plumbing for measuring on a device: a builder that links with the target's
-compiler, and a runner that measures through TVM's RPC tracker.
+"""MetaSchedule plumbing: a builder that links with the target's compiler, how a candidate is
+timed (evaluator), and runners that time it here or through TVM's RPC tracker.
 
 A board joins a farm by running its bundle's rpc.sh (our edgec-rpc-server, no Python)
 against a tracker (`python -m tvm.exec.rpc_tracker --port 9190`); MetaSchedule then asks the
