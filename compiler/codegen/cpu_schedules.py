@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .cpu_chains import conv_depthwise
+
 L1_WEIGHTS = 24 * 1024  # bytes of a tile's weights kept in a 32 KiB L1 beside its inputs
 
 
@@ -149,6 +151,48 @@ def _channelwise(block: Any, n_s: int) -> bool:
                for r in block.reads)
 
 
+def spatial_prefix(kinds: str) -> int:
+    """n_s for an S..SR..R block (n_s spatial iterators, then only reductions), else 0."""
+    n_s = len(kinds) - len(kinds.lstrip("S"))
+    return n_s if n_s < len(kinds) and set(kinds[n_s:]) == {"R"} else 0
+
+
+def reduction_length(sch: Any, block: Any, n_s: int) -> int:
+    """Terms in each output's sum where the input is broadcast across output channels (conv,
+    dense); 0 for depthwise conv and pooling, whose reads all follow the output channel."""
+    if _channelwise(sch.get(block), n_s):
+        return 0
+    length = 1
+    for loop in sch.get_loops(block)[-len(sch.get(block).iter_vars) + n_s:]:
+        length *= _extent(sch, loop) or 1
+    return length
+
+
+def register_tile(sch: Any, block: Any, n_s: int, wi: int, u: int, v: int,
+                  chunk: int = 0) -> tuple[list[Any], Any]:
+    """Reorder an S..SR..R block (its last n_s + reduction loops) into outer loops, then the
+    reduction, then a w_i x (u x v) register tile: w_i and u unrolled, v vectorized.
+    Returns the outer loops [c_o, *spatial, w_o] (with `chunk`, channels a multiple of u * v:
+    [c_chunk, *spatial, w_o, c_o], a chunk's channels innermost) and the first reduction loop,
+    where the accumulators' init is split out once the epilogue is in place.
+    """
+    loops = sch.get_loops(block)
+    loops = loops[len(loops) - len(sch.get(block).iter_vars):]
+    w_o, w_i = sch.split(loops[n_s - 2], factors=[None, wi])
+    if chunk:
+        c_k, c_o, c_u, c_v = sch.split(loops[n_s - 1], factors=[None, chunk // (u * v), u, v])
+        outer = [c_k, *loops[: n_s - 2], w_o, c_o]
+    else:
+        c_o, c_u, c_v = sch.split(loops[n_s - 1], factors=[None, u, v])
+        outer = [c_o, *loops[: n_s - 2], w_o]
+    sch.reorder(*outer, *loops[n_s:], w_i, c_u, c_v)
+    if v > 1:
+        sch.vectorize(c_v)
+    sch.unroll(c_u)
+    sch.unroll(w_i)
+    return outer, loops[n_s]
+
+
 def reduction_tile(func: Any, cpu: CpuShape) -> Any | None:
     """Conv, depthwise, dense, pooling: one S..SR..R block with injective prologue/epilogue."""
     from tvm import s_tir
@@ -159,8 +203,8 @@ def reduction_tile(func: Any, cpu: CpuShape) -> Any | None:
     if len(reds) != 1:
         return None
     block, kinds = blocks[reds[0]]
-    n_s = len(kinds) - len(kinds.lstrip("S"))
-    if n_s < 2 or set(kinds[n_s:]) != {"R"}:
+    n_s = spatial_prefix(kinds)
+    if n_s < 2:
         return None
     before = [b for b, _ in blocks[: reds[0]]]
     after = [b for b, _ in blocks[reds[0] + 1:]]
@@ -176,28 +220,16 @@ def reduction_tile(func: Any, cpu: CpuShape) -> Any | None:
     width, channels = _extent(sch, loops[n_s - 2]), _extent(sch, loops[n_s - 1])
     if width is None or channels is None:
         return None
-    reduction = 0
-    if not _channelwise(sch.get(block), n_s):
-        reduction = 1
-        for loop in loops[n_s:]:
-            reduction *= _extent(sch, loop) or 1
-    wi, v, u = _tile(width, channels, cpu, reduction)
+    wi, v, u = _tile(width, channels, cpu, reduction_length(sch, block, n_s))
     _pack_weights(sch, func, block, u * v, channels)
-    w_o, w_i = sch.split(loops[n_s - 2], factors=[None, wi])
-    c_o, c_u, c_v = sch.split(loops[n_s - 1], factors=[None, u, v])
     # c_o outermost: consecutive tiles of a thread reuse one slice of the weights from cache.
-    outer = [c_o] + list(loops[: n_s - 2]) + [w_o]
-    sch.reorder(*outer, *loops[n_s:], w_i, c_u, c_v)
+    outer, reduction = register_tile(sch, block, n_s, wi, u, v)
     tile = sch.fuse(*outer)
     sch.parallel(tile)
     if after:
         sch.reverse_compute_at(after[-1], tile, preserve_unit_loops=True)
         _vectorize_inner(sch, after[-1], v)
-    if v > 1:
-        sch.vectorize(c_v)
-    sch.unroll(c_u)
-    sch.unroll(w_i)
-    sch.decompose_reduction(block, loops[n_s])
+    sch.decompose_reduction(block, reduction)
     return sch
 
 
@@ -224,7 +256,8 @@ def elementwise(func: Any, cpu: CpuShape) -> Any | None:
     return sch
 
 
-RULES = {"reduction_tile": reduction_tile, "elementwise": elementwise}
+RULES = {"conv_depthwise": conv_depthwise, "reduction_tile": reduction_tile,
+         "elementwise": elementwise}
 
 
 def schedule(func: Any, cpu: CpuShape) -> tuple[str, Any] | None:

@@ -2,7 +2,8 @@
 
 `cpu` (the default for llvm targets): before import, convs get channel counts the vector length
 divides (pad_channels.py); then channels-last layout (layout.py), TVM's legalization and
-fusion (conv + bias + activation + residual add become one kernel), then each kernel gets the
+fusion (conv + bias + activation + residual add become one kernel), each conv merged with the
+depthwise conv that reads its output (merge_chains.py), then each kernel gets the
 schedule recorded for it in the tuning database when there is one, else edgec's schedule rules
 (cpu_schedules.py), then lowering to the VM.
 
@@ -52,15 +53,20 @@ def fused(tvm_target: Any) -> Any:
     from tvm.relax.backend.cpu_generic import pipeline as stock
 
     from .layout import channels_last
+    from .merge_chains import merge_conv_depthwise
 
     @tvm.transform.module_pass(opt_level=0, name="EdgecChannelsLast")
     def layout(mod: Any, _ctx: Any) -> Any:
         return channels_last(mod)
 
+    @tvm.transform.module_pass(opt_level=0, name="EdgecMergeConvDepthwise")
+    def merge(mod: Any, _ctx: Any) -> Any:
+        return merge_conv_depthwise(mod)
+
     # Marks which kernel parameters are constants: the schedules may repack those.
     free = relax.transform.AttachAttrLayoutFreeBuffers()
     return tvm.transform.Sequential(stock.library_dispatch_passes(tvm_target) + [layout]
-                                    + stock.legalize_passes(tvm_target) + [free])
+                                    + stock.legalize_passes(tvm_target) + [merge, free])
 
 
 def _cpu(tvm_target: Any, lowering: Lowering) -> Any:

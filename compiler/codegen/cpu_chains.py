@@ -1,0 +1,116 @@
+"""Schedule for a conv kernel merged with the depthwise conv that reads its output
+(merge_chains.py): the conv's output is made and consumed one channel chunk at a time.
+
+    parallel for chunk:                            # `chunk` channels of the conv's output
+        for (n, h, w_o, c_o):  conv tile + epilogue -> mid[n, h, w, chunk]   (all pixels)
+        for (n, h, w_o, c_o):  depthwise tile reading mid -> out[n, h, w, chunk]
+
+A depthwise conv's output channel c reads only channel c of its input, so a chunk of the
+conv's channels is all its depthwise needs: no halo, nothing computed twice. Unmerged, the
+conv writes the whole H x W x C tensor (MobileNetV2's 112 x 112 x 96 is 4.8 MB) before the
+depthwise conv reads it back, from DRAM once it outgrows the L2. Here `mid` is one chunk,
+H x W x chunk floats kept under CHUNK_BYTES so it is still in L2 when the depthwise conv
+reads it. Chunks are a multiple of the vector length and at least MIN_CHUNKS, so the threads
+have work to share. Both convs keep cpu_schedules' register tiles, repacked weights and fused
+epilogues.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .cpu_schedules import CpuShape
+
+CHUNK_BYTES = 512 * 1024  # of a 1 MiB L2, leaving room for the conv's input and weights
+MIN_CHUNKS = 8  # measured on MobileNetV2: 4 gave 3.88 ms, 8 and 16 3.68 ms (2 threads)
+
+
+def kind(func: Any) -> str | None:
+    """'conv' (broadcast input, 4-D NHWC output), 'depthwise' (channelwise, with weights) or
+    None, for a kernel with a single S..SR..R block."""
+    from tvm import s_tir
+
+    from .cpu_schedules import reduction_length, spatial_prefix, top_blocks
+
+    sch = s_tir.Schedule(func)
+    reds = [(b, k) for b, k in top_blocks(sch) if set(k) != {"S"}]
+    if len(reds) != 1 or spatial_prefix(reds[0][1]) != 4:
+        return None
+    block = reds[0][0]
+    if reduction_length(sch, block, 4):
+        return "conv"
+    return "depthwise" if len(sch.get(block).reads) >= 2 else None  # pooling has no weights
+
+
+def _shape(sch: Any, block: Any) -> list[int]:
+    return [int(x) for x in sch.get(block).writes[0].source.shape]
+
+
+def _chunk(pixels: int, channels: int, v: int) -> int:
+    vectors = channels // v
+    for m in range(vectors, 0, -1):
+        if vectors % m == 0 and pixels * m * v * 4 <= CHUNK_BYTES and vectors // m >= MIN_CHUNKS:
+            return m * v
+    return v
+
+
+def conv_depthwise(func: Any, cpu: CpuShape) -> Any | None:
+    """A merged conv -> depthwise kernel: blocks [conv prologue], conv, conv epilogue,
+    [depthwise padding], depthwise, depthwise epilogue."""
+    from tvm import s_tir
+
+    from .cpu_schedules import (
+        _pack_weights,
+        _tile,
+        _vectorize_inner,
+        reduction_length,
+        register_tile,
+        spatial_prefix,
+        top_blocks,
+    )
+
+    sch = s_tir.Schedule(func)
+    blocks = top_blocks(sch)
+    reds = [i for i, (_, k) in enumerate(blocks) if set(k) != {"S"}]
+    if len(reds) != 2:
+        return None
+    (conv, k_a), (dw, k_b) = blocks[reds[0]], blocks[reds[1]]
+    if spatial_prefix(k_a) != 4 or spatial_prefix(k_b) != 4:
+        return None
+    if not reduction_length(sch, conv, 4) or reduction_length(sch, dw, 4):
+        return None
+    mid_shape = _shape(sch, conv)
+    between = [b for b, _ in blocks[reds[0] + 1: reds[1]]]
+    # the conv's epilogue keeps its output shape; the depthwise padding grows it
+    epilogue = [b for b in between if _shape(sch, b) == mid_shape]
+    padding = between[len(epilogue):]
+    if not epilogue or any(_shape(sch, b) == mid_shape for b in padding):
+        return None
+    after = [b for b, _ in blocks[reds[1] + 1:]]
+    for b in [b for b, _ in blocks[: reds[0]]] + epilogue[:-1] + padding + after[:-1]:
+        sch.compute_inline(b)
+    mid = epilogue[-1]
+
+    n, h, w, c = mid_shape
+    chunk = _chunk(n * h * w, c, _tile(w, c, cpu)[1])
+    wi_a, v_a, u_a = _tile(w, chunk, cpu, reduction_length(sch, conv, 4))
+    wi_b, v_b, u_b = _tile(_shape(sch, dw)[2], chunk, cpu)
+    _pack_weights(sch, func, conv, u_a * v_a, c)
+    _pack_weights(sch, func, dw, u_b * v_b, c)
+
+    (c_k, *rest), r_b = register_tile(sch, dw, 4, wi_b, u_b, v_b, chunk=chunk)
+    tile_b = sch.fuse(*rest)
+    sch.parallel(c_k)
+    if after:
+        sch.reverse_compute_at(after[-1], tile_b, preserve_unit_loops=True)
+        _vectorize_inner(sch, after[-1], v_b)
+    # The conv moves under the chunk loop; the region the depthwise reads is one chunk.
+    sch.compute_at(mid, c_k, preserve_unit_loops=True)
+    sch.compute_at(conv, c_k, preserve_unit_loops=True)
+    outer, r_a = register_tile(sch, conv, 4, wi_a, u_a, v_a)
+    sch.reverse_compute_at(mid, sch.fuse(*outer), preserve_unit_loops=True)
+    _vectorize_inner(sch, mid, v_a)
+    sch.decompose_reduction(conv, r_a)
+    sch.decompose_reduction(dw, r_b)
+    return sch

@@ -1,0 +1,106 @@
+"""Merge each conv kernel into the depthwise conv kernel that is the only reader of its output.
+
+    y = call_tir(conv_k, (x, w1, b1, ...))          z = call(merged, (x, w1, b1, ..., w2, b2, ...))
+    z = call_tir(dw_k, (y, w2, b2, ...))     ->     merged: both kernels as one PrimFunc, with
+                                                    y an internal buffer (FuseTIR)
+
+This is the expand -> depthwise pair of every inverted residual block (MobileNetV2/V3) and the
+pointwise -> depthwise pair of MobileNetV1 and ShuffleNetV2. TVM's FuseOps never puts two
+convs in one kernel; here the pair becomes one, so its schedule (cpu_chains.py) can produce y
+one channel chunk at a time and hand it to the depthwise conv while it is in cache. The
+arithmetic is unchanged, so outputs are the same to the last bit: only where y lives changes.
+
+Runs on the legalized, fused module (after FuseTIR), so both kernels already carry their
+epilogues (bias, activation). A pair merges only when both kernels have the single S..SR..R
+block of a 2-D NHWC conv and y has no other reader.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .cpu_chains import kind
+
+
+def _call_tir(expr: Any) -> Any | None:
+    """The callee GlobalVar of a `call_tir` expression, else None."""
+    import tvm
+    from tvm import relax
+
+    if isinstance(expr, relax.Call) and expr.op.same_as(tvm.ir.Op.get("relax.call_tir")) \
+            and len(expr.args) == 2:
+        return expr.args[0]
+    return None
+
+
+def _merged_function(mod: Any, name: str, first: Any, second: Any) -> tuple[Any, list[Any]]:
+    """A primitive Relax function calling both kernels, and the arguments to call it with."""
+    from tvm import relax
+
+    args_a, args_b = list(first.value.args[1].fields), list(second.value.args[1].fields)[1:]
+    params = [relax.Var(f"p{i}", a.ty) for i, a in enumerate(args_a + args_b)]
+    bb = relax.BlockBuilder(mod)
+    with bb.function(name, params, attrs={"Primitive": True}, private=True):
+        with bb.dataflow():
+            y = bb.emit(relax.call_tir(first.value.args[0], params[: len(args_a)],
+                                       out_ty=first.var.ty))
+            z = bb.emit_output(relax.call_tir(second.value.args[0], [y, *params[len(args_a):]],
+                                              out_ty=second.var.ty))
+        bb.emit_func_output(z)
+    return bb.get()[name], args_a + args_b
+
+
+def merge_conv_depthwise(mod: Any) -> Any:
+    """`mod` with every conv -> depthwise pair of `main` merged into one kernel."""
+    from tvm import relax
+
+    main = mod["main"]
+    uses: dict[Any, int] = {}
+
+    def count(expr: Any) -> None:
+        if isinstance(expr, relax.Var):
+            uses[expr] = uses.get(expr, 0) + 1
+
+    relax.analysis.post_order_visit(main.body, count)
+    kinds: dict[str, str | None] = {}
+
+    def kind_of(gv: Any) -> str | None:
+        if gv.name_hint not in kinds:
+            kinds[gv.name_hint] = kind(mod[gv])
+        return kinds[gv.name_hint]
+
+    producers = {}
+    for block in main.body.blocks:
+        for binding in block.bindings:
+            gv = _call_tir(binding.value)
+            if gv is not None and kind_of(gv) == "conv" and uses.get(binding.var) == 1:
+                producers[binding.var] = binding
+    pairs = {}  # depthwise binding's var -> conv binding
+    for block in main.body.blocks:
+        for binding in block.bindings:
+            gv = _call_tir(binding.value)
+            if gv is not None and kind_of(gv) == "depthwise":
+                first = producers.get(binding.value.args[1].fields[0])
+                if first is not None:
+                    pairs[binding.var] = (first, binding)
+    if not pairs:
+        return mod
+
+    bb = relax.BlockBuilder(mod)
+    merged, dropped = {}, set()
+    for var, (first, second) in pairs.items():
+        name = f"{first.value.args[0].name_hint}_{second.value.args[0].name_hint}"
+        func, args = _merged_function(mod, name, first, second)
+        merged[var] = relax.Call(bb.add_func(func, name), args)
+        dropped.add(first.var)
+    blocks = []
+    for block in main.body.blocks:
+        bindings = [relax.VarBinding(b.var, merged[b.var]) if b.var in merged else b
+                    for b in block.bindings if b.var not in dropped]
+        blocks.append(relax.DataflowBlock(bindings) if isinstance(block, relax.DataflowBlock)
+                      else relax.BindingBlock(bindings))
+    out = bb.get()
+    out["main"] = relax.Function(main.params, relax.SeqExpr(blocks, main.body.body),
+                                 main.ret_ty, main.is_pure, main.attrs, main.span)
+    out = relax.transform.FuseTIR()(out)
+    return relax.transform.DeadCodeElimination()(out)

@@ -1,0 +1,116 @@
+"""merge_chains + cpu_chains: a conv and the depthwise conv reading its output become one
+kernel, scheduled one channel chunk at a time; tiny graphs from onnx.helper, outputs against
+onnxruntime (ORT_DISABLE_ALL) within 1e-4 relative."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper, numpy_helper
+
+from edgec import targets
+from edgec.compiler import codegen
+from edgec.compiler.codegen.cpu_chains import MIN_CHUNKS, _chunk
+from edgec.compiler.codegen.merge_chains import merge_conv_depthwise
+
+from conftest import build_and_check, conv_kernels, random_const, tiny_model
+
+RNG = np.random.default_rng(0)
+CLIP = [numpy_helper.from_array(np.float32(v), n) for n, v in (("lo", 0), ("hi", 6))]
+
+
+def _expand_depthwise(cin=16, mid=64, k_a=1, k_b=3, stride=1, dilation=1, bias=True,
+                      act="Clip", dw_pad=True, extra=()):
+    """x -> conv(k_a) -> act -> depthwise(k_b) -> act -> y, plus `extra` nodes reading "a"."""
+    def bias_of(name, n):
+        return [name] if bias else [], [random_const(name, (n,), RNG)] if bias else []
+
+    b1, i1 = bias_of("b1", mid)
+    b2, i2 = bias_of("b2", mid)
+    pad_b = dilation * (k_b - 1) // 2 if dw_pad else 0
+    nodes = [helper.make_node("Conv", ["x", "w1", *b1], ["c1"], kernel_shape=[k_a] * 2,
+                              pads=[(k_a - 1) // 2] * 4),
+             helper.make_node("Conv", ["a", "w2", *b2], ["c2"], group=mid,
+                              kernel_shape=[k_b] * 2, strides=[stride] * 2,
+                              dilations=[dilation] * 2, pads=[pad_b] * 4)]
+    if act == "Clip":
+        nodes[1:1] = [helper.make_node("Clip", ["c1", "lo", "hi"], ["a"])]
+        nodes.append(helper.make_node("Clip", ["c2", "lo", "hi"], ["y" if not extra else "d"]))
+    else:
+        nodes[1:1] = [helper.make_node("Relu", ["c1"], ["a"])]
+        nodes.append(helper.make_node("Relu", ["c2"], ["y" if not extra else "d"]))
+    nodes += list(extra)
+    inits = [random_const("w1", (mid, cin, k_a, k_a), RNG), *i1,
+             random_const("w2", (mid, 1, k_b, k_b), RNG), *i2] + (CLIP if act == "Clip" else [])
+    return tiny_model(nodes, [1, cin, 28, 28], inits)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("k_a, k_b, stride, dilation", [
+    (1, 3, 1, 1), (1, 3, 2, 1), (1, 5, 1, 1), (3, 3, 1, 1), (1, 3, 1, 2), (1, 5, 2, 1)])
+@pytest.mark.parametrize("act", ["Clip", "Relu"])
+def test_conv_depthwise_is_one_kernel(bias, k_a, k_b, stride, dilation, act):
+    lowering = build_and_check(_expand_depthwise(k_a=k_a, k_b=k_b, stride=stride,
+                                                 dilation=dilation, bias=bias, act=act))
+    convs = conv_kernels(lowering)
+    assert list(convs.values()) == ["conv_depthwise"], lowering.kernels
+
+
+@pytest.mark.parametrize("pixels, channels, chunk", [
+    (7 * 7, 960, 96),     # 10 chunks of 6 vectors: at least MIN_CHUNKS, 18 KiB each
+    (28 * 28, 192, 16),   # 12 vectors: one each, so that there are MIN_CHUNKS or more
+    (112 * 112, 96, 16),  # one vector is already 784 KiB (over CHUNK_BYTES): the floor
+    (14 * 14, 576, 64),   # 36 vectors: 9 chunks of 4
+])
+def test_chunk_size(pixels, channels, chunk):
+    assert _chunk(pixels, channels, 16) == chunk
+    assert channels // chunk >= MIN_CHUNKS or chunk == 16
+
+
+@pytest.mark.parametrize("mid", [64, 256])
+def test_chunked_kernel_matches_onnxruntime(mid):
+    # 64 channels on AVX-512: 4 one-vector chunks; 256: 16 of them
+    lowering = build_and_check(_expand_depthwise(mid=mid))
+    assert list(conv_kernels(lowering).values()) == ["conv_depthwise"]
+
+
+def test_padding_free_depthwise_merges():
+    lowering = build_and_check(_expand_depthwise(dw_pad=False))
+    assert list(conv_kernels(lowering).values()) == ["conv_depthwise"]
+
+
+def test_conv_output_read_twice_does_not_merge():
+    # "a" also feeds an Add: the conv's output must be written out, so the kernels stay apart
+    extra = [helper.make_node("MaxPool", ["a"], ["p"], kernel_shape=[3, 3], pads=[1] * 4),
+             helper.make_node("Add", ["d", "p"], ["y"])]
+    lowering = build_and_check(_expand_depthwise(extra=extra))
+    assert "conv_depthwise" not in lowering.kernels.values()
+    assert sorted(conv_kernels(lowering).values()) == ["reduction_tile"] * 2
+
+
+def test_pooling_after_conv_does_not_merge():
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], kernel_shape=[1, 1]),
+             helper.make_node("Relu", ["c"], ["a"]),
+             helper.make_node("MaxPool", ["a"], ["y"], kernel_shape=[3, 3], pads=[1] * 4)]
+    lowering = build_and_check(tiny_model(nodes, [1, 16, 28, 28],
+                                          [random_const("w1", (64, 16, 1, 1), RNG)]))
+    assert "conv_depthwise" not in lowering.kernels.values()
+
+
+def _fused(model):
+    import tvm
+
+    from edgec.compiler.codegen.pipelines import fused
+
+    target = targets.get("host")
+    with target.tvm_target():
+        mod = codegen.import_model(model, target, {"x": [1, 16, 28, 28]})
+        return fused(target.tvm_target())(mod), tvm
+
+
+def test_merging_twice_changes_nothing():
+    mod, tvm = _fused(_expand_depthwise())
+    kernels = [gv.name_hint for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert sum(k.count("conv2d") == 2 for k in kernels) == 1, kernels
+    again = merge_conv_depthwise(mod)
+    tvm.ir.assert_structural_equal(again, mod)
