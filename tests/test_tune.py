@@ -11,7 +11,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from edgec.compiler import compile as compile_model
-from edgec.compiler.tune import db_folder, tune
+from edgec.compiler.tune import KEEP, db_folder, tune
 
 from conftest import save, tiny_model
 
@@ -63,6 +63,27 @@ def test_tune_resume_and_compile(small, tmp_path):
     assert "tuned" not in plain.manifest["codegen"]["kernels"].values()
     manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
     assert manifest["codegen"]["tuning_db"] == str(folder)
+
+
+def test_merged_conv_depthwise_keeps_its_rule(tmp_path):
+    # conv -> depthwise becomes one channel-chunked kernel, which MetaSchedule's space cannot
+    # express: it keeps its baseline record and the trials go to the conv after it
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("w1", (64, 16, 1, 1)), ("w2", (64, 1, 3, 3)), ("w3", (16, 64, 1, 1)))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], group=64, pads=[1] * 4),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Conv", ["r2", "w3"], ["y"])]
+    model = save(tiny_model(nodes, [1, 16, 28, 28], inits), tmp_path / "block.onnx")
+    report = tune(model, trials=16, db_root=tmp_path / "db", progress=lambda _: None)
+    merged = [t for t in report.tasks if t.name.count("conv2d") == 2]
+    assert len(merged) == 1 and merged[0].skipped == KEEP["conv_depthwise"], report.tasks
+    assert merged[0].trials == 0 and merged[0].best_us == merged[0].baseline_us < float("inf")
+    assert sum(t.trials for t in report.tasks) == 16
+    result = compile_model(model, output=tmp_path / "art", tuning_db=tmp_path / "db")
+    assert result.manifest["validation"]["ok"], result.manifest["validation"]
 
 
 def test_tune_cli_errors(cli, small):
