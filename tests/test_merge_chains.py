@@ -79,6 +79,17 @@ def test_padding_free_depthwise_merges():
     assert list(conv_kernels(lowering).values()) == ["conv_depthwise"]
 
 
+def test_conv_without_epilogue_merges():
+    # no bias, no activation: the depthwise conv reads the conv's accumulators directly
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], kernel_shape=[1, 1]),
+             helper.make_node("Conv", ["c", "w2"], ["y"], group=64, kernel_shape=[3, 3],
+                              pads=[1] * 4)]
+    model = tiny_model(nodes, [1, 16, 28, 28], [random_const("w1", (64, 16, 1, 1), RNG),
+                                                 random_const("w2", (64, 1, 3, 3), RNG)])
+    lowering = build_and_check(model)
+    assert list(conv_kernels(lowering).values()) == ["conv_depthwise"], lowering.kernels
+
+
 def test_conv_output_read_twice_does_not_merge():
     # "a" also feeds an Add: the conv's output must be written out, so the kernels stay apart
     extra = [helper.make_node("MaxPool", ["a"], ["p"], kernel_shape=[3, 3], pads=[1] * 4),
@@ -114,3 +125,27 @@ def test_merging_twice_changes_nothing():
     assert sum(k.count("conv2d") == 2 for k in kernels) == 1, kernels
     again = merge_conv_depthwise(mod)
     tvm.ir.assert_structural_equal(again, mod)
+
+
+def test_rejected_merge_keeps_two_kernels():
+    # `accept` vets each merged kernel (the pipeline's: that the conv_depthwise rule takes it)
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as stock
+
+    from edgec.compiler.codegen.layout import channels_last
+
+    target = targets.get("host")
+    with target.tvm_target():
+        mod = channels_last(codegen.import_model(_expand_depthwise(), target,
+                                                 {"x": [1, 16, 28, 28]}))
+        mod = tvm.transform.Sequential(stock.legalize_passes(target.tvm_target()))(mod)
+    seen = []
+    kept = merge_conv_depthwise(mod, accept=lambda f: seen.append(f) or False)
+    assert len(seen) == 1
+    tvm.ir.assert_structural_equal(kept, mod)
+    merged = merge_conv_depthwise(mod, accept=lambda f: True)
+
+    def calls(m):
+        return len(m["main"].body.blocks[0].bindings)
+
+    assert calls(merged) == calls(mod) - 1

@@ -85,12 +85,12 @@ def conv_depthwise(func: Any, cpu: CpuShape) -> Any | None:
     # the conv's epilogue keeps its output shape; the depthwise padding grows it
     epilogue = [b for b in between if _shape(sch, b) == mid_shape]
     padding = between[len(epilogue):]
-    if not epilogue or any(_shape(sch, b) == mid_shape for b in padding):
+    if any(_shape(sch, b) == mid_shape for b in padding):
         return None
     after = [b for b, _ in blocks[reds[1] + 1:]]
     for b in [b for b, _ in blocks[: reds[0]]] + epilogue[:-1] + padding + after[:-1]:
         sch.compute_inline(b)
-    mid = epilogue[-1]
+    mid = epilogue[-1] if epilogue else None  # the block writing what the depthwise reads
 
     n, h, w, c = mid_shape
     chunk = _chunk(n * h * w, c, _tile(w, c, cpu)[1])
@@ -106,11 +106,14 @@ def conv_depthwise(func: Any, cpu: CpuShape) -> Any | None:
         sch.reverse_compute_at(after[-1], tile_b, preserve_unit_loops=True)
         _vectorize_inner(sch, after[-1], v_b)
     # The conv moves under the chunk loop; the region the depthwise reads is one chunk.
-    sch.compute_at(mid, c_k, preserve_unit_loops=True)
+    if mid is not None:
+        sch.compute_at(mid, c_k, preserve_unit_loops=True)
     sch.compute_at(conv, c_k, preserve_unit_loops=True)
     outer, r_a = register_tile(sch, conv, 4, wi_a, u_a, v_a)
-    sch.reverse_compute_at(mid, sch.fuse(*outer), preserve_unit_loops=True)
-    _vectorize_inner(sch, mid, v_a)
+    tile_a = sch.fuse(*outer)
+    if mid is not None:
+        sch.reverse_compute_at(mid, tile_a, preserve_unit_loops=True)
+        _vectorize_inner(sch, mid, v_a)
     sch.decompose_reduction(conv, r_a)
     sch.decompose_reduction(dw, r_b)
     return sch

@@ -17,6 +17,7 @@ block of a 2-D NHWC conv and y has no other reader.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .cpu_chains import kind
@@ -50,8 +51,8 @@ def _merged_function(mod: Any, name: str, first: Any, second: Any) -> tuple[Any,
     return bb.get()[name], args_a + args_b
 
 
-def merge_conv_depthwise(mod: Any) -> Any:
-    """`mod` with every conv -> depthwise pair of `main` merged into one kernel."""
+def _pairs(mod: Any) -> dict[Any, tuple[Any, Any]]:
+    """Depthwise binding's var -> (conv binding, depthwise binding) in `main`."""
     from tvm import relax
 
     main = mod["main"]
@@ -69,23 +70,25 @@ def merge_conv_depthwise(mod: Any) -> Any:
             kinds[gv.name_hint] = kind(mod[gv])
         return kinds[gv.name_hint]
 
-    producers = {}
-    for block in main.body.blocks:
-        for binding in block.bindings:
-            gv = _call_tir(binding.value)
-            if gv is not None and kind_of(gv) == "conv" and uses.get(binding.var) == 1:
-                producers[binding.var] = binding
-    pairs = {}  # depthwise binding's var -> conv binding
-    for block in main.body.blocks:
-        for binding in block.bindings:
-            gv = _call_tir(binding.value)
-            if gv is not None and kind_of(gv) == "depthwise":
-                first = producers.get(binding.value.args[1].fields[0])
-                if first is not None:
-                    pairs[binding.var] = (first, binding)
-    if not pairs:
-        return mod
+    producers, pairs = {}, {}
+    bindings = [b for block in main.body.blocks for b in block.bindings]
+    for binding in bindings:
+        gv = _call_tir(binding.value)
+        if gv is not None and kind_of(gv) == "conv" and uses.get(binding.var) == 1:
+            producers[binding.var] = binding
+    for binding in bindings:
+        gv = _call_tir(binding.value)
+        if gv is not None and kind_of(gv) == "depthwise":
+            first = producers.get(binding.value.args[1].fields[0])
+            if first is not None:
+                pairs[binding.var] = (first, binding)
+    return pairs
 
+
+def _merge(mod: Any, pairs: dict[Any, tuple[Any, Any]]) -> Any:
+    from tvm import relax
+
+    main = mod["main"]
     bb = relax.BlockBuilder(mod)
     merged, dropped = {}, set()
     for var, (first, second) in pairs.items():
@@ -104,3 +107,20 @@ def merge_conv_depthwise(mod: Any) -> Any:
                                  main.ret_ty, main.is_pure, main.attrs, main.span)
     out = relax.transform.FuseTIR()(out)
     return relax.transform.DeadCodeElimination()(out)
+
+
+def merge_conv_depthwise(mod: Any, accept: Callable[[Any], bool] | None = None) -> Any:
+    """`mod` with every conv -> depthwise pair of `main` merged into one kernel. `accept`
+    vets each merged kernel (a PrimFunc), e.g. that a schedule takes it: a pair it rejects
+    stays two kernels, each of which the ordinary rules schedule."""
+    pairs = _pairs(mod)
+    while pairs:
+        out = _merge(mod, pairs)
+        calls = {b.var: _call_tir(b.value) for block in out["main"].body.blocks
+                 for b in block.bindings}
+        rejected = {var for var in pairs
+                    if accept is not None and not (calls.get(var) and accept(out[calls[var]]))}
+        if not rejected:
+            return out
+        pairs = {var: pair for var, pair in pairs.items() if var not in rejected}
+    return mod

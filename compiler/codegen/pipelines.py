@@ -52,6 +52,7 @@ def fused(tvm_target: Any) -> Any:
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as stock
 
+    from .cpu_schedules import cpu_shape, schedule
     from .layout import channels_last
     from .merge_chains import merge_conv_depthwise
 
@@ -59,9 +60,15 @@ def fused(tvm_target: Any) -> Any:
     def layout(mod: Any, _ctx: Any) -> Any:
         return channels_last(mod)
 
+    cpu = cpu_shape(tvm_target)
+
+    def scheduled(func: Any) -> bool:
+        found = schedule(func, cpu)
+        return found is not None and found[0] == "conv_depthwise"
+
     @tvm.transform.module_pass(opt_level=0, name="EdgecMergeConvDepthwise")
     def merge(mod: Any, _ctx: Any) -> Any:
-        return merge_conv_depthwise(mod)
+        return merge_conv_depthwise(mod, accept=scheduled)
 
     # Marks which kernel parameters are constants: the schedules may repack those.
     free = relax.transform.AttachAttrLayoutFreeBuffers()
