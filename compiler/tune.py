@@ -8,7 +8,8 @@
                cold, as a model's layers find them
     share    = baseline seconds x calls / sum over tasks; tasks under 1% are skipped, and so
                are kernels of rules whose schedule MetaSchedule's space cannot express (KEEP)
-    trials   = the budget split by share (at least one batch each), biggest share first
+    trials   = the budget split by share (at least one batch each), biggest share first;
+               what a task's space could not use goes to the next
 
 Records are committed as they are measured and the database is keyed by kernel (structural
 hash of its TIR) inside a folder per target, so an interrupted run resumes where it stopped
@@ -247,9 +248,12 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
         ms.tune_tasks(tasks=ctxs, task_weights=[1.0], work_dir=str(folder / "work"),
                       max_trials_global=todo, num_trials_per_iter=min(BATCH, todo),
                       builder=bld, runner=run, database=db)
-        per_trial = (time.perf_counter() - t0) / todo
-        budget -= todo
+        before = rep.trials
         _refresh(rep, db, task.dispatched[0])
+        # a small space (a transpose) runs out of candidates early: its unused trials go on
+        ran = max(1, rep.trials - before)
+        per_trial = (time.perf_counter() - t0) / ran
+        budget -= ran
         progress(f"[{i}/{len(order)}] {rep.name}: {rep.baseline_us:.1f} -> {rep.best_us:.1f} us "
                  f"x{rep.calls} ({rep.trials} trials); model estimate {report.estimate_ms():.2f} ms"
                  f"; {time.perf_counter() - started:.0f} s")

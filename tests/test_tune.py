@@ -81,7 +81,7 @@ def test_merged_conv_depthwise_keeps_its_rule(tmp_path):
     merged = [t for t in report.tasks if t.name.count("conv2d") == 2]
     assert len(merged) == 1 and merged[0].skipped == KEEP["conv_depthwise"], report.tasks
     assert merged[0].trials == 0 and merged[0].best_us == merged[0].baseline_us < float("inf")
-    assert sum(t.trials for t in report.tasks) == 16
+    assert sum(t.trials for t in report.tasks) == 16, "\n".join(map(str, report.tasks))
     result = compile_model(model, output=tmp_path / "art", tuning_db=tmp_path / "db")
     assert result.manifest["validation"]["ok"], result.manifest["validation"]
 

@@ -51,8 +51,11 @@ def _merged_function(mod: Any, name: str, first: Any, second: Any) -> tuple[Any,
     return bb.get()[name], args_a + args_b
 
 
-def _pairs(mod: Any) -> dict[Any, tuple[Any, Any]]:
-    """Depthwise binding's var -> (conv binding, depthwise binding) in `main`."""
+def _pairs(mod: Any, first_ok: Callable[[Any], bool],
+           second_ok: Callable[[Any], bool]) -> dict[Any, tuple[Any, Any]]:
+    """Second binding's var -> (first binding, second binding) in `main`, for each kernel
+    call that `first_ok` takes whose output only a `second_ok` kernel reads, as its first
+    argument."""
     from tvm import relax
 
     main = mod["main"]
@@ -63,24 +66,25 @@ def _pairs(mod: Any) -> dict[Any, tuple[Any, Any]]:
             uses[expr] = uses.get(expr, 0) + 1
 
     relax.analysis.post_order_visit(main.body, count)
-    kinds: dict[str, str | None] = {}
+    seen: dict[tuple[str, int], bool] = {}
 
-    def kind_of(gv: Any) -> str | None:
-        if gv.name_hint not in kinds:
-            kinds[gv.name_hint] = kind(mod[gv])
-        return kinds[gv.name_hint]
+    def check(ok: Callable[[Any], bool], gv: Any) -> bool:
+        key = (gv.name_hint, id(ok))
+        if key not in seen:
+            seen[key] = ok(mod[gv])
+        return seen[key]
 
     producers, pairs = {}, {}
     bindings = [b for block in main.body.blocks for b in block.bindings]
     for binding in bindings:
         gv = _call_tir(binding.value)
-        if gv is not None and kind_of(gv) == "conv" and uses.get(binding.var) == 1:
+        if gv is not None and uses.get(binding.var) == 1 and check(first_ok, gv):
             producers[binding.var] = binding
     for binding in bindings:
         gv = _call_tir(binding.value)
-        if gv is not None and kind_of(gv) == "depthwise":
+        if gv is not None and binding.value.args[1].fields:
             first = producers.get(binding.value.args[1].fields[0])
-            if first is not None:
+            if first is not None and check(second_ok, gv):
                 pairs[binding.var] = (first, binding)
     return pairs
 
@@ -113,7 +117,17 @@ def merge_conv_depthwise(mod: Any, accept: Callable[[Any], bool] | None = None) 
     """`mod` with every conv -> depthwise pair of `main` merged into one kernel. `accept`
     vets each merged kernel (a PrimFunc), e.g. that a schedule takes it: a pair it rejects
     stays two kernels, each of which the ordinary rules schedule."""
-    pairs = _pairs(mod)
+    return merge_pairs(mod, lambda f: kind(f) == "conv", lambda f: kind(f) == "depthwise",
+                       accept)
+
+
+def merge_pairs(mod: Any, first_ok: Callable[[Any], bool], second_ok: Callable[[Any], bool],
+                accept: Callable[[Any], bool] | None = None) -> Any:
+    """`mod` with each kernel call that `first_ok` takes merged into the call reading its
+    output, when that call is its only reader, reads it as its first argument, and its kernel
+    is one `second_ok` takes. `accept` vets each merged kernel (a PrimFunc), e.g. that a
+    schedule takes it: a pair it rejects stays two kernels."""
+    pairs = _pairs(mod, first_ok, second_ok)
     while pairs:
         out = _merge(mod, pairs)
         calls = {b.var: _call_tir(b.value) for block in out["main"].body.blocks

@@ -3,7 +3,8 @@
 `cpu` (the default for llvm targets): before import, convs get channel counts the vector length
 divides (pad_channels.py); then channels-last layout (layout.py), TVM's legalization and
 fusion (conv + bias + activation + residual add become one kernel), each conv merged with the
-depthwise conv that reads its output (merge_chains.py), then each kernel gets the
+depthwise conv that reads its output (merge_chains.py) and each transpose or reshape kernel
+merged into the conv that reads it (merge_moves.py), then each kernel gets the
 schedule recorded for it in the tuning database when there is one, else edgec's schedule rules
 (cpu_schedules.py), then lowering to the VM.
 
@@ -55,6 +56,7 @@ def fused(tvm_target: Any) -> Any:
     from .cpu_schedules import cpu_shape, schedule
     from .layout import channels_last
     from .merge_chains import merge_conv_depthwise
+    from .merge_moves import merge_moves
 
     @tvm.transform.module_pass(opt_level=0, name="EdgecChannelsLast")
     def layout(mod: Any, _ctx: Any) -> Any:
@@ -66,9 +68,13 @@ def fused(tvm_target: Any) -> Any:
         found = schedule(func, cpu)
         return found is not None and found[0] == "conv_depthwise"
 
-    @tvm.transform.module_pass(opt_level=0, name="EdgecMergeConvDepthwise")
+    def reduced(func: Any) -> bool:  # a reduction rule took the kernel, prologue and all
+        found = schedule(func, cpu)
+        return found is not None and found[0] != "elementwise"
+
+    @tvm.transform.module_pass(opt_level=0, name="EdgecMergeKernels")
     def merge(mod: Any, _ctx: Any) -> Any:
-        return merge_conv_depthwise(mod, accept=scheduled)
+        return merge_moves(merge_conv_depthwise(mod, accept=scheduled), accept=reduced)
 
     # Marks which kernel parameters are constants: the schedules may repack those.
     free = relax.transform.AttachAttrLayoutFreeBuffers()
