@@ -112,6 +112,30 @@ def build_and_check(model: onnx.ModelProto):
     return lowering
 
 
+def legalized(model: onnx.ModelProto, x_shape: list[int]):
+    """`model` imported for the host, channels-last and legalized: the module the kernel
+    merges (merge_chains, merge_moves) run on in the `cpu` pipeline."""
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as stock
+
+    from edgec import targets
+    from edgec.compiler import codegen
+    from edgec.compiler.codegen.layout import channels_last
+
+    target = targets.get("host")
+    with target.tvm_target():
+        mod = channels_last(codegen.import_model(model, target, {"x": x_shape}))
+        return tvm.transform.Sequential(stock.legalize_passes(target.tvm_target()))(mod)
+
+
+def kernel_names(mod) -> list[str]:
+    """Names of the PrimFuncs (kernels) of a Relax module."""
+    import tvm
+
+    return sorted(gv.name_hint for gv, f in mod.functions_items()
+                  if isinstance(f, tvm.tirx.PrimFunc))
+
+
 def conv_kernels(lowering) -> dict[str, str]:
     """Kernel -> how it was scheduled, for the conv and dense kernels of a Lowering."""
     return {k: v for k, v in lowering.kernels.items() if "conv" in k or "matmul" in k}

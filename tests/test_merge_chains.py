@@ -13,7 +13,14 @@ from edgec.compiler import codegen
 from edgec.compiler.codegen.cpu_chains import MIN_CHUNKS, _chunk
 from edgec.compiler.codegen.merge_chains import merge_conv_depthwise
 
-from conftest import build_and_check, conv_kernels, random_const, tiny_model
+from conftest import (
+    build_and_check,
+    conv_kernels,
+    kernel_names,
+    legalized,
+    random_const,
+    tiny_model,
+)
 
 RNG = np.random.default_rng(0)
 CLIP = [numpy_helper.from_array(np.float32(v), n) for n, v in (("lo", 0), ("hi", 6))]
@@ -121,7 +128,7 @@ def _fused(model):
 
 def test_merging_twice_changes_nothing():
     mod, tvm = _fused(_expand_depthwise())
-    kernels = [gv.name_hint for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    kernels = kernel_names(mod)
     assert sum(k.count("conv2d") == 2 for k in kernels) == 1, kernels
     again = merge_conv_depthwise(mod)
     tvm.ir.assert_structural_equal(again, mod)
@@ -130,15 +137,8 @@ def test_merging_twice_changes_nothing():
 def test_rejected_merge_keeps_two_kernels():
     # `accept` vets each merged kernel (the pipeline's: that the conv_depthwise rule takes it)
     import tvm
-    from tvm.relax.backend.cpu_generic import pipeline as stock
 
-    from edgec.compiler.codegen.layout import channels_last
-
-    target = targets.get("host")
-    with target.tvm_target():
-        mod = channels_last(codegen.import_model(_expand_depthwise(), target,
-                                                 {"x": [1, 16, 28, 28]}))
-        mod = tvm.transform.Sequential(stock.legalize_passes(target.tvm_target()))(mod)
+    mod = legalized(_expand_depthwise(), [1, 16, 28, 28])
     seen = []
     kept = merge_conv_depthwise(mod, accept=lambda f: seen.append(f) or False)
     assert len(seen) == 1

@@ -7,18 +7,11 @@ import numpy as np
 import pytest
 from onnx import helper, numpy_helper
 
-from edgec import targets
-from edgec.compiler import codegen
 from edgec.compiler.codegen.merge_moves import merge_moves
 
-from conftest import build_and_check, random_const, tiny_model
+from conftest import build_and_check, kernel_names, legalized, random_const, tiny_model
 
 RNG = np.random.default_rng(0)
-
-
-def _prim_names(mod, tvm) -> list[str]:
-    return sorted(gv.name_hint for gv, f in mod.functions_items()
-                  if isinstance(f, tvm.tirx.PrimFunc))
 
 
 def _first_conv(bias: bool, group: int, stride: int, dilation: int):
@@ -87,27 +80,19 @@ def test_arithmetic_before_a_conv_does_not_merge():
     assert any("multiply" in k and "conv" not in k for k in lowering.kernels), lowering.kernels
 
 
-def _legalized(model, x_shape):
-    import tvm
-    from tvm.relax.backend.cpu_generic import pipeline as stock
-
-    from edgec.compiler.codegen.layout import channels_last
-
-    target = targets.get("host")
-    with target.tvm_target():
-        mod = channels_last(codegen.import_model(model, target, {"x": x_shape}))
-        return tvm.transform.Sequential(stock.legalize_passes(target.tvm_target()))(mod), tvm
-
-
 def test_merging_twice_changes_nothing():
-    mod, tvm = _legalized(_shuffle(), [1, 16, 14, 14])
+    import tvm
+
+    mod = legalized(_shuffle(), [1, 16, 14, 14])
     once = merge_moves(mod)
-    assert len(_prim_names(once, tvm)) == len(_prim_names(mod, tvm)) - 2  # input + shuffle
+    assert len(kernel_names(once)) == len(kernel_names(mod)) - 2  # input + shuffle
     tvm.ir.assert_structural_equal(merge_moves(once), once)
 
 
 def test_rejected_merge_keeps_the_move_kernel():
-    mod, tvm = _legalized(_shuffle(), [1, 16, 14, 14])
+    import tvm
+
+    mod = legalized(_shuffle(), [1, 16, 14, 14])
     seen = []
     kept = merge_moves(mod, accept=lambda f: seen.append(f) or False)
     assert len(seen) == 2

@@ -66,10 +66,10 @@ def _pairs(mod: Any, first_ok: Callable[[Any], bool],
             uses[expr] = uses.get(expr, 0) + 1
 
     relax.analysis.post_order_visit(main.body, count)
-    seen: dict[tuple[str, int], bool] = {}
+    seen: dict[tuple[str, Callable[[Any], bool]], bool] = {}
 
     def check(ok: Callable[[Any], bool], gv: Any) -> bool:
-        key = (gv.name_hint, id(ok))
+        key = (gv.name_hint, ok)
         if key not in seen:
             seen[key] = ok(mod[gv])
         return seen[key]
