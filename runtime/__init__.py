@@ -59,7 +59,22 @@ class CompiledModel:
         lib = tvm.runtime.load_module(str(folder / manifest["library"]))
         self._vm = relax.VirtualMachine(lib, tvm.cpu())
         self._main = self._vm["main"]
-        self._tensor = tvm.runtime.tensor
+        self._staging: list[Any] = [None] * len(self.inputs)
+
+    def _tensor(self, i: int, arr: np.ndarray) -> Any:
+        """Input `i` as a TVM tensor without a fresh allocation per call.
+
+        A 64-byte-aligned array is passed by reference (DLPack); any other is copied into a
+        tensor kept for that input. Allocating a new tensor per call cost ~0.2 ms on a 224x224
+        image (its pages are faulted in anew each time), 5% of MobileNetV2's latency.
+        """
+        import tvm
+
+        if arr.ctypes.data % 64 == 0 and arr.flags.writeable:
+            return tvm.runtime.from_dlpack(arr)
+        if self._staging[i] is None:
+            self._staging[i] = tvm.runtime.empty(arr.shape, str(arr.dtype))
+        return self._staging[i].copyfrom(arr)
 
     def _arrange(self, args: tuple, kwargs: dict) -> list[np.ndarray]:
         names = [s["name"] for s in self.inputs]
@@ -115,7 +130,8 @@ class CompiledModel:
         return times
 
     def __call__(self, *args: np.ndarray, **kwargs: np.ndarray) -> dict[str, np.ndarray]:
-        result = self._main(*[self._tensor(a) for a in self._arrange(args, kwargs)])
+        arrays = self._arrange(args, kwargs)
+        result = self._main(*[self._tensor(i, a) for i, a in enumerate(arrays)])
         results = [result] if hasattr(result, "numpy") else list(result)
         return {spec["name"]: r.numpy() for spec, r in zip(self.outputs, results)}
 

@@ -31,6 +31,42 @@ def test_call_positional_and_named(lenet):
     assert a.shape == (1, 10)
 
 
+def _placed(x: np.ndarray, offset: int, writeable: bool = True) -> np.ndarray:
+    """A copy of `x` whose data starts `offset` bytes past a 64-byte boundary."""
+    raw = np.empty(x.nbytes + 128, np.uint8)
+    start = (-raw.ctypes.data) % 64 + offset
+    out = raw[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
+    out[...] = x
+    out.flags.writeable = writeable
+    return out
+
+
+def test_inputs_anywhere_in_memory_give_onnxruntime_answers(lenet, monkeypatch):
+    """Aligned arrays are passed by reference, others copied into a tensor kept per input:
+    each placement, and a new input after an old one, must still give onnxruntime's answer."""
+    import tvm
+
+    by_reference = []
+    from_dlpack = tvm.runtime.from_dlpack
+    monkeypatch.setattr(tvm.runtime, "from_dlpack",
+                        lambda a: by_reference.append(a.ctypes.data) or from_dlpack(a))
+    model = runtime.load(lenet, threads=1)
+    src = json.loads((lenet / "manifest.json").read_text())["source"]["path"]
+    for seed, (offset, writeable) in enumerate([(0, True), (4, True), (0, False), (16, True),
+                                                (4, True), (0, True)]):
+        x = runtime.random_inputs(model.inputs, seed=seed)["input"]
+        placed = _placed(x, offset, writeable)
+        got = model(input=placed)["output"]
+        np.testing.assert_allclose(got, ort_run(src, {"input": x})[0], rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(placed, x)  # the caller's array is left as it was
+    assert len(by_reference) == 2  # the two aligned, writeable arrays
+    # a strided view is made contiguous before either path
+    x = runtime.random_inputs(model.inputs, seed=9)["input"]
+    wide = np.repeat(x, 2, axis=-1)[..., ::2]
+    np.testing.assert_allclose(model(input=wide)["output"], ort_run(src, {"input": x})[0],
+                               rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("bad, match", [
     ({"image": np.zeros((1, 1, 32, 32), np.float32)}, "unknown input 'image'"),
     ({"input": np.zeros((1, 1, 28, 28), np.float32)}, r"shape \[1, 1, 28, 28\]"),
