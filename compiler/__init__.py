@@ -122,14 +122,15 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
     after = analysis.analyze(model)
     lowering = codegen.Lowering()
     if use_tuned and tgt.pipeline == "cpu":
-        from .tune import db_folder, default_db_root, open_db
+        from .tuning_db import db_folder, default_db_root, use_database
 
         db_dir = db_folder(Path(tuning_db or default_db_root()), tgt)
-        lowering.database = open_db(db_dir)
+        use_database(lowering, db_dir)
     started = time.perf_counter()
     executable = codegen.build(model, tgt, front.input_shapes, lowering)
     gen = {"pipeline": tgt.pipeline, "kernels": lowering.kernels, "graph": lowering.graph,
            "tuning_db": str(db_dir) if lowering.database is not None else None,
+           "kept_rule": lowering.kept,
            "seconds": round(time.perf_counter() - started, 2)}
     notes.append(codegen_line(gen))
     weights = {t.name for t in model.graph.initializer}

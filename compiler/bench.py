@@ -28,9 +28,9 @@ def _per_layer(model: Any, folder: Path, manifest: dict, feed: dict, target: Any
     lowering = codegen.Lowering()
     db = (manifest.get("codegen") or {}).get("tuning_db")
     if db:
-        from .tune import open_db
+        from .tuning_db import use_database
 
-        lowering.database = open_db(Path(db))
+        use_database(lowering, Path(db))
     flops = codegen.kernel_flops(codegen.lower(lowered_from, target, shapes, lowering))
     runs = 10
     times = model.profile(feed, runs=runs)

@@ -25,8 +25,10 @@ def codegen_line(gen: dict[str, Any]) -> str:
         counts[how] = counts.get(how, 0) + 1
     rules = ", ".join(f"{n} {how}" for how, n in sorted(counts.items(), key=lambda x: -x[1])
                       if how != "tuned")
+    kept = len(gen.get("kept_rule", []))
     db = (f"{counts.get('tuned', 0)} of {len(gen['kernels'])} kernels covered by the tuning "
-          "database" if gen.get("tuning_db") else "no tuning database used")
+          "database" + (f" ({kept} more left to the rules: slower in the model)" if kept else "")
+          if gen.get("tuning_db") else "no tuning database used")
     graph = "".join(f"; {line}" for line in gen.get("graph", []))
     return (f"codegen  {gen['pipeline']} pipeline, {gen['seconds']:.1f} s; {db}; "
             f"rules: {rules or 'none'}{graph}")

@@ -13,6 +13,9 @@
     rematch  = after a task's search, its best candidate and the rule's schedule are timed
                again side by side and both times committed (a busy machine during the
                baseline's single timing had let slower candidates win)
+    check    = the best records that are not the rule's are timed inside the model against
+               the rules (in_model.py); compile uses only those that win there. The search
+               ends early enough to leave time for it.
 
 Records are committed as they are measured and the database is keyed by kernel (structural
 hash of its TIR) inside a folder per target, so an interrupted run resumes where it stopped
@@ -22,8 +25,6 @@ tuned. With `tracker`/`key` the measurements run on boards behind TVM's RPC trac
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
@@ -32,9 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgec.targets import Target
-
 from .errors import EdgecError
+from .tuning_db import db_folder, default_db_root, open_db
 
 BATCH = 16
 MIN_SHARE = 0.01
@@ -43,33 +43,6 @@ DEFAULT_TRIALS = 1280
 # MetaSchedule's space has no such loop. With 16 trials on each of MobileNetV2's four largest,
 # its best candidates took 1.9-2.0x the rule's time (128.5 vs 67.7 us, 473.4 vs 264.4 us).
 KEEP = {"conv_depthwise": "edgec's channel-chunked schedule"}
-
-
-def default_db_root() -> Path:
-    cache = os.environ.get("EDGEC_CACHE") or os.path.join(Path.home(), ".cache", "edgec")
-    return Path(cache) / "tuning"
-
-
-# Part of the database's key: records timed another way do not compare with these
-# (tuning.evaluator; databases from before cold single runs are left behind, not mixed in).
-MEASURE = "cold-single-runs"
-
-
-def db_folder(root: Path, target: Target) -> Path:
-    """One database per target: MetaSchedule looks records up by kernel, not by target."""
-    spec = json.dumps([target.tvm_target().export(), MEASURE], sort_keys=True, default=str)
-    return Path(root) / f"{target.name}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
-
-
-def open_db(folder: Path, create: bool = False) -> Any | None:
-    from tvm.s_tir import meta_schedule as ms
-
-    paths = folder / "workloads.json", folder / "records.json"
-    if not create and not all(p.is_file() for p in paths):
-        return None
-    folder.mkdir(parents=True, exist_ok=True)
-    return ms.database.JSONDatabase(path_workload=str(paths[0]),
-                                    path_tuning_record=str(paths[1]), allow_missing=True)
 
 
 @dataclass
@@ -81,6 +54,13 @@ class TaskReport:
     trials: int  # measured trials in the database for this kernel, this run's included
     share: float = 0.0
     skipped: str = ""
+    in_model: Any = None  # in_model.Verdict on the best record, where it was timed there
+
+    @property
+    def used_us(self) -> float:
+        """The kernel's time alone under the schedule compile uses."""
+        return self.baseline_us if self.in_model and self.in_model.keep == "rule" \
+            else self.best_us
 
 
 @dataclass
@@ -90,7 +70,7 @@ class TuneReport:
     seconds: float = 0.0
 
     def estimate_ms(self, best: bool = True) -> float:
-        return sum((t.best_us if best else t.baseline_us) * t.calls for t in self.tasks) / 1e3
+        return sum((t.used_us if best else t.baseline_us) * t.calls for t in self.tasks) / 1e3
 
 
 def _measure(schs: list[Any], target: Any, builder: Any, runner: Any) -> list[float | None]:
@@ -183,9 +163,10 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
 
     from edgec import targets
 
-    from . import codegen, frontend, passes, tuning
+    from . import codegen, frontend, in_model, passes, tuning
     from .codegen.cpu_schedules import cpu_shape, schedule
     from .codegen.pipelines import fused
+    from .codegen.tuned import record_key
 
     tgt = targets.get(target)
     if tgt.pipeline != "cpu":
@@ -204,6 +185,11 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
     tvm_target = tgt.tvm_target()
     with tvm_target:
         mod = fused(tvm_target)(codegen.import_model(model, tgt, front.input_shapes))
+    # The in-model check lowers the model twice more, then builds and times it: kept out
+    # of the search's time (measured: lowering ~1.1x this step, building and timing ~20 s).
+    check_in_model = not tracker
+    if check_in_model:
+        deadline -= 2.5 * (time.perf_counter() - started) + 20
     tasks = ms.relax_integration.extract_tasks(mod, tvm_target)
     folder = db_folder(Path(db_root) if db_root else default_db_root(), tgt)
     db = open_db(folder, create=True)
@@ -291,5 +277,17 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
                  f"; {time.perf_counter() - started:.0f} s")
         if time.perf_counter() >= deadline:
             break
+    if check_in_model:
+        # only records other than the rule's own: a replay of the rule lowers to its code
+        searched = {record_key(db, task.dispatched[0], tvm_target) for task in tasks
+                    if task.task_name in rules and (recs := _records(db, task.dispatched[0]))
+                    and str(recs[0].trace) != str(rules[task.task_name].trace)}
+        in_model.check(model, tgt, front.input_shapes, folder, db, searched - {None},
+                       progress=progress)
+    else:
+        progress("in-model check skipped: the model runs on the tracker's boards, not here")
+    verdicts = in_model.read(folder)
+    for task, rep in zip(tasks, report.tasks):
+        rep.in_model = verdicts.get(record_key(db, task.dispatched[0], tvm_target) or "")
     report.seconds = time.perf_counter() - started
     return report

@@ -85,8 +85,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
                   progress=lambda line: print(line, flush=True))
     print(f"{'kernel':<44} {'calls':>5} {'edgec us':>9} {'tuned us':>9} {'trials':>6}  note")
     for t in sorted(report.tasks, key=lambda t: -t.share):
+        v = t.in_model
+        note = "; ".join(filter(None, [t.skipped, v and (
+            f"in the model {v.tuned_us:.1f} vs rule {v.rule_us:.1f} us: {v.keep} kept")]))
         print(f"{t.name[:44]:<44} {t.calls:>5} {t.baseline_us:>9.1f} {t.best_us:>9.1f} "
-              f"{t.trials:>6}  {t.skipped}")
+              f"{t.trials:>6}  {note}")
     print(f"estimate {report.estimate_ms(best=False):.2f} ms -> {report.estimate_ms():.2f} ms "
           f"(sum of kernel times x calls) in {report.seconds:.0f} s; database {report.database}")
     print("edgec compile uses these records for this target from now on")

@@ -19,7 +19,7 @@ from edgec.compiler.errors import EdgecError
 
 from .artifact import check_runs_here, read_manifest, verify_library
 
-__all__ = ["CompiledModel", "load", "random_inputs"]
+__all__ = ["CompiledModel", "kernel_times", "load", "random_inputs"]
 
 
 def _set_threads(threads: int) -> None:
@@ -42,6 +42,36 @@ def random_inputs(specs: list[dict[str, Any]], seed: int = 0) -> dict[str, np.nd
         else:
             out[spec["name"]] = rng.integers(0, 8, spec["shape"]).astype(dtype)
     return out
+
+
+def kernel_times(vm: Any, call: Any, runs: int) -> dict[str, list[float]]:
+    """Milliseconds of every kernel call `vm` makes while `call()` runs `runs` times, by name.
+
+    Times each call between the VM's before/after instrument hooks; VM builtins (allocation,
+    shape checks) are left out.
+    """
+    import time
+
+    times: dict[str, list[float]] = {}
+    start: dict[str, float] = {}
+
+    def instrument(func, name, before, ret, *args):
+        name = str(name)
+        if name.startswith("vm.builtin"):
+            return 0
+        if before:
+            start[name] = time.perf_counter()
+        else:
+            times.setdefault(name, []).append((time.perf_counter() - start[name]) * 1e3)
+        return 0
+
+    vm.set_instrument(instrument)
+    try:
+        for _ in range(runs):
+            call()
+    finally:
+        vm.set_instrument(None)
+    return times
 
 
 class CompiledModel:
@@ -101,33 +131,8 @@ class CompiledModel:
         return arrays
 
     def profile(self, feed: dict[str, np.ndarray], runs: int = 10) -> dict[str, list[float]]:
-        """Milliseconds per kernel call over `runs` calls, keyed by kernel name.
-
-        Times every call the VM makes between its before/after instrument hooks; VM builtins
-        (allocation, shape checks) are left out.
-        """
-        import time
-
-        times: dict[str, list[float]] = {}
-        start: dict[str, float] = {}
-
-        def instrument(func, name, before, ret, *args):
-            name = str(name)
-            if name.startswith("vm.builtin"):
-                return 0
-            if before:
-                start[name] = time.perf_counter()
-            else:
-                times.setdefault(name, []).append((time.perf_counter() - start[name]) * 1e3)
-            return 0
-
-        self._vm.set_instrument(instrument)
-        try:
-            for _ in range(runs):
-                self(**feed)
-        finally:
-            self._vm.set_instrument(None)
-        return times
+        """Milliseconds per kernel call over `runs` calls, keyed by kernel name."""
+        return kernel_times(self._vm, lambda: self(**feed), runs)
 
     def __call__(self, *args: np.ndarray, **kwargs: np.ndarray) -> dict[str, np.ndarray]:
         arrays = self._arrange(args, kwargs)

@@ -61,6 +61,19 @@ def tiny_model(nodes, x_shape, inits=(), out_shape=None, infer: bool = True) -> 
     return onnx.shape_inference.infer_shapes(model) if infer else model
 
 
+def conv_relu_conv(path: Path) -> Path:
+    """Saves the two-conv model the tuning tests tune: 3x3 conv + bias, ReLU, 1x1 conv."""
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    inits = [random_const(n, s, rng)
+             for n, s in (("w1", (32, 16, 3, 3)), ("b1", (32,)), ("w2", (32, 32, 1, 1)))]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], pads=[1] * 4),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["y"])]
+    return save(tiny_model(nodes, [1, 16, 28, 28], inits), path)
+
+
 def ort_run(path_or_model, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
     import onnxruntime as ort
 

@@ -1,0 +1,51 @@
+"""Where tuning records live: one MetaSchedule database folder per target, under
+$EDGEC_CACHE/tuning (default ~/.cache/edgec/tuning), and how compile is handed one with the
+verdicts of its in-model check (in_model.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from edgec.targets import Target
+
+
+def default_db_root() -> Path:
+    cache = os.environ.get("EDGEC_CACHE") or os.path.join(Path.home(), ".cache", "edgec")
+    return Path(cache) / "tuning"
+
+
+# Part of the database's key: records timed another way do not compare with these
+# (tuning.evaluator; databases from before cold single runs are left behind, not mixed in).
+MEASURE = "cold-single-runs"
+
+
+def db_folder(root: Path, target: Target) -> Path:
+    """One database per target: MetaSchedule looks records up by kernel, not by target."""
+    spec = json.dumps([target.tvm_target().export(), MEASURE], sort_keys=True, default=str)
+    return Path(root) / f"{target.name}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
+
+
+def open_db(folder: Path, create: bool = False) -> Any | None:
+    from tvm.s_tir import meta_schedule as ms
+
+    paths = folder / "workloads.json", folder / "records.json"
+    if not create and not all(p.is_file() for p in paths):
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    return ms.database.JSONDatabase(path_workload=str(paths[0]),
+                                    path_tuning_record=str(paths[1]), allow_missing=True)
+
+
+def use_database(lowering: Any, folder: Path) -> None:
+    """Give `lowering` (codegen.Lowering) the database in `folder`, if there is one, with the
+    verdicts of its records' in-model timing."""
+    from . import in_model
+
+    lowering.database = open_db(folder)
+    if lowering.database is not None:
+        lowering.verdicts = {key: v.keep for key, v in in_model.read(folder).items()}
