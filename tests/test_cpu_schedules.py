@@ -80,24 +80,30 @@ def test_max_pool_and_concat():
     assert "unscheduled" not in lowering.kernels.values(), lowering.kernels
 
 
-@pytest.mark.parametrize("k, groups", [(3, 1), (1, 1), (3, 64)])
+@pytest.mark.parametrize("k, groups", [(3, 1), (1, 1), (3, 128)])
 def test_weights_repacked_at_compile_time(k, groups):
-    """A 64-channel conv on a 7-wide map gets a 32-channel tile: its weight constant reaches
-    the kernel already packed [c // 32, kh, kw, c_in, 32], with no repacking left to run."""
+    """A 128-channel conv on a 7-wide map gets a tile narrower than its channels (the rule's
+    register tile for this target): its weight constant reaches the kernel already packed
+    [c // tile, kh, kw, c_in, tile], with no repacking left to run."""
     from tvm import tirx
 
-    cin = 64 // groups
+    cin = 128 // groups
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], group=groups, kernel_shape=[k, k],
                               pads=[k // 2] * 4),
              helper.make_node("Relu", ["c"], ["y"])]
-    model = tiny_model(nodes, [1, 64, 7, 7], [_const("w", (64, cin, k, k)), _const("b", (64,))])
+    model = tiny_model(nodes, [1, 128, 7, 7],
+                       [_const("w", (128, cin, k, k)), _const("b", (128,))])
     build_and_check(model)
-    lowered = codegen.lower(model, targets.get("host"), {"x": [1, 64, 7, 7]})
+    host = targets.get("host")
+    reduction = cin * k * k if groups == 1 else 0
+    _, v, u = _tile(7, 128, cpu_shape(host.tvm_target()), reduction=reduction)
+    assert u * v < 128, (u, v)
+    lowered = codegen.lower(model, host, {"x": [1, 128, 7, 7]})
     kernels = {gv.name_hint: f for gv, f in lowered.functions.items()
                if isinstance(f, tirx.PrimFunc)}
     conv = next(f for name, f in kernels.items() if "conv" in name)
     shapes = [[int(d) for d in p.shape] for p in conv.params]
-    assert [2, k, k, cin, 32] in shapes, shapes
+    assert [128 // (u * v), k, k, cin, u * v] in shapes, shapes
     assert not any("layout_rewrite" in str(f) for f in kernels.values())
 
 
@@ -117,6 +123,24 @@ def test_dense_weights_repacked_at_compile_time():
                  if isinstance(f, tirx.PrimFunc) and "matmul" in gv.name_hint)
     shapes = [[int(d) for d in p.shape] for p in dense.params]
     assert [1000 // (u * v), 96, u * v] in shapes, shapes
+
+
+@pytest.mark.parametrize("triple, cpu, mattr, lanes, regs", [
+    ("x86_64-linux-gnu", "znver4", [], 16, 24),  # AVX-512: 32 zmm
+    ("x86_64-linux-gnu", "skylake-avx512", [], 16, 24),
+    ("x86_64-linux-gnu", "znver3", [], 8, 12),  # AVX2 only: 16 ymm
+    ("x86_64-linux-gnu", "haswell", [], 8, 12),
+    ("x86_64-linux-gnu", "x86-64", [], 4, 12),  # SSE2 baseline
+    ("aarch64-linux-gnu", "cortex-a72", ["+neon"], 4, 24),  # NEON: 32 q registers
+])
+def test_cpu_shape_follows_the_target_features(triple, cpu, mattr, lanes, regs):
+    """SIMD width comes from the target's features: TVM's llvm_get_vector_width answers 512
+    for every x86-64 CPU, and AVX-512-sized tiles spilled on an AVX2 machine."""
+    from tvm.target import Target
+
+    tgt = Target({"kind": "llvm", "mtriple": triple, "mcpu": cpu,
+                  **({"mattr": mattr} if mattr else {})})
+    assert cpu_shape(tgt) == CpuShape(lanes=lanes, registers=regs)
 
 
 @pytest.mark.parametrize("lanes, regs", [(16, 24), (8, 12), (4, 24)])
