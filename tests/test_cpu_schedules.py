@@ -174,3 +174,25 @@ def test_tvm_default_pipeline_still_selectable(tmp_path):
     lowering = codegen.Lowering()
     codegen.build(model, tgt, {"x": [1, 8, 8, 8]}, lowering)
     assert lowering.kernels == {}
+
+
+@pytest.mark.parametrize("hw, cin, cout", [(7, 960, 160), (14, 576, 96), (7, 320, 1280)])
+def test_long_1x1_conv_blocks_its_reduction(monkeypatch, hw, cin, cout):
+    """On an AVX2-sized register file a 1x1 conv's tile weights outgrow L1: the reduction is
+    split in L1-sized blocks (_k_block), and the blocked kernel still matches onnxruntime."""
+    from edgec.compiler.codegen import cpu_schedules
+
+    avx2 = CpuShape(lanes=8, registers=12)
+    _, v, u = _tile(hw, cout, avx2, reduction=cin)
+    kb = cpu_schedules._k_block(cin, u * v, cin)
+    assert cin % kb == 0 and 16 <= kb < cin and kb * u * v * 4 <= L1_WEIGHTS, (kb, u, v)
+    assert cpu_schedules._k_block(cin // 9, u * v, cin) == 0  # a 3x3 conv: not blocked
+    assert cpu_schedules._k_block(cin, 8, 16) == 0  # weights already in L1: not blocked
+    monkeypatch.setattr(cpu_schedules, "cpu_shape", lambda _target: avx2)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"]),
+             helper.make_node("Relu", ["c"], ["y"])]
+    model = tiny_model(nodes, [1, cin, hw, hw],
+                       [_const("w", (cout, cin, 1, 1)), _const("b", (cout,))])
+    kernels = build_and_check(model).kernels
+    assert [k for k, how in kernels.items() if how == "reduction_tile"] == \
+        ["transpose_fused_conv2d_add_relu1"], kernels
