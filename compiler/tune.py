@@ -277,9 +277,11 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
                  f"; {time.perf_counter() - started:.0f} s")
         if time.perf_counter() >= deadline:
             break
+    # each kernel's best record, named once: the check commits nothing to the database
+    keys = [record_key(db, task.dispatched[0], tvm_target) for task in tasks]
     if check_in_model:
         # only records other than the rule's own: a replay of the rule lowers to its code
-        searched = {record_key(db, task.dispatched[0], tvm_target) for task in tasks
+        searched = {key for task, key in zip(tasks, keys)
                     if task.task_name in rules and (recs := _records(db, task.dispatched[0]))
                     and str(recs[0].trace) != str(rules[task.task_name].trace)}
         in_model.check(model, tgt, front.input_shapes, folder, db, searched - {None},
@@ -287,7 +289,7 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
     else:
         progress("in-model check skipped: the model runs on the tracker's boards, not here")
     verdicts = in_model.read(folder)
-    for task, rep in zip(tasks, report.tasks):
-        rep.in_model = verdicts.get(record_key(db, task.dispatched[0], tvm_target) or "")
+    for key, rep in zip(keys, report.tasks):
+        rep.in_model = verdicts.get(key or "")
     report.seconds = time.perf_counter() - started
     return report

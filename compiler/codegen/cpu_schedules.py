@@ -246,9 +246,9 @@ def reduction_tile(func: Any, cpu: CpuShape) -> Any | None:
     width, channels = _extent(sch, loops[n_s - 2]), _extent(sch, loops[n_s - 1])
     if width is None or channels is None:
         return None
-    wi, v, u = _tile(width, channels, cpu, reduction_length(sch, block, n_s))
-    _pack_weights(sch, func, block, u * v, channels)
     red = reduction_length(sch, block, n_s)
+    wi, v, u = _tile(width, channels, cpu, red)
+    _pack_weights(sch, func, block, u * v, channels)
     # c_o outermost: consecutive tiles of a thread reuse one slice of the weights from cache.
     outer, reduction = register_tile(sch, block, n_s, wi, u, v)
     r_loops = sch.get_loops(block)[len(outer): len(outer) + len(kinds) - n_s]
