@@ -11,7 +11,7 @@ from onnx import helper, numpy_helper
 
 from edgec import targets
 from edgec.compiler import codegen
-from edgec.compiler.codegen.cpu_schedules import L1_WEIGHTS, CpuShape, _tile, cpu_shape
+from edgec.compiler.codegen.cpu_tiles import L1_WEIGHTS, CpuShape, cpu_shape, k_block, tile
 
 from conftest import build_and_check, conv_kernels, random_const, tiny_model
 
@@ -96,7 +96,7 @@ def test_weights_repacked_at_compile_time(k, groups):
     build_and_check(model)
     host = targets.get("host")
     reduction = cin * k * k if groups == 1 else 0
-    _, v, u = _tile(7, 128, cpu_shape(host.tvm_target()), reduction=reduction)
+    _, v, u = tile(7, 128, cpu_shape(host.tvm_target()), reduction=reduction, tails=True)
     assert u * v < 128, (u, v)
     lowered = codegen.lower(model, host, {"x": [1, 128, 7, 7]})
     kernels = {gv.name_hint: f for gv, f in lowered.functions.items()
@@ -117,7 +117,7 @@ def test_dense_weights_repacked_at_compile_time():
     lowering = build_and_check(model)
     assert set(lowering.kernels.values()) == {"reduction_tile"}, lowering.kernels
     host = targets.get("host")
-    _, v, u = _tile(1, 1000, cpu_shape(host.tvm_target()), reduction=96)
+    _, v, u = tile(1, 1000, cpu_shape(host.tvm_target()), reduction=96)
     lowered = codegen.lower(model, host, {"x": [1, 96]})
     dense = next(f for gv, f in lowered.functions.items()
                  if isinstance(f, tirx.PrimFunc) and "matmul" in gv.name_hint)
@@ -125,29 +125,29 @@ def test_dense_weights_repacked_at_compile_time():
     assert [1000 // (u * v), 96, u * v] in shapes, shapes
 
 
-@pytest.mark.parametrize("triple, cpu, mattr, lanes, regs", [
-    ("x86_64-linux-gnu", "znver4", [], 16, 24),  # AVX-512: 32 zmm
-    ("x86_64-linux-gnu", "skylake-avx512", [], 16, 24),
-    ("x86_64-linux-gnu", "znver3", [], 8, 12),  # AVX2 only: 16 ymm
-    ("x86_64-linux-gnu", "haswell", [], 8, 12),
-    ("x86_64-linux-gnu", "x86-64", [], 4, 12),  # SSE2 baseline
-    ("aarch64-linux-gnu", "cortex-a72", ["+neon"], 4, 24),  # NEON: 32 q registers
+@pytest.mark.parametrize("triple, cpu, mattr, lanes, regs, live", [
+    ("x86_64-linux-gnu", "znver4", [], 16, 24, 0),  # AVX-512: 32 zmm
+    ("x86_64-linux-gnu", "skylake-avx512", [], 16, 24, 0),
+    ("x86_64-linux-gnu", "znver3", [], 8, 12, 16),  # AVX2 only: 16 ymm, broadcasts in them
+    ("x86_64-linux-gnu", "haswell", [], 8, 12, 16),
+    ("x86_64-linux-gnu", "x86-64", [], 4, 12, 16),  # SSE2 baseline
+    ("aarch64-linux-gnu", "cortex-a72", ["+neon"], 4, 24, 0),  # NEON: 32 q registers
 ])
-def test_cpu_shape_follows_the_target_features(triple, cpu, mattr, lanes, regs):
+def test_cpu_shape_follows_the_target_features(triple, cpu, mattr, lanes, regs, live):
     """SIMD width comes from the target's features: TVM's llvm_get_vector_width answers 512
     for every x86-64 CPU, and AVX-512-sized tiles spilled on an AVX2 machine."""
     from tvm.target import Target
 
     tgt = Target({"kind": "llvm", "mtriple": triple, "mcpu": cpu,
                   **({"mattr": mattr} if mattr else {})})
-    assert cpu_shape(tgt) == CpuShape(lanes=lanes, registers=regs)
+    assert cpu_shape(tgt) == CpuShape(lanes=lanes, registers=regs, live=live)
 
 
 @pytest.mark.parametrize("lanes, regs", [(16, 24), (8, 12), (4, 24)])
 @pytest.mark.parametrize("width, channels", [(112, 32), (56, 144), (7, 960), (13, 1000),
                                              (1, 1000), (14, 24), (5, 3)])
 def test_tile_divides_and_fits(lanes, regs, width, channels):
-    wi, v, u = _tile(width, channels, CpuShape(lanes=lanes, registers=regs))
+    wi, v, u = tile(width, channels, CpuShape(lanes=lanes, registers=regs))
     assert width % wi == 0 and channels % (v * u) == 0
     assert wi * u <= regs and wi * u * v * 4 < 1024  # registers; TVM's stack-scratch limit
     if channels % 4 == 0:
@@ -159,9 +159,9 @@ def test_tile_keeps_wide_weights_in_l1(lanes, regs):
     """MobileNetV2's 7x7 160->960 conv: the tile must not take so many channels that its
     weights spill from L1 (the plain most-accumulators tile was 1 column x 240 channels)."""
     cpu = CpuShape(lanes=lanes, registers=regs)
-    wi, v, u = _tile(7, 960, cpu, reduction=160)
+    wi, v, u = tile(7, 960, cpu, reduction=160)
     assert u * v * 160 * 4 <= L1_WEIGHTS and wi * u >= 8, (wi, v, u)
-    assert _tile(7, 960, cpu)[0] == 1  # depthwise/pooling (no reduction given): unchanged
+    assert tile(7, 960, cpu)[0] == 1  # depthwise/pooling (no reduction given): unchanged
 
 
 def test_tvm_default_pipeline_still_selectable(tmp_path):
@@ -176,18 +176,18 @@ def test_tvm_default_pipeline_still_selectable(tmp_path):
     assert lowering.kernels == {}
 
 
-@pytest.mark.parametrize("hw, cin, cout", [(7, 960, 160), (14, 576, 96), (7, 320, 1280)])
+@pytest.mark.parametrize("hw, cin, cout", [(7, 960, 160), (14, 576, 96)])
 def test_long_1x1_conv_blocks_its_reduction(monkeypatch, hw, cin, cout):
     """On an AVX2-sized register file a 1x1 conv's tile weights outgrow L1: the reduction is
     split in L1-sized blocks (_k_block), and the blocked kernel still matches onnxruntime."""
     from edgec.compiler.codegen import cpu_schedules
 
-    avx2 = CpuShape(lanes=8, registers=12)
-    _, v, u = _tile(hw, cout, avx2, reduction=cin)
-    kb = cpu_schedules._k_block(cin, u * v, cin)
+    avx2 = CpuShape(lanes=8, registers=12, live=16)
+    _, v, u = tile(hw, cout, avx2, reduction=cin)
+    kb = k_block(cin, u * v, cin)
     assert cin % kb == 0 and 16 <= kb < cin and kb * u * v * 4 <= L1_WEIGHTS, (kb, u, v)
-    assert cpu_schedules._k_block(cin // 9, u * v, cin) == 0  # a 3x3 conv: not blocked
-    assert cpu_schedules._k_block(cin, 8, 16) == 0  # weights already in L1: not blocked
+    assert k_block(cin // 9, u * v, cin) == 0  # a 3x3 conv: not blocked
+    assert k_block(cin, 8, 16) == 0  # weights already in L1: not blocked
     monkeypatch.setattr(cpu_schedules, "cpu_shape", lambda _target: avx2)
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"]),
              helper.make_node("Relu", ["c"], ["y"])]
@@ -196,3 +196,72 @@ def test_long_1x1_conv_blocks_its_reduction(monkeypatch, hw, cin, cout):
     kernels = build_and_check(model).kernels
     assert [k for k, how in kernels.items() if how == "reduction_tile"] == \
         ["transpose_fused_conv2d_add_relu1"], kernels
+
+
+AVX2 = CpuShape(lanes=8, registers=12, live=16)
+
+
+@pytest.mark.parametrize("width, channels, reduction", [
+    (7, 512, 4608), (13, 256, 576), (13, 1000, 512), (55, 64, 144), (56, 64, 576), (1, 1000, 96)])
+def test_avx2_broadcast_tiles_stay_in_sixteen_registers(width, channels, reduction):
+    """AVX2 keeps a tile's broadcast inputs and weight vectors in registers beside its
+    accumulators; past 16 LLVM spilled an accumulator in the inner loop (8 x 1: 70 GFLOP/s)."""
+    for tails in (False, True):
+        wi, _, u = tile(width, channels, AVX2, reduction=reduction, tails=tails)
+        assert wi * u + wi + u <= 16, (wi, u)
+    assert tile(56, 64, AVX2, reduction=576)[0::2] == (4, 2)  # not 8 x 1, which spilled
+
+
+@pytest.mark.parametrize("width, channels, reduction", [(13, 256, 576), (13, 1000, 512),
+                                                         (55, 64, 144), (27, 128, 288)])
+def test_row_tail_only_where_no_dividing_tile_hides_the_fma_latency(width, channels, reduction):
+    dividing = tile(width, channels, AVX2, reduction=reduction)
+    assert width % dividing[0] == 0 and dividing[0] * dividing[2] < 8
+    wi, _, u = tile(width, channels, AVX2, reduction=reduction, tails=True)
+    assert width % wi and wi * u >= 7, (wi, u)
+    # enough accumulators in a dividing tile: no tail (ResNet-18's 7-wide 3x3 convs keep 7 x 1)
+    assert tile(7, 512, AVX2, reduction=4608, tails=True)[0::2] == (7, 1)
+    assert tile(14, 256, AVX2, reduction=2304, tails=True)[0] in (1, 2, 7, 14)
+    # AVX-512's 24 accumulators: a dividing tile always reaches 8 here, so nothing changes
+    avx512 = CpuShape(lanes=16, registers=24)
+    assert tile(width, channels, avx512, reduction=reduction, tails=True) == \
+        tile(width, channels, avx512, reduction=reduction)
+
+
+@pytest.mark.parametrize("hw, cin, cout, k, stride", [
+    (13, 64, 256, 3, 1), (13, 32, 40, 1, 1), (25, 16, 64, 3, 2), (27, 8, 32, 3, 1)])
+@pytest.mark.parametrize("residual", [False, True])
+def test_row_tail_matches_onnxruntime(monkeypatch, hw, cin, cout, k, stride, residual):
+    """Convs on odd-width maps (SqueezeNet's 13, 27, 55) with an AVX2 tile that leaves a tail:
+    both copies of the loop nest and the epilogue (bias, ReLU, a residual add) are exact."""
+    from edgec.compiler.codegen import cpu_schedules
+
+    out = (hw + 2 * (k // 2) - k) // stride + 1
+    wi, _, _ = tile(out, cout, AVX2, reduction=cin * k * k, tails=True)
+    assert out % wi, wi  # the case under test: a row with a tail
+    monkeypatch.setattr(cpu_schedules, "cpu_shape", lambda _target: AVX2)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[k, k],
+                              strides=[stride] * 2, pads=[k // 2] * 4)]
+    inits = [_const("w", (cout, cin, k, k)), _const("b", (cout,))]
+    if residual:
+        nodes.append(helper.make_node("Add", ["c", "r"], ["c2"]))
+        inits.append(_const("r", (1, cout, out, out)))
+    nodes.append(helper.make_node("Relu", ["c2" if residual else "c"], ["y"]))
+    kernels = build_and_check(tiny_model(nodes, [1, cin, hw, hw], inits)).kernels
+    assert [how for name, how in kernels.items() if "conv2d" in name] == ["reduction_tile"], \
+        kernels
+
+
+@pytest.mark.parametrize("cin, copied", [(3, False), (8, True)])
+def test_conv_padding_copied_once_for_long_reductions(cin, copied):
+    """A 3x3 conv over 8 channels (reduction 72) reads a padded copy made once per call; an RGB
+    stem's (27) keeps its bounds checks in the inner loop, where the copy cost more."""
+    from tvm import tirx
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1] * 4)]
+    model = tiny_model(nodes, [1, cin, 16, 16], [_const("w", (32, cin, 3, 3))])
+    assert build_and_check(model).kernels["transpose_conv2d1"] == "reduction_tile"
+    lowered = codegen.lower(model, targets.get("host"), {"x": [1, cin, 16, 16]})
+    conv = next(f for gv, f in lowered.functions.items() if isinstance(f, tirx.PrimFunc)
+                and "conv2d" in gv.name_hint and "weight_prepack" not in gv.name_hint)
+    assert ('sblock("pad_temp")' in conv.script()) == copied

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .cpu_schedules import CpuShape
+    from .cpu_tiles import CpuShape
 
 CHUNK_BYTES = 512 * 1024  # of a 1 MiB L2, leaving room for the conv's input and weights
 MIN_CHUNKS = 8  # measured on MobileNetV2: 4 gave 3.88 ms, 8 and 16 3.68 ms (2 threads)
@@ -62,13 +62,13 @@ def conv_depthwise(func: Any, cpu: CpuShape) -> Any | None:
 
     from .cpu_schedules import (
         _pack_weights,
-        _tile,
         _vectorize_inner,
         reduction_length,
         register_tile,
         spatial_prefix,
         top_blocks,
     )
+    from .cpu_tiles import tile
 
     sch = s_tir.Schedule(func)
     blocks = top_blocks(sch)
@@ -93,9 +93,9 @@ def conv_depthwise(func: Any, cpu: CpuShape) -> Any | None:
     mid = epilogue[-1] if epilogue else None  # the block writing what the depthwise reads
 
     n, h, w, c = mid_shape
-    chunk = _chunk(n * h * w, c, _tile(w, c, cpu)[1])
-    wi_a, v_a, u_a = _tile(w, chunk, cpu, reduction_length(sch, conv, 4))
-    wi_b, v_b, u_b = _tile(_shape(sch, dw)[2], chunk, cpu)
+    chunk = _chunk(n * h * w, c, tile(w, c, cpu)[1])
+    wi_a, v_a, u_a = tile(w, chunk, cpu, reduction_length(sch, conv, 4))
+    wi_b, v_b, u_b = tile(_shape(sch, dw)[2], chunk, cpu)
     _pack_weights(sch, func, conv, u_a * v_a, c)
     _pack_weights(sch, func, dw, u_b * v_b, c)
 

@@ -12,47 +12,21 @@ in the weights. Conv (k x k and 1 x 1), depthwise/grouped conv, dense (out[0, j]
         out[...] = epilogue(acc)              # bias, activation, residual add: fused
 
 The tile is c_i = v * u lanes (v: the target's vector length in floats, u: vectors per row) by
-w_i output columns, with u * w_i accumulators kept under the register file's size; both must
-divide the loop extents so no tail predicates reach the inner loop. Elementwise kernels get
-fused, parallel, vectorized loops. A kernel that matches no rule keeps TVM's default schedule.
+w_i output columns, with u * w_i accumulators kept under the register file's size (cpu_tiles.py
+chooses it). u * v divides the channels; w_i divides the row, or the row ends in one narrower
+tail tile whose loop nest is a separate copy, so no predicate reaches an inner loop. Elementwise
+kernels get fused, parallel, vectorized loops. A kernel that matches no rule keeps TVM's
+default schedule.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from .cpu_chains import conv_depthwise
+from .cpu_tiles import CpuShape, cpu_shape, k_block, tile
 
-L1_WEIGHTS = 24 * 1024  # bytes of a tile's weights kept in a 32 KiB L1 beside its inputs
-
-
-@dataclass(frozen=True)
-class CpuShape:
-    """What a schedule needs to know about the target CPU."""
-
-    lanes: int  # 32-bit lanes per SIMD register
-    registers: int  # SIMD registers usable for accumulators
-
-
-def cpu_shape(tvm_target: Any) -> CpuShape:
-    """SIMD width and accumulator budget of the target's CPU, from its features.
-
-    Not llvm_get_vector_width: in TVM 0.27 it answers 512 for every x86-64 mcpu (znver3 and
-    haswell included), and tiles sized for 32 zmm registers ran MobileNetV2 1.9x slower than
-    ORT on an AVX2-only Zen 3 (the accumulators spilled to the stack).
-    """
-    from tvm.target.codegen import target_has_features
-
-    triple = str(tvm_target.attrs.get("mtriple", ""))
-    if triple.startswith("x86_64"):
-        bits = (512 if target_has_features("avx512f", tvm_target)
-                else 256 if target_has_features("avx", tvm_target) else 128)
-    else:  # NEON (AArch64, ARMv7), RISC-V without V: 128-bit registers or none
-        bits = 128
-    # AVX-512 and AArch64 have 32 vector registers, AVX2/SSE/ARMv7 16; leave room for operands.
-    wide = bits >= 512 or triple.startswith("aarch64")
-    return CpuShape(lanes=bits // 32, registers=24 if wide else 12)
+PAD_COPY_MIN = 64  # a conv's reduction length from which its padded input is copied once
 
 
 def _extent(sch: Any, loop: Any) -> int | None:
@@ -60,43 +34,6 @@ def _extent(sch: Any, loop: Any) -> int | None:
 
     ext = sch.get(loop).extent
     return int(ext.value) if isinstance(ext, tirx.IntImm) else None
-
-
-def _tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0) -> tuple[int, int, int]:
-    """(w_i, v, u): output columns, vector length and vectors per column of one register tile.
-
-    Candidates keep their accumulators (w_i * u) in the register budget and under 1 KiB: TVM
-    keeps only smaller scratch buffers on the stack, where LLVM can promote them to registers;
-    bigger ones become one heap allocation per tile. With `reduction` (the length of a conv's
-    or dense's sum, whose input is broadcast across channels), in order of preference: at
-    least 8 accumulators (fewer, and FMA latency sets the pace); the tile's weights (u * v
-    channels x `reduction`) in L1; among those, the fewest loads per FMA ((w_i + u) loads
-    per w_i * u FMAs); then the most accumulators. Counting accumulators alone gave
-    MobileNetV2's 7x7 160->960 conv a 1 x 240 tile, 150 KiB of weights re-read from L2 for
-    each output column, at half the speed of a 7 x 32 tile. Where no tile's weights fit
-    (ResNet's 3x3 convs) the most accumulators win, as they do without `reduction`
-    (depthwise, pooling: nothing is broadcast).
-    """
-    v = next((n for n in (cpu.lanes, cpu.lanes // 2, 4) if n >= 4 and channels % n == 0), 1)
-
-    def cost(wi: int, u: int) -> tuple[bool, bool, float, int]:
-        if not reduction:
-            return (False, False, 0.0, -wi * u)
-        fits = u * v * reduction * 4 <= L1_WEIGHTS
-        loads = (wi + u) / (wi * u) if fits else 0.0
-        # under 8 accumulators the FMA latency, not the loads, sets the pace
-        return (wi * u < 8, not fits, loads, -wi * u)
-
-    best = (1, v, 1)
-    for u in range(1, cpu.registers + 1):
-        if (channels // v) % u:
-            continue
-        for wi in range(min(width, cpu.registers // u), 0, -1):
-            if width % wi == 0 and wi * u * v * 4 < 1024:
-                if cost(wi, u) < cost(best[0], best[2]):
-                    best = (wi, v, u)
-                break
-    return best
 
 
 def _vectorize_inner(sch: Any, block: Any, lanes: int) -> None:
@@ -114,6 +51,18 @@ def _vectorize_inner(sch: Any, block: Any, lanes: int) -> None:
         sch.vectorize(inner)
     else:
         sch.vectorize(loops[-1])
+
+
+def _pads(block: Any) -> bool:
+    """The block writes a bigger buffer than any it reads: padding (a transpose does not)."""
+    def size(buf: Any) -> int:
+        n = 1
+        for d in buf.shape:
+            n *= int(d)
+        return n
+
+    return len(block.writes) == 1 and all(
+        size(block.writes[0].source) > size(r.source) for r in block.reads)
 
 
 def top_blocks(sch: Any) -> list[tuple[Any, str]]:
@@ -203,22 +152,6 @@ def register_tile(sch: Any, block: Any, n_s: int, wi: int, u: int, v: int,
     return outer, loops[n_s]
 
 
-def _k_block(c_in: int, tile: int, reduction: int) -> int:
-    """Input channels per reduction block of a 1x1 conv whose tile's weights outgrow L1, or 0.
-
-    With the reduction split and its outer part above the tile loop, one block of the tile's
-    weights stays in L1 for every pixel of a row instead of streaming from L2 per pixel; the
-    accumulators are reloaded once per block. On AVX2 (Zen 3, 12 accumulators: MobileNetV2's
-    14x14 and 7x7 1x1 convs keep 1-2 pixel tiles of 48-96 channels) it took MobileNetV2
-    from 1.13x to 1.01x ORT. Not for k x k convs: ResNet-18 went from 1.79x to 2.12x.
-    """
-    if not reduction or reduction != c_in or tile * reduction * 4 <= L1_WEIGHTS:
-        return 0
-    kb = max((d for d in range(1, c_in) if c_in % d == 0 and d * tile * 4 <= L1_WEIGHTS),
-             default=0)
-    return kb if kb >= 16 else 0
-
-
 def reduction_tile(func: Any, cpu: CpuShape) -> Any | None:
     """Conv, depthwise, dense, pooling: one S..SR..R block with injective prologue/epilogue."""
     from tvm import s_tir
@@ -236,34 +169,79 @@ def reduction_tile(func: Any, cpu: CpuShape) -> Any | None:
     after = [b for b, _ in blocks[reds[0] + 1:]]
     for b in after[:-1]:
         sch.compute_inline(b)
-    # Padding is read in place (a bounds check per load), measured faster on MobileNetV2 than
-    # a padded copy per tile (3-row halo recomputed) or one whole padded tensor per call.
+    red = reduction_length(sch, block, n_s)
+    # Depthwise and pooling read their padding in place (a bounds check per load), measured
+    # faster on MobileNetV2 than a padded copy per tile or per call. A conv's inner loop reads
+    # each input once per output tile and channel, so there the checks cost more than one
+    # padded copy per call (row-parallel): ResNet-18's 7x7 3x3 conv went from 89 to 147
+    # GFLOP/s, its 7x7 RGB stem (reduction 147) from 3.0 to 1.5 ms. Not below PAD_COPY_MIN:
+    # MobileNetV3's 3x3 RGB stem (27) went from 0.13 to 0.19 ms with the copy.
+    padded = (before[-1] if red >= PAD_COPY_MIN and before and _pads(sch.get(before[-1]))
+              else None)
     for b in before:
-        sch.compute_inline(b)
+        if b is not padded:
+            sch.compute_inline(b)
+    if padded is not None:
+        sch.parallel(sch.fuse(*sch.get_loops(padded)[:-2]))
+        _vectorize_inner(sch, padded, cpu.lanes)
     loops = sch.get_loops(block)
     if len(loops) != len(kinds):
         return None
     width, channels = _extent(sch, loops[n_s - 2]), _extent(sch, loops[n_s - 1])
     if width is None or channels is None:
         return None
-    red = reduction_length(sch, block, n_s)
-    wi, v, u = _tile(width, channels, cpu, red)
+    wi, v, u = tile(width, channels, cpu, red, tails=True)
     _pack_weights(sch, func, block, u * v, channels)
     # c_o outermost: consecutive tiles of a thread reuse one slice of the weights from cache.
     outer, reduction = register_tile(sch, block, n_s, wi, u, v)
+    if width % wi:
+        return _with_tail(sch, outer, after, width // wi, v, len(kinds) - n_s)
     r_loops = sch.get_loops(block)[len(outer): len(outer) + len(kinds) - n_s]
-    kb = _k_block(_extent(sch, r_loops[-1]) or 0, u * v, red) if n_s == 4 else 0
+    kb = k_block(_extent(sch, r_loops[-1]) or 0, u * v, red) if n_s == 4 else 0
     if kb:
         r_o, r_i = sch.split(r_loops[-1], factors=[None, kb])
         sch.reorder(*outer[:-1], r_o, outer[-1], *r_loops[:-1], r_i)
         outer, reduction = outer[:-1], r_o
-    tile = sch.fuse(*outer)
-    sch.parallel(tile)
+    fused = sch.fuse(*outer)
+    sch.parallel(fused)
     if after:
-        sch.reverse_compute_at(after[-1], tile, preserve_unit_loops=True)
+        sch.reverse_compute_at(after[-1], fused, preserve_unit_loops=True)
         _vectorize_inner(sch, after[-1], v)
     sch.decompose_reduction(block, reduction)
     return sch
+
+
+def _with_tail(sch: Any, outer: list[Any], after: list[Any], full: int, v: int,
+               n_r: int) -> Any:
+    """A row of `full` whole tiles and a narrower tail: the tile loop w_o (its last tile
+    predicated by the split) is partitioned in two, each part with its own copy of the
+    block, so the predicate folds away in both (a constant per unrolled column). Threads
+    share rows; the epilogue follows each row."""
+    rows = sch.fuse(*outer[:-1])
+    sch.parallel(rows)
+    if after:
+        sch.reverse_compute_at(after[-1], rows, preserve_unit_loops=True)
+        _vectorize_inner(sch, after[-1], v)
+    sch.loop_partition(outer[-1], [full, None])
+    for part in _reduction_blocks(sch, rows):
+        loops = sch.get_loops(part)
+        # the partition's own loops end [w_o, *n_r reduction loops, w_i, c_u, c_v]
+        sch.decompose_reduction(part, loops[len(loops) - 3 - n_r])
+    return sch
+
+
+def _reduction_blocks(sch: Any, loop: Any) -> list[Any]:
+    """Blocks with a reduction iterator under `loop`, searched through nested blocks."""
+    from tvm import tirx
+
+    found, todo = [], list(sch.get_child_blocks(loop))
+    while todo:
+        b = todo.pop(0)
+        if any(iv.iter_type == tirx.IterVar.CommReduce for iv in sch.get(b).iter_vars):
+            found.append(b)
+        else:
+            todo.extend(sch.get_child_blocks(b))
+    return found
 
 
 def elementwise(func: Any, cpu: CpuShape) -> Any | None:

@@ -1,0 +1,134 @@
+"""Which register tile a CPU kernel gets: the target's SIMD shape and the tile's cost.
+
+A tile is w_i output columns x u vectors of v channels (cpu_schedules.py): w_i * u
+accumulators, and per reduction step w_i broadcast inputs and u weight vectors. The choice
+weighs, in order: enough accumulators to hide the FMA latency (4 cycles, 2 pipes: 8); the
+registers the tile keeps live; the tile's weights in L1; loads per FMA ((w_i + u) / (w_i u)).
+Where no tile that divides the row reaches 8 accumulators (13-wide maps: only 1 and 13 divide),
+a row may end in a narrower tail tile (cpu_schedules partitions the row).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+L1_WEIGHTS = 24 * 1024  # bytes of a tile's weights kept in a 32 KiB L1 beside its inputs
+FMA_IN_FLIGHT = 8  # accumulators that hide the FMA latency: 4 cycles x 2 pipes
+TAIL_GAIN = 0.1  # share of busy FMA slots a row's tail tile must add to be worth its code
+
+
+@dataclass(frozen=True)
+class CpuShape:
+    """What a schedule needs to know about the target CPU."""
+
+    lanes: int  # 32-bit lanes per SIMD register
+    registers: int  # SIMD registers usable for accumulators
+    # Where nonzero, a broadcast tile's accumulators, broadcast inputs and weight vectors
+    # together (w_i * u + w_i + u) stay within this many registers; see tile().
+    live: int = 0
+
+
+def cpu_shape(tvm_target: Any) -> CpuShape:
+    """SIMD width and accumulator budget of the target's CPU, from its features.
+
+    Not llvm_get_vector_width: in TVM 0.27 it answers 512 for every x86-64 mcpu (znver3 and
+    haswell included), and tiles sized for 32 zmm registers ran MobileNetV2 1.9x slower than
+    ORT on an AVX2-only Zen 3 (the accumulators spilled to the stack).
+    """
+    from tvm.target.codegen import target_has_features
+
+    triple = str(tvm_target.attrs.get("mtriple", ""))
+    if triple.startswith("x86_64"):
+        bits = (512 if target_has_features("avx512f", tvm_target)
+                else 256 if target_has_features("avx", tvm_target) else 128)
+    else:  # NEON (AArch64, ARMv7), RISC-V without V: 128-bit registers or none
+        bits = 128
+    # AVX-512 and AArch64 have 32 vector registers, AVX2/SSE/ARMv7 16; leave room for operands.
+    wide = bits >= 512 or triple.startswith("aarch64")
+    # AVX2 has no FMA with a broadcast memory operand: each broadcast input takes a register
+    # (LLVM loads all of a step's before its FMAs), and they count against the 16.
+    live = 16 if triple.startswith("x86_64") and not wide else 0
+    return CpuShape(lanes=bits // 32, registers=24 if wide else 12, live=live)
+
+
+def tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
+         tails: bool = False) -> tuple[int, int, int]:
+    """(w_i, v, u): output columns, vector length and vectors per column of one register tile.
+
+    Candidates keep their accumulators (w_i * u) in the register budget and under 1 KiB: TVM
+    keeps only smaller scratch buffers on the stack, where LLVM can promote them to registers;
+    bigger ones become one heap allocation per tile. With `reduction` (the length of a conv's
+    or dense's sum, whose input is broadcast across channels), in order of preference: at
+    least 8 accumulators (fewer, and FMA latency sets the pace); the tile's weights (u * v
+    channels x `reduction`) in L1; among those, the fewest loads per FMA ((w_i + u) loads
+    per w_i * u FMAs); then the most accumulators. Counting accumulators alone gave
+    MobileNetV2's 7x7 160->960 conv a 1 x 240 tile, 150 KiB of weights re-read from L2 for
+    each output column, at half the speed of a 7 x 32 tile. Where no tile's weights fit
+    (ResNet's 3x3 convs) the most accumulators win, as they do without `reduction`
+    (depthwise, pooling: nothing is broadcast).
+
+    With `cpu.live` (AVX2), a broadcast tile also keeps its w_i broadcast inputs and u weight
+    vectors in registers beside the accumulators: past 16, LLVM spills an accumulator to the
+    stack in the inner loop, and an 8 x 1 tile of ResNet-18's 56x56 3x3 conv ran at 70 GFLOP/s
+    where 4 x 2 (8 + 4 + 2 registers) ran at 128; 1 x 8 tiles of its 7x7 convs ran at 50-70
+    where 7 x 1 ran at 140.
+
+    With `tails`, a broadcast tile that need not divide the row is taken where it keeps
+    TAIL_GAIN more of the row's FMA slots busy than the best dividing tile (see _busy):
+    SqueezeNet's 13x13 64->256 3x3 conv went from 26 GFLOP/s (1 x 4) to 120 (2 x 4 and a
+    1 x 4 tail), its 13x13 512->1000 1x1 conv from 26 (1 x 5) to 103 (7 x 1, a 6 x 1 tail).
+    """
+    v = next((n for n in (cpu.lanes, cpu.lanes // 2, 4) if n >= 4 and channels % n == 0), 1)
+
+    def cost(wi: int, u: int) -> tuple[bool, bool, float, int]:
+        if not reduction:
+            return (False, False, 0.0, -wi * u)
+        fits = u * v * reduction * 4 <= L1_WEIGHTS
+        loads = (wi + u) / (wi * u) if fits else 0.0
+        # under 8 accumulators the FMA latency, not the loads, sets the pace
+        return (wi * u < FMA_IN_FLIGHT, not fits, loads, -wi * u)
+
+    def allowed(wi: int, u: int) -> bool:
+        live = reduction and cpu.live and wi * u + wi + u > cpu.live
+        return wi * u * v * 4 < 1024 and not live
+
+    best = (1, v, 1)
+    shapes = [(wi, u) for u in range(1, cpu.registers + 1) if (channels // v) % u == 0
+              for wi in range(min(width, cpu.registers // u), 0, -1) if allowed(wi, u)]
+    for u in sorted({u for _, u in shapes}):
+        wi = next((wi for wi, uu in shapes if uu == u and width % wi == 0), 0)
+        if wi and cost(wi, u) < cost(best[0], best[2]):
+            best = (wi, v, u)
+    if tails and reduction and best[0] * best[2] < FMA_IN_FLIGHT:
+        # A tail costs a second copy of the loop nest and its narrow tile: taken only for a
+        # clear gain. ResNet-18's 7x7 convs keep 7 x 1 (0.875 busy, 146 GFLOP/s): 2 x 4 with a
+        # 1 x 4 tail (0.93) ran at 118, 4 x 2 with a 3 x 2 tail (0.89) at 141.
+        wi, u = min(shapes, key=lambda s: (-round(_busy(width, *s), 6), cost(*s)))
+        if _busy(width, wi, u) >= _busy(width, best[0], best[2]) + TAIL_GAIN:
+            best = (wi, v, u)
+    return best
+
+
+def _busy(width: int, wi: int, u: int) -> float:
+    """The share of FMA issue slots a row of `width` columns keeps busy with w_i x u tiles and
+    a tail tile of the remaining columns, each tile at min(accumulators / 8, 1)."""
+    full, tail = width - width % wi, width % wi
+    return (full * min(wi * u / FMA_IN_FLIGHT, 1.0) + tail * min(tail * u / FMA_IN_FLIGHT, 1.0)) \
+        / width
+
+
+def k_block(c_in: int, tile_channels: int, reduction: int) -> int:
+    """Input channels per reduction block of a 1x1 conv whose tile's weights outgrow L1, or 0.
+
+    With the reduction split and its outer part above the tile loop, one block of the tile's
+    weights stays in L1 for every pixel of a row instead of streaming from L2 per pixel; the
+    accumulators are reloaded once per block. On AVX2 (Zen 3, 12 accumulators: MobileNetV2's
+    14x14 and 7x7 1x1 convs keep 1-2 pixel tiles of 48-96 channels) it took MobileNetV2
+    from 1.13x to 1.01x ORT. Not for k x k convs: ResNet-18 went from 1.79x to 2.12x.
+    """
+    if not reduction or reduction != c_in or tile_channels * reduction * 4 <= L1_WEIGHTS:
+        return 0
+    kb = max((d for d in range(1, c_in) if c_in % d == 0 and d * tile_channels * 4 <= L1_WEIGHTS),
+             default=0)
+    return kb if kb >= 16 else 0
