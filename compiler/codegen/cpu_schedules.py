@@ -194,36 +194,27 @@ def reduction_tile(func: Any, cpu: CpuShape) -> Any | None:
     _pack_weights(sch, func, block, u * v, channels)
     # c_o outermost: consecutive tiles of a thread reuse one slice of the weights from cache.
     outer, reduction = register_tile(sch, block, n_s, wi, u, v)
-    if width % wi:
-        return _with_tail(sch, outer, after, width // wi, v, len(kinds) - n_s)
-    r_loops = sch.get_loops(block)[len(outer): len(outer) + len(kinds) - n_s]
-    kb = k_block(_extent(sch, r_loops[-1]) or 0, u * v, red) if n_s == 4 else 0
+    n_r = len(kinds) - n_s
+    r_loops = sch.get_loops(block)[len(outer): len(outer) + n_r]
+    tail = width % wi  # the row's last tile is narrower (tile(..., tails=True))
+    kb = k_block(_extent(sch, r_loops[-1]) or 0, u * v, red) if n_s == 4 and not tail else 0
     if kb:
         r_o, r_i = sch.split(r_loops[-1], factors=[None, kb])
         sch.reorder(*outer[:-1], r_o, outer[-1], *r_loops[:-1], r_i)
         outer, reduction = outer[:-1], r_o
-    fused = sch.fuse(*outer)
+    # With a tail, threads share rows and w_o stays out of the parallel loop to be partitioned.
+    fused = sch.fuse(*(outer[:-1] if tail else outer))
     sch.parallel(fused)
     if after:
         sch.reverse_compute_at(after[-1], fused, preserve_unit_loops=True)
         _vectorize_inner(sch, after[-1], v)
-    sch.decompose_reduction(block, reduction)
-    return sch
-
-
-def _with_tail(sch: Any, outer: list[Any], after: list[Any], full: int, v: int,
-               n_r: int) -> Any:
-    """A row of `full` whole tiles and a narrower tail: the tile loop w_o (its last tile
-    predicated by the split) is partitioned in two, each part with its own copy of the
-    block, so the predicate folds away in both (a constant per unrolled column). Threads
-    share rows; the epilogue follows each row."""
-    rows = sch.fuse(*outer[:-1])
-    sch.parallel(rows)
-    if after:
-        sch.reverse_compute_at(after[-1], rows, preserve_unit_loops=True)
-        _vectorize_inner(sch, after[-1], v)
-    sch.loop_partition(outer[-1], [full, None])
-    for part in _reduction_blocks(sch, rows):
+    if not tail:
+        sch.decompose_reduction(block, reduction)
+        return sch
+    # w_o's last tile is predicated by the split. Partitioned in two, each part gets its own
+    # copy of the block, and the predicate folds to a constant per unrolled column in both.
+    sch.loop_partition(outer[-1], [width // wi, None])
+    for part in _reduction_blocks(sch, fused):
         loops = sch.get_loops(part)
         # the partition's own loops end [w_o, *n_r reduction loops, w_i, c_u, c_v]
         sch.decompose_reduction(part, loops[len(loops) - 3 - n_r])
