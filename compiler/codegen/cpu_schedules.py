@@ -193,31 +193,55 @@ def reduction_tile(func: Any, cpu: CpuShape) -> Any | None:
     wi, v, u = tile(width, channels, cpu, red, tails=True)
     _pack_weights(sch, func, block, u * v, channels)
     # c_o outermost: consecutive tiles of a thread reuse one slice of the weights from cache.
+    if width % wi:
+        return _row_with_tail(sch, block, (n_s, len(kinds) - n_s), wi, u, v, after)
     outer, reduction = register_tile(sch, block, n_s, wi, u, v)
-    n_r = len(kinds) - n_s
-    r_loops = sch.get_loops(block)[len(outer): len(outer) + n_r]
-    tail = width % wi  # the row's last tile is narrower (tile(..., tails=True))
-    kb = k_block(_extent(sch, r_loops[-1]) or 0, u * v, red) if n_s == 4 and not tail else 0
+    r_loops = sch.get_loops(block)[len(outer): len(outer) + len(kinds) - n_s]
+    kb = k_block(_extent(sch, r_loops[-1]) or 0, u * v, red) if n_s == 4 else 0
     if kb:
         r_o, r_i = sch.split(r_loops[-1], factors=[None, kb])
         sch.reorder(*outer[:-1], r_o, outer[-1], *r_loops[:-1], r_i)
         outer, reduction = outer[:-1], r_o
-    # With a tail, threads share rows and w_o stays out of the parallel loop to be partitioned.
-    fused = sch.fuse(*(outer[:-1] if tail else outer))
+    fused = sch.fuse(*outer)
     sch.parallel(fused)
     if after:
         sch.reverse_compute_at(after[-1], fused, preserve_unit_loops=True)
         _vectorize_inner(sch, after[-1], v)
-    if not tail:
-        sch.decompose_reduction(block, reduction)
-        return sch
-    # w_o's last tile is predicated by the split. Partitioned in two, each part gets its own
-    # copy of the block, and the predicate folds to a constant per unrolled column in both.
-    sch.loop_partition(outer[-1], [width // wi, None])
-    for part in _reduction_blocks(sch, fused):
-        loops = sch.get_loops(part)
-        # the partition's own loops end [w_o, *n_r reduction loops, w_i, c_u, c_v]
-        sch.decompose_reduction(part, loops[len(loops) - 3 - n_r])
+    sch.decompose_reduction(block, reduction)
+    return sch
+
+
+def _row_with_tail(sch: Any, block: Any, n_sr: tuple[int, int], wi: int, u: int, v: int,
+                   after: list[Any]) -> Any:
+    """Register tiles for a row that w_i does not divide (tile(..., tails=True)).
+
+    The row loop is partitioned before it is tiled: whole w_i-wide tiles, then one tail tile
+    as wide as the rest, each part its own copy of the block, so no predicate reaches an
+    inner loop (and FLOP counts stay exact). The channel tile loop c_o stays outermost in
+    the parallel loop (c_o, n, h); the epilogue follows each row.
+    """
+    n_s, n_r = n_sr
+    loops = sch.get_loops(block)
+    loops = loops[len(loops) - n_s - n_r:]
+    width = _extent(sch, loops[n_s - 2]) or 0
+    c_o, _, _ = sch.split(loops[n_s - 1], factors=[None, u, v])
+    sch.reorder(c_o, *loops[: n_s - 1])
+    rows = sch.fuse(c_o, *loops[: n_s - 2])
+    sch.parallel(rows)
+    if after:
+        sch.reverse_compute_at(after[-1], rows, preserve_unit_loops=True)
+        _vectorize_inner(sch, after[-1], v)
+    sch.loop_partition(loops[n_s - 2], [width - width % wi, None])
+    for part in _reduction_blocks(sch, rows):
+        w_i, c_u, c_v, *r = sch.get_loops(part)[-(3 + n_r):]
+        if sch.get(w_i).min.value == 0:  # the whole tiles; the tail starts mid-row, one tile
+            _, w_i = sch.split(w_i, factors=[None, wi])
+        sch.reorder(*r, w_i, c_u, c_v)
+        if v > 1:
+            sch.vectorize(c_v)
+        sch.unroll(c_u)
+        sch.unroll(w_i)
+        sch.decompose_reduction(part, r[0])
     return sch
 
 
