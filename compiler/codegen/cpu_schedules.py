@@ -21,6 +21,7 @@ default schedule.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .cpu_chains import conv_depthwise
@@ -56,10 +57,7 @@ def _vectorize_inner(sch: Any, block: Any, lanes: int) -> None:
 def _pads(block: Any) -> bool:
     """The block writes a bigger buffer than any it reads: padding (a transpose does not)."""
     def size(buf: Any) -> int:
-        n = 1
-        for d in buf.shape:
-            n *= int(d)
-        return n
+        return math.prod(int(d) for d in buf.shape)
 
     return len(block.writes) == 1 and all(
         size(block.writes[0].source) > size(r.source) for r in block.reads)
@@ -144,12 +142,17 @@ def register_tile(sch: Any, block: Any, n_s: int, wi: int, u: int, v: int,
     else:
         c_o, c_u, c_v = sch.split(loops[n_s - 1], factors=[None, u, v])
         outer = [c_o, *loops[: n_s - 2], w_o]
-    sch.reorder(*outer, *loops[n_s:], w_i, c_u, c_v)
+    _order_tile(sch, [*outer, *loops[n_s:]], w_i, c_u, c_v, v)
+    return outer, loops[n_s]
+
+
+def _order_tile(sch: Any, above: list[Any], w_i: Any, c_u: Any, c_v: Any, v: int) -> None:
+    """`above` loops, then the register tile: w_i and c_u unrolled, c_v vectorized."""
+    sch.reorder(*above, w_i, c_u, c_v)
     if v > 1:
         sch.vectorize(c_v)
     sch.unroll(c_u)
     sch.unroll(w_i)
-    return outer, loops[n_s]
 
 
 def reduction_tile(func: Any, cpu: CpuShape) -> Any | None:
@@ -192,9 +195,10 @@ def reduction_tile(func: Any, cpu: CpuShape) -> Any | None:
         return None
     wi, v, u = tile(width, channels, cpu, red, tails=True)
     _pack_weights(sch, func, block, u * v, channels)
-    # c_o outermost: consecutive tiles of a thread reuse one slice of the weights from cache.
     if width % wi:
-        return _row_with_tail(sch, block, (n_s, len(kinds) - n_s), wi, u, v, after)
+        return _row_with_tail(sch, block, n_s, len(kinds) - n_s, width - width % wi, (wi, u, v),
+                              after)
+    # c_o outermost: consecutive tiles of a thread reuse one slice of the weights from cache.
     outer, reduction = register_tile(sch, block, n_s, wi, u, v)
     r_loops = sch.get_loops(block)[len(outer): len(outer) + len(kinds) - n_s]
     kb = k_block(_extent(sch, r_loops[-1]) or 0, u * v, red) if n_s == 4 else 0
@@ -211,19 +215,18 @@ def reduction_tile(func: Any, cpu: CpuShape) -> Any | None:
     return sch
 
 
-def _row_with_tail(sch: Any, block: Any, n_sr: tuple[int, int], wi: int, u: int, v: int,
-                   after: list[Any]) -> Any:
+def _row_with_tail(sch: Any, block: Any, n_s: int, n_r: int, full: int,
+                   wi_u_v: tuple[int, int, int], after: list[Any]) -> Any:
     """Register tiles for a row that w_i does not divide (tile(..., tails=True)).
 
-    The row loop is partitioned before it is tiled: whole w_i-wide tiles, then one tail tile
-    as wide as the rest, each part its own copy of the block, so no predicate reaches an
-    inner loop (and FLOP counts stay exact). The channel tile loop c_o stays outermost in
-    the parallel loop (c_o, n, h); the epilogue follows each row.
+    The row loop is partitioned before it is tiled: `full` columns of whole w_i-wide tiles,
+    then one tail tile as wide as the rest, each part its own copy of the block, so no
+    predicate reaches an inner loop (and FLOP counts stay exact). The channel tile loop c_o
+    stays outermost in the parallel loop (c_o, n, h); the epilogue follows each row.
     """
-    n_s, n_r = n_sr
+    wi, u, v = wi_u_v
     loops = sch.get_loops(block)
     loops = loops[len(loops) - n_s - n_r:]
-    width = _extent(sch, loops[n_s - 2]) or 0
     c_o, _, _ = sch.split(loops[n_s - 1], factors=[None, u, v])
     sch.reorder(c_o, *loops[: n_s - 1])
     rows = sch.fuse(c_o, *loops[: n_s - 2])
@@ -231,16 +234,12 @@ def _row_with_tail(sch: Any, block: Any, n_sr: tuple[int, int], wi: int, u: int,
     if after:
         sch.reverse_compute_at(after[-1], rows, preserve_unit_loops=True)
         _vectorize_inner(sch, after[-1], v)
-    sch.loop_partition(loops[n_s - 2], [width - width % wi, None])
+    sch.loop_partition(loops[n_s - 2], [full, None])
     for part in _reduction_blocks(sch, rows):
         w_i, c_u, c_v, *r = sch.get_loops(part)[-(3 + n_r):]
         if sch.get(w_i).min.value == 0:  # the whole tiles; the tail starts mid-row, one tile
             _, w_i = sch.split(w_i, factors=[None, wi])
-        sch.reorder(*r, w_i, c_u, c_v)
-        if v > 1:
-            sch.vectorize(c_v)
-        sch.unroll(c_u)
-        sch.unroll(w_i)
+        _order_tile(sch, r, w_i, c_u, c_v, v)
         sch.decompose_reduction(part, r[0])
     return sch
 
