@@ -222,24 +222,45 @@ def test_row_tail_only_where_no_dividing_tile_hides_the_fma_latency(width, chann
     # enough accumulators in a dividing tile: no tail (ResNet-18's 7-wide 3x3 convs keep 7 x 1)
     assert tile(7, 512, AVX2, reduction=4608, tails=True)[0::2] == (7, 1)
     assert tile(14, 256, AVX2, reduction=2304, tails=True)[0] in (1, 2, 7, 14)
+    # over the 49 pixels of a 7x7 map a tail pays; 4 x 2 keeps its weights (295 KiB) in L2
+    # where 2 x 4 (busier by a tail of 1 x 4, not 1 x 2) would stream 590 KiB per tile
+    assert tile(49, 512, AVX2, reduction=4608, tails=True)[0::2] == (4, 2)
     # AVX-512's 24 accumulators: a dividing tile always reaches 8 here, so nothing changes
     avx512 = CpuShape(lanes=16, registers=24)
     assert tile(width, channels, avx512, reduction=reduction, tails=True) == \
         tile(width, channels, avx512, reduction=reduction)
 
 
-@pytest.mark.parametrize("hw, cin, cout, k, stride", [
-    (13, 64, 256, 3, 1), (13, 32, 40, 1, 1), (25, 16, 64, 3, 2), (27, 8, 32, 3, 1)])
-@pytest.mark.parametrize("residual", [False, True])
-def test_row_tail_matches_onnxruntime(monkeypatch, hw, cin, cout, k, stride, residual):
-    """Convs on odd-width maps (SqueezeNet's 13, 27, 55) with an AVX2 tile that leaves a tail:
-    both copies of the loop nest and the epilogue (bias, ReLU, a residual add) are exact."""
+@pytest.mark.parametrize("hw, cin, cout, k, stride, residual, walk", [
+    (27, 8, 32, 3, 1, True, "rows, a tail each"),  # one channel tile: rows stay parallel
+    (13, 32, 40, 1, 1, False, "rows, a tail each"),
+    (13, 64, 256, 3, 1, True, "map, one tail"),  # SqueezeNet: the tail once, not per row
+    (25, 16, 64, 3, 2, False, "rows, a tail each"),  # two channel tiles: too few for a map
+    (7, 256, 256, 3, 1, True, "map, one tail"),  # ResNet's 7x7: 2 x 4 and 1 x 4, not 7 x 1
+    (14, 128, 256, 3, 2, False, "map, one tail"),
+    (14, 128, 128, 3, 1, False, "map"),  # 4 x 2 divides 196 pixels, not a 14-wide row
+    (56, 16, 16, 3, 1, True, "rows"),  # 4 x 2 divides the row: nothing to gain
+])
+def test_pixel_walks_match_onnxruntime(monkeypatch, hw, cin, cout, k, stride, residual, walk):
+    """Convs whose AVX2 tile does not divide a row (SqueezeNet's 13-, 27-, 55-wide maps,
+    ResNet's 7 and 14): whole tiles then one tail per row, or the map walked as one pixel loop
+    with or without a tail. Every copy of the loop nest and the epilogue (bias, ReLU, a
+    residual add) are exact."""
     from edgec.compiler.codegen import cpu_schedules
 
-    out = (hw + 2 * (k // 2) - k) // stride + 1
-    wi, _, _ = tile(out, cout, AVX2, reduction=cin * k * k, tails=True)
-    assert out % wi, wi  # the case under test: a row with a tail
     monkeypatch.setattr(cpu_schedules, "cpu_shape", lambda _target: AVX2)
+    taken = []
+
+    def spy(name, real):
+        def wrapped(*args, **kwargs):
+            result = real(*args, **kwargs)
+            taken.append(name if name == "tail" or result else "")
+            return result
+        monkeypatch.setattr(cpu_schedules, real.__name__, wrapped)
+
+    spy("map", cpu_schedules.whole_map)
+    spy("tail", cpu_schedules.row_with_tail)
+    out = (hw + 2 * (k // 2) - k) // stride + 1
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[k, k],
                               strides=[stride] * 2, pads=[k // 2] * 4)]
     inits = [_const("w", (cout, cin, k, k)), _const("b", (cout,))]
@@ -250,6 +271,9 @@ def test_row_tail_matches_onnxruntime(monkeypatch, hw, cin, cout, k, stride, res
     kernels = build_and_check(tiny_model(nodes, [1, cin, hw, hw], inits)).kernels
     assert [how for name, how in kernels.items() if "conv2d" in name] == ["reduction_tile"], \
         kernels
+    taken = set(taken) - {""}  # the rule may run more than once on a kernel
+    assert {"rows": set(), "rows, a tail each": {"tail"}, "map": {"map"},
+            "map, one tail": {"map", "tail"}}[walk] == taken
 
 
 @pytest.mark.parametrize("cin, copied", [(3, False), (8, True)])

@@ -14,9 +14,10 @@ in the weights. Conv (k x k and 1 x 1), depthwise/grouped conv, dense (out[0, j]
 The tile is c_i = v * u lanes (v: the target's vector length in floats, u: vectors per row) by
 w_i output columns, with u * w_i accumulators kept under the register file's size (cpu_tiles.py
 chooses it). u * v divides the channels; w_i divides the row, or the row ends in one narrower
-tail tile whose loop nest is a separate copy, so no predicate reaches an inner loop. Elementwise
-kernels get fused, parallel, vectorized loops. A kernel that matches no rule keeps TVM's
-default schedule.
+tail tile whose loop nest is a separate copy, so no predicate reaches an inner loop. Where a
+tile over the whole map beats the row's, a conv's h and w are one pixel loop (cpu_pixels.py).
+Elementwise kernels get fused, parallel, vectorized loops. A kernel that matches no rule keeps
+TVM's default schedule.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import math
 from typing import Any
 
 from .cpu_chains import conv_depthwise
+from .cpu_pixels import row_with_tail, whole_map
 from .cpu_tiles import CpuShape, cpu_shape, k_block, tile
 
 PAD_COPY_MIN = 64  # a conv's reduction length from which its padded input is copied once
@@ -194,13 +196,18 @@ def reduction_tile(func: Any, cpu: CpuShape) -> Any | None:
     if width is None or channels is None:
         return None
     wi, v, u = tile(width, channels, cpu, red, tails=True)
+    n_r = len(kinds) - n_s
+    if n_s == 4 and red and not k_block(_extent(sch, loops[-1]) or 0, u * v, red):
+        flat = whole_map(sch, block, after, (_extent(sch, loops[1]) or 0, width), channels,
+                         (wi, v, u), cpu, red)
+        if flat:
+            n_s, width, (wi, v, u) = 3, flat[0], flat[1]
     _pack_weights(sch, func, block, u * v, channels)
     if width % wi:
-        return _row_with_tail(sch, block, n_s, len(kinds) - n_s, width - width % wi, (wi, u, v),
-                              after)
+        return row_with_tail(sch, block, n_s, n_r, width - width % wi, (wi, u, v), after)
     # c_o outermost: consecutive tiles of a thread reuse one slice of the weights from cache.
     outer, reduction = register_tile(sch, block, n_s, wi, u, v)
-    r_loops = sch.get_loops(block)[len(outer): len(outer) + len(kinds) - n_s]
+    r_loops = sch.get_loops(block)[len(outer): len(outer) + n_r]
     kb = k_block(_extent(sch, r_loops[-1]) or 0, u * v, red) if n_s == 4 else 0
     if kb:
         r_o, r_i = sch.split(r_loops[-1], factors=[None, kb])
@@ -213,49 +220,6 @@ def reduction_tile(func: Any, cpu: CpuShape) -> Any | None:
         _vectorize_inner(sch, after[-1], v)
     sch.decompose_reduction(block, reduction)
     return sch
-
-
-def _row_with_tail(sch: Any, block: Any, n_s: int, n_r: int, full: int,
-                   wi_u_v: tuple[int, int, int], after: list[Any]) -> Any:
-    """Register tiles for a row that w_i does not divide (tile(..., tails=True)).
-
-    The row loop is partitioned before it is tiled: `full` columns of whole w_i-wide tiles,
-    then one tail tile as wide as the rest, each part its own copy of the block, so no
-    predicate reaches an inner loop (and FLOP counts stay exact). The channel tile loop c_o
-    stays outermost in the parallel loop (c_o, n, h); the epilogue follows each row.
-    """
-    wi, u, v = wi_u_v
-    loops = sch.get_loops(block)
-    loops = loops[len(loops) - n_s - n_r:]
-    c_o, _, _ = sch.split(loops[n_s - 1], factors=[None, u, v])
-    sch.reorder(c_o, *loops[: n_s - 1])
-    rows = sch.fuse(c_o, *loops[: n_s - 2])
-    sch.parallel(rows)
-    if after:
-        sch.reverse_compute_at(after[-1], rows, preserve_unit_loops=True)
-        _vectorize_inner(sch, after[-1], v)
-    sch.loop_partition(loops[n_s - 2], [full, None])
-    for part in _reduction_blocks(sch, rows):
-        w_i, c_u, c_v, *r = sch.get_loops(part)[-(3 + n_r):]
-        if sch.get(w_i).min.value == 0:  # the whole tiles; the tail starts mid-row, one tile
-            _, w_i = sch.split(w_i, factors=[None, wi])
-        _order_tile(sch, r, w_i, c_u, c_v, v)
-        sch.decompose_reduction(part, r[0])
-    return sch
-
-
-def _reduction_blocks(sch: Any, loop: Any) -> list[Any]:
-    """Blocks with a reduction iterator under `loop`, searched through nested blocks."""
-    from tvm import tirx
-
-    found, todo = [], list(sch.get_child_blocks(loop))
-    while todo:
-        b = todo.pop(0)
-        if any(iv.iter_type == tirx.IterVar.CommReduce for iv in sch.get(b).iter_vars):
-            found.append(b)
-        else:
-            todo.extend(sch.get_child_blocks(b))
-    return found
 
 
 def elementwise(func: Any, cpu: CpuShape) -> Any | None:

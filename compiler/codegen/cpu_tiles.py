@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 L1_WEIGHTS = 24 * 1024  # bytes of a tile's weights kept in a 32 KiB L1 beside its inputs
+L2_WEIGHTS = 384 * 1024  # ... and in a 512 KiB L2, where the next tiles of a row re-read them
 FMA_IN_FLIGHT = 8  # accumulators that hide the FMA latency: 4 cycles x 2 pipes
 TAIL_GAIN = 0.1  # share of busy FMA slots a row's tail tile must add to be worth its code
 
@@ -75,7 +76,7 @@ def tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
     where 7 x 1 ran at 140.
 
     With `tails`, a broadcast tile that need not divide the row is taken where it keeps
-    TAIL_GAIN more of the row's FMA slots busy than the best dividing tile (see _busy):
+    TAIL_GAIN more of the row's FMA slots busy than the best dividing tile (see busy):
     SqueezeNet's 13x13 64->256 3x3 conv went from 26 GFLOP/s (1 x 4) to 120 (2 x 4 and a
     1 x 4 tail), its 13x13 512->1000 1x1 conv from 26 (1 x 5) to 103 (7 x 1, a 6 x 1 tail).
     """
@@ -102,15 +103,17 @@ def tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
             best = (wi, v, u)
     if tails and reduction and best[0] * best[2] < FMA_IN_FLIGHT:
         # A tail costs a second copy of the loop nest and its narrow tile: taken only for a
-        # clear gain. ResNet-18's 7x7 convs keep 7 x 1 (0.875 busy, 146 GFLOP/s): 2 x 4 with a
-        # 1 x 4 tail (0.93) ran at 118, 4 x 2 with a 3 x 2 tail (0.89) at 141.
-        wi, u = min(shapes, key=lambda s: (-round(_busy(width, *s), 6), cost(*s)))
-        if _busy(width, wi, u) >= _busy(width, best[0], best[2]) + TAIL_GAIN:
+        # clear gain. ResNet-18's 7x7 convs keep 7 x 1 per row (0.875 busy, 146 GFLOP/s):
+        # 2 x 4 with a 1 x 4 tail (0.93) ran at 118, 4 x 2 with a 3 x 2 tail (0.89) at 141.
+        # Tiles whose weights stay in L2 first: 2 x 4 there is 590 KiB of weights per tile.
+        wi, u = min(shapes, key=lambda s: (s[1] * v * reduction * 4 > L2_WEIGHTS,
+                                           -round(busy(width, *s), 6), cost(*s)))
+        if busy(width, wi, u) >= busy(width, best[0], best[2]) + TAIL_GAIN:
             best = (wi, v, u)
     return best
 
 
-def _busy(width: int, wi: int, u: int) -> float:
+def busy(width: int, wi: int, u: int) -> float:
     """The share of FMA issue slots a row of `width` columns keeps busy with w_i x u tiles and
     a tail tile of the remaining columns, each tile at min(accumulators / 8, 1)."""
     full, tail = width - width % wi, width % wi
