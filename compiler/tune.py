@@ -116,6 +116,12 @@ def _records(db: Any, mod: Any) -> list[Any]:
     return list(db.get_top_k(db.commit_workload(mod), 1 << 20))
 
 
+def _best_other(db: Any, mod: Any, rule: Any) -> Any | None:
+    """The kernel's best record, unless it is the rule's own schedule (timed again)."""
+    recs = _records(db, mod)
+    return recs[0] if recs and str(recs[0].trace) != str(rule.trace) else None
+
+
 def _mean(run_secs: Any) -> float:
     return float(sum(float(s) for s in run_secs) / len(run_secs))
 
@@ -141,11 +147,11 @@ def _rematch(db: Any, mod: Any, rule: Any, target: Any, builder: Any, runner: An
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
-    recs = _records(db, mod)
-    if not recs or str(recs[0].trace) == str(rule.trace):
+    found = _best_other(db, mod, rule)
+    if found is None:
         return
     best = s_tir.Schedule(mod)
-    recs[0].trace.apply_to_schedule(best, remove_postproc=False)
+    found.trace.apply_to_schedule(best, remove_postproc=False)
     for sch, secs in zip((rule, best), _measure([rule, best], target, builder, runner)):
         if secs is not None:
             db.commit_tuning_record(ms.database.TuningRecord(
@@ -272,8 +278,13 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
         ran = max(1, rep.trials - before)
         per_trial = (time.perf_counter() - t0) / ran
         budget -= ran
+        # the search may time the rule's own schedule again, faster than its baseline read:
+        # that is no new schedule, and the in-model check will have nothing to time
+        own = rep.best_us < rep.baseline_us and rep.name in rules \
+            and _best_other(db, task.dispatched[0], rules[rep.name]) is None
         progress(f"[{i}/{len(order)}] {rep.name}: {rep.baseline_us:.1f} -> {rep.best_us:.1f} us "
-                 f"x{rep.calls} ({rep.trials} trials); model estimate {report.estimate_ms():.2f} ms"
+                 f"x{rep.calls}{' (the rule, timed again)' if own else ''} ({rep.trials} trials);"
+                 f" model estimate {report.estimate_ms():.2f} ms"
                  f"; {time.perf_counter() - started:.0f} s")
         if time.perf_counter() >= deadline:
             break
@@ -281,9 +292,8 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
     keys = [record_key(db, task.dispatched[0], tvm_target) for task in tasks]
     if check_in_model:
         # only records other than the rule's own: a replay of the rule lowers to its code
-        searched = {key for task, key in zip(tasks, keys)
-                    if task.task_name in rules and (recs := _records(db, task.dispatched[0]))
-                    and str(recs[0].trace) != str(rules[task.task_name].trace)}
+        searched = {key for task, key in zip(tasks, keys) if task.task_name in rules
+                    and _best_other(db, task.dispatched[0], rules[task.task_name]) is not None}
         in_model.check(model, tgt, front.input_shapes, folder, db, searched - {None},
                        progress=progress)
     else:

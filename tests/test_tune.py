@@ -103,3 +103,36 @@ def test_tune_cli_errors(cli, small):
     assert code == 2 and err.count("\n") == 1 and "--tracker" in err
     code, _, err = cli("tune", str(small), "--time", "ten minutes")
     assert code == 2 and "bad --time" in err
+
+
+def test_best_other_tells_the_rule_timed_again_from_a_new_schedule():
+    """A search that times the rule's own schedule again (faster than its baseline read) has
+    found nothing new: the in-model check and the progress line must not treat it as a win."""
+    import tvm
+    from tvm import s_tir, te
+    from tvm.s_tir import meta_schedule as ms
+
+    from edgec import targets
+    from edgec.compiler.tune import _best_other
+
+    a = te.placeholder((64, 64), name="a")
+    b = te.compute((64, 64), lambda i, j: a[i, j] * 2.0, name="b")
+    mod = tvm.IRModule({"main": te.create_prim_func([a, b])})
+    target = targets.get("host").tvm_target()
+    db = ms.database.MemoryDatabase()
+
+    def record(sch, secs):
+        db.commit_tuning_record(ms.database.TuningRecord(
+            sch.trace, db.commit_workload(mod), [secs], target,
+            ms.arg_info.ArgInfo.from_prim_func(mod["main"])))
+
+    rule = s_tir.Schedule(mod)
+    rule.parallel(rule.get_loops(rule.get_sblock("b"))[0])
+    record(rule, 2e-6)
+    record(rule, 1e-6)  # the same schedule, read faster later
+    assert _best_other(db, mod, rule) is None
+    other = s_tir.Schedule(mod)
+    other.vectorize(other.split(other.get_loops(other.get_sblock("b"))[1], [None, 8])[1])
+    record(other, 0.5e-6)
+    found = _best_other(db, mod, rule)
+    assert found is not None and str(found.trace) == str(other.trace)
