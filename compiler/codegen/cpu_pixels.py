@@ -36,9 +36,11 @@ def whole_map(sch: Any, block: Any, after: list[Any], hw: tuple[int, int], chann
     from tvm.tirx import IndexMap
 
     height, width = hw
+    if not height:
+        return None
     pixels = height * width
     flat = tile(pixels, channels, cpu, reduction, tails=True)
-    if not height or pixels % flat[0] and channels // (flat[1] * flat[2]) < MAP_MIN_TILES:
+    if pixels % flat[0] and channels // (flat[1] * flat[2]) < MAP_MIN_TILES:
         return None
     if flat == row and busy(pixels, flat[0], flat[2]) <= busy(width, row[0], row[2]) + 0.01:
         return None
@@ -62,7 +64,7 @@ def row_with_tail(sch: Any, block: Any, n_s: int, n_r: int, full: int,
     then one tail tile as wide as the rest, each part its own copy of the block, so no
     predicate reaches an inner loop (and FLOP counts stay exact). The channel tile loop c_o
     stays outermost in the parallel loop (c_o, n, h; for a map c_o, n); the epilogue follows
-    each row.
+    each row (or the map).
     """
     from .cpu_schedules import _order_tile, _vectorize_inner
 

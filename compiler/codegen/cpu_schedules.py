@@ -197,7 +197,9 @@ def reduction_tile(func: Any, cpu: CpuShape) -> Any | None:
         return None
     wi, v, u = tile(width, channels, cpu, red, tails=True)
     n_r = len(kinds) - n_s
-    if n_s == 4 and red and not k_block(_extent(sch, loops[-1]) or 0, u * v, red):
+    # a 1x1 conv whose reduction is blocked keeps its rows: the blocks sit above a row's tiles
+    kb = k_block(_extent(sch, loops[-1]) or 0, u * v, red) if n_s == 4 else 0
+    if n_s == 4 and red and not kb:
         flat = whole_map(sch, block, after, (_extent(sch, loops[1]) or 0, width), channels,
                          (wi, v, u), cpu, red)
         if flat:
@@ -207,9 +209,8 @@ def reduction_tile(func: Any, cpu: CpuShape) -> Any | None:
         return row_with_tail(sch, block, n_s, n_r, width - width % wi, (wi, u, v), after)
     # c_o outermost: consecutive tiles of a thread reuse one slice of the weights from cache.
     outer, reduction = register_tile(sch, block, n_s, wi, u, v)
-    r_loops = sch.get_loops(block)[len(outer): len(outer) + n_r]
-    kb = k_block(_extent(sch, r_loops[-1]) or 0, u * v, red) if n_s == 4 else 0
     if kb:
+        r_loops = sch.get_loops(block)[len(outer): len(outer) + n_r]
         r_o, r_i = sch.split(r_loops[-1], factors=[None, kb])
         sch.reorder(*outer[:-1], r_o, outer[-1], *r_loops[:-1], r_i)
         outer, reduction = outer[:-1], r_o
