@@ -1,4 +1,4 @@
-"""`edgec tune`: MetaSchedule search over a model's kernels, kept in a database compile reads.
+"""`edgec tune`: a search over a model's kernels, kept in a database compile reads.
 
     tasks    = the kernels of the `cpu` pipeline (codegen.pipelines.fused), one per distinct
                loop nest, with the number of times the model calls it
@@ -10,6 +10,10 @@
                are kernels of rules whose schedule MetaSchedule's space cannot express (KEEP)
     trials   = the budget split by share (at least one batch each), biggest share first;
                what a task's space could not use goes to the next
+    knobs    = a task's trials go first to its rule's own schedule with other tiles and pixel
+               walks than its cost model picks (codegen/cpu_knobs.py), best-ranked first;
+               MetaSchedule's search gets the rest. Its candidates had not beaten the rules on
+               AVX2; a rule's second-ranked tile can.
     rematch  = after a task's search, its best candidate and the rule's schedule are timed
                again side by side and both times committed (a busy machine during the
                baseline's single timing had let slower candidates win)
@@ -34,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EdgecError
-from .tuning_db import db_folder, default_db_root, open_db
+from .tuning import measure
+from .tuning_db import best_other, commit, db_folder, default_db_root, mean_secs, open_db, records
 
 BATCH = 16
 MIN_SHARE = 0.01
@@ -73,29 +78,6 @@ class TuneReport:
         return sum((t.used_us if best else t.baseline_us) * t.calls for t in self.tasks) / 1e3
 
 
-def _measure(schs: list[Any], target: Any, builder: Any, runner: Any) -> list[float | None]:
-    """Mean seconds of each schedule, built and run as one batch (worker pools start once)."""
-    from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
-
-    built = builder.build([ms.builder.BuilderInput(s.mod, target) for s in schs])
-    device = "cpu" if target.kind.name == "llvm" else target.kind.name
-    ok = [(i, b) for i, b in enumerate(built) if not b.error_msg]
-    # Arguments as the built kernel takes them: repacked weights (cpu_schedules._pack_weights)
-    # arrive in their packed shape, the repacking itself being folded at compile time.
-    unpacked = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)
-    futures = runner.run([ms.runner.RunnerInput(
-        b.artifact_path, device, ms.arg_info.ArgInfo.from_prim_func(unpacked(schs[i].mod)["main"]))
-        for i, b in ok])
-    out: list[float | None] = [None] * len(schs)
-    for (i, b), fut in zip(ok, futures):
-        res = fut.result()
-        ms.utils.remove_build_dir(b.artifact_path)
-        if not res.error_msg and res.run_secs:
-            out[i] = _mean(res.run_secs)
-    return out
-
-
 def _space() -> Any:
     """MetaSchedule's CPU search space without its RewriteLayout postprocessor.
 
@@ -110,27 +92,11 @@ def _space() -> Any:
                                              mutator_probs="llvm")
 
 
-def _records(db: Any, mod: Any) -> list[Any]:
-    if not db.has_workload(mod):
-        return []
-    return list(db.get_top_k(db.commit_workload(mod), 1 << 20))
-
-
-def _best_other(db: Any, mod: Any, rule: Any) -> Any | None:
-    """The kernel's best record, unless it is the rule's own schedule (timed again)."""
-    recs = _records(db, mod)
-    return recs[0] if recs and str(recs[0].trace) != str(rule.trace) else None
-
-
-def _mean(run_secs: Any) -> float:
-    return float(sum(float(s) for s in run_secs) / len(run_secs))
-
-
 def _refresh(rep: TaskReport, db: Any, mod: Any) -> None:
     """Best time and trial count (schedules tried besides the baseline) of a kernel from its
     records; a schedule timed again (_rematch) counts once."""
-    recs = _records(db, mod)
-    secs = [_mean(r.run_secs) for r in recs if r.run_secs]
+    recs = records(db, mod)
+    secs = [mean_secs(r.run_secs) for r in recs if r.run_secs]
     rep.best_us = min(secs) * 1e6 if secs else float("inf")
     rep.trials = max(0, len({str(r.trace) for r in recs}) - 1)
 
@@ -145,26 +111,38 @@ def _rematch(db: Any, mod: Any, rule: Any, target: Any, builder: Any, runner: An
     slower than without them.
     """
     from tvm import s_tir
-    from tvm.s_tir import meta_schedule as ms
 
-    found = _best_other(db, mod, rule)
+    found = best_other(db, mod, rule)
     if found is None:
         return
     best = s_tir.Schedule(mod)
     found.trace.apply_to_schedule(best, remove_postproc=False)
-    for sch, secs in zip((rule, best), _measure([rule, best], target, builder, runner)):
+    for sch, secs in zip((rule, best), measure([rule, best], target, builder, runner)):
         if secs is not None:
-            db.commit_tuning_record(ms.database.TuningRecord(
-                sch.trace, db.commit_workload(mod), [secs], target,
-                ms.arg_info.ArgInfo.from_prim_func(mod["main"])))
+            commit(db, mod, sch, secs, target)
+
+
+def _try_knobs(db: Any, mod: Any, cpu: Any, limit: int, target: Any, builder: Any,
+               runner: Any) -> int:
+    """Time up to `limit` of the rule's variants (codegen/cpu_knobs.py) that the database has
+    not seen, best-ranked first, and commit them; returns how many were tried."""
+    from .codegen.cpu_knobs import variants
+
+    seen = {str(r.trace) for r in records(db, mod)}
+    todo = [sch for _, sch in variants(mod["main"], cpu) if str(sch.trace) not in seen][:limit]
+    for sch, secs in zip(todo, measure(todo, target, builder, runner) if todo else []):
+        if secs is not None:
+            commit(db, mod, sch, secs, target)
+    return len(todo)
 
 
 def tune(model_path: str | Path, *, target: str = "host", trials: int | None = None,
          seconds: float | None = None, db_root: str | Path | None = None,
          input_shapes: dict[str, list[int]] | None = None, cc: str | None = None,
-         tracker: str | None = None, key: str | None = None,
+         tracker: str | None = None, key: str | None = None, knobs: bool = True,
          progress: Callable[[str], None] = print) -> TuneReport:
-    """Tune `model_path`'s kernels for `target` until `trials` or `seconds` run out."""
+    """Tune `model_path`'s kernels for `target` until `trials` or `seconds` run out; with
+    `knobs`, each kernel's rule variants are timed before MetaSchedule's candidates."""
     from tvm.s_tir import meta_schedule as ms
 
     from edgec import targets
@@ -206,7 +184,7 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
     cpu = cpu_shape(tvm_target)
     progress(f"{len(tasks)} kernels; database {folder}")
 
-    fresh, rules = [], {}
+    fresh, rules, tiled = [], {}, set()
     for task in tasks:
         rep = TaskReport(task.task_name, int(task.weight), float("inf"), float("inf"), 0)
         report.tasks.append(rep)
@@ -214,16 +192,15 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
         rep.skipped = KEEP.get(found[0], "") if found else ""
         if found is not None:
             rules[rep.name] = found[1]
-            if not _records(db, task.dispatched[0]):
+            if found[0] == "reduction_tile":
+                tiled.add(rep.name)
+            if not records(db, task.dispatched[0]):
                 fresh.append((task, found[1]))
     if fresh:
         progress(f"measuring edgec's own schedule of {len(fresh)} kernels (the baseline)")
-        for (task, sch), secs in zip(fresh, _measure([s for _, s in fresh], tvm_target, bld,
-                                                      run)):
+        for (task, sch), secs in zip(fresh, measure([s for _, s in fresh], tvm_target, bld, run)):
             if secs is not None:
-                db.commit_tuning_record(ms.database.TuningRecord(
-                    sch.trace, db.commit_workload(task.dispatched[0]), [secs], tvm_target,
-                    ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])))
+                commit(db, task.dispatched[0], sch, secs, tvm_target)
     for task, rep in zip(tasks, report.tasks):
         _refresh(rep, db, task.dispatched[0])
         rep.baseline_us = rep.best_us
@@ -243,57 +220,67 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
     order = sorted(zip(tasks, report.tasks), key=lambda p: -p[1].share)
     searched = sum(t.share for t in report.tasks if not t.skipped) or 1.0
     per_trial = None
-    for i, (task, rep) in enumerate(order, 1):
-        if rep.skipped:
-            continue
-        if rep.share < MIN_SHARE and rep.baseline_us < float("inf"):
-            rep.skipped = f"{rep.share:.1%} of latency"
-            continue
-        share = max(rep.share, MIN_SHARE) / searched  # of the kernels searched
-        want = max(BATCH, int(round(total * share / BATCH)) * BATCH)
-        todo = want - rep.trials
-        if per_trial and deadline < float("inf"):
-            todo = min(todo, int((deadline - time.perf_counter()) / per_trial) // 8 * 8)
-        if todo <= 0:
-            rep.skipped = rep.skipped or ("done earlier" if rep.trials >= want else "out of time")
-            continue
-        todo = min(todo, budget)
-        if todo <= 0:
-            rep.skipped = "out of trials"
-            continue
-        # MetaSchedule sets its console handler to its logger's level, then sets that level
-        # to DEBUG: reset it before every call to keep its tables off the progress display.
-        logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-        t0 = time.perf_counter()
-        ctxs, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            [task], work_dir=str(folder / "work"), space=_space())
-        ms.tune_tasks(tasks=ctxs, task_weights=[1.0], work_dir=str(folder / "work"),
-                      max_trials_global=todo, num_trials_per_iter=min(BATCH, todo),
-                      builder=bld, runner=run, database=db)
-        before = rep.trials
-        if rep.name in rules:
-            _rematch(db, task.dispatched[0], rules[rep.name], tvm_target, bld, run)
-        _refresh(rep, db, task.dispatched[0])
-        # a small space (a transpose) runs out of candidates early: its unused trials go on
-        ran = max(1, rep.trials - before)
-        per_trial = (time.perf_counter() - t0) / ran
-        budget -= ran
-        # the search may time the rule's own schedule again, faster than its baseline read:
-        # that is no new schedule, and the in-model check will have nothing to time
-        own = rep.best_us < rep.baseline_us and rep.name in rules \
-            and _best_other(db, task.dispatched[0], rules[rep.name]) is None
-        progress(f"[{i}/{len(order)}] {rep.name}: {rep.baseline_us:.1f} -> {rep.best_us:.1f} us "
-                 f"x{rep.calls}{' (the rule, timed again)' if own else ''} ({rep.trials} trials);"
-                 f" model estimate {report.estimate_ms():.2f} ms"
-                 f"; {time.perf_counter() - started:.0f} s")
-        if time.perf_counter() >= deadline:
-            break
+    phases = ["knobs", "search"] if knobs else ["search"]
+    for phase in phases:
+        last = phase == phases[-1]
+        for i, (task, rep) in enumerate(order, 1):
+            if rep.skipped or (phase == "knobs" and rep.name not in tiled):
+                continue
+            if rep.share < MIN_SHARE and rep.baseline_us < float("inf"):
+                rep.skipped = f"{rep.share:.1%} of latency"
+                continue
+            share = max(rep.share, MIN_SHARE) / searched  # of the kernels searched
+            want = max(BATCH, int(round(total * share / BATCH)) * BATCH)
+            todo = want - rep.trials
+            if per_trial and deadline < float("inf"):
+                todo = min(todo, int((deadline - time.perf_counter()) / per_trial) // 8 * 8)
+            if todo <= 0:
+                if last:
+                    rep.skipped = rep.skipped or ("done earlier" if rep.trials >= want
+                                                  else "out of time")
+                continue
+            todo = min(todo, budget)
+            if todo <= 0:
+                rep.skipped = "out of trials" if last else ""
+                continue
+            # MetaSchedule sets its console handler to its logger's level, then sets that level
+            # to DEBUG: reset it before every call to keep its tables off the progress display.
+            logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+            t0 = time.perf_counter()
+            before = rep.trials
+            if phase == "knobs":
+                if not _try_knobs(db, task.dispatched[0], cpu, todo, tvm_target, bld, run):
+                    continue  # none left to try
+            else:
+                ctxs, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                    [task], work_dir=str(folder / "work"), space=_space())
+                ms.tune_tasks(tasks=ctxs, task_weights=[1.0], work_dir=str(folder / "work"),
+                              max_trials_global=todo, num_trials_per_iter=min(BATCH, todo),
+                              builder=bld, runner=run, database=db)
+            if rep.name in rules:
+                _rematch(db, task.dispatched[0], rules[rep.name], tvm_target, bld, run)
+            _refresh(rep, db, task.dispatched[0])
+            # a small space (a transpose) runs out of candidates early: its unused trials go on
+            ran = max(1, rep.trials - before)
+            per_trial = (time.perf_counter() - t0) / ran
+            budget -= ran
+            # the search may time the rule's own schedule again, faster than its baseline
+            # read: no new schedule, and the in-model check will have nothing to time
+            own = rep.best_us < rep.baseline_us and rep.name in rules \
+                and best_other(db, task.dispatched[0], rules[rep.name]) is None
+            progress(f"[{i}/{len(order)}] {rep.name}: {rep.baseline_us:.1f} -> "
+                     f"{rep.best_us:.1f} us x{rep.calls}"
+                     f"{' (the rule, timed again)' if own else ''} ({rep.trials} trials"
+                     f"{', rule variants' if phase == 'knobs' else ''}); model estimate "
+                     f"{report.estimate_ms():.2f} ms; {time.perf_counter() - started:.0f} s")
+            if time.perf_counter() >= deadline:
+                break
     # each kernel's best record, named once: the check commits nothing to the database
     keys = [record_key(db, task.dispatched[0], tvm_target) for task in tasks]
     if check_in_model:
         # only records other than the rule's own: a replay of the rule lowers to its code
         searched = {key for task, key in zip(tasks, keys) if task.task_name in rules
-                    and _best_other(db, task.dispatched[0], rules[task.task_name]) is not None}
+                    and best_other(db, task.dispatched[0], rules[task.task_name]) is not None}
         in_model.check(model, tgt, front.input_shapes, folder, db, searched - {None},
                        progress=progress)
     else:

@@ -1,5 +1,6 @@
 """MetaSchedule plumbing: a builder that links with the target's compiler, how a candidate is
-timed (evaluator), and runners that time it here or through TVM's RPC tracker.
+timed (evaluator), runners that time it here or through TVM's RPC tracker, and a batch of
+schedules measured with them (measure).
 
 A board joins a farm by running its bundle's rpc.sh (our edgec-rpc-server, no Python)
 against a tracker (`python -m tvm.exec.rpc_tracker --port 9190`); MetaSchedule then asks the
@@ -15,6 +16,8 @@ import tempfile
 from typing import Any
 
 from edgec.targets import Target
+
+from .tuning_db import mean_secs
 
 
 class CrossExport:
@@ -91,3 +94,26 @@ def rpc_runner(*, tracker: str, key: str, session_timeout_s: int = 120,
         ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=key,
                             session_timeout_sec=session_timeout_s),
         evaluator_config=evaluator(repeat=repeat), max_workers=1)
+
+
+def measure(schs: list[Any], target: Any, builder: Any, runner: Any) -> list[float | None]:
+    """Mean seconds of each schedule, built and run as one batch (worker pools start once)."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    built = builder.build([ms.builder.BuilderInput(s.mod, target) for s in schs])
+    device = "cpu" if target.kind.name == "llvm" else target.kind.name
+    ok = [(i, b) for i, b in enumerate(built) if not b.error_msg]
+    # Arguments as the built kernel takes them: repacked weights (cpu_schedules._pack_weights)
+    # arrive in their packed shape, the repacking itself being folded at compile time.
+    unpacked = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)
+    futures = runner.run([ms.runner.RunnerInput(
+        b.artifact_path, device, ms.arg_info.ArgInfo.from_prim_func(unpacked(schs[i].mod)["main"]))
+        for i, b in ok])
+    out: list[float | None] = [None] * len(schs)
+    for (i, b), fut in zip(ok, futures):
+        res = fut.result()
+        ms.utils.remove_build_dir(b.artifact_path)
+        if not res.error_msg and res.run_secs:
+            out[i] = mean_secs(res.run_secs)
+    return out

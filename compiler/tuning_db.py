@@ -49,3 +49,29 @@ def use_database(lowering: Any, folder: Path) -> None:
     lowering.database = open_db(folder)
     if lowering.database is not None:
         lowering.verdicts = {key: v.keep for key, v in in_model.read(folder).items()}
+
+
+def records(db: Any, mod: Any) -> list[Any]:
+    """A kernel's records, best first (none where the database has not seen it)."""
+    if not db.has_workload(mod):
+        return []
+    return list(db.get_top_k(db.commit_workload(mod), 1 << 20))
+
+
+def best_other(db: Any, mod: Any, rule: Any) -> Any | None:
+    """The kernel's best record, unless it is the rule's own schedule (timed again)."""
+    recs = records(db, mod)
+    return recs[0] if recs and str(recs[0].trace) != str(rule.trace) else None
+
+
+def mean_secs(run_secs: Any) -> float:
+    return float(sum(float(s) for s in run_secs) / len(run_secs))
+
+
+def commit(db: Any, mod: Any, sch: Any, secs: float, target: Any) -> None:
+    """Record `sch` (a schedule of kernel `mod`) as measured at `secs`."""
+    from tvm.s_tir import meta_schedule as ms
+
+    db.commit_tuning_record(ms.database.TuningRecord(
+        sch.trace, db.commit_workload(mod), [secs], target,
+        ms.arg_info.ArgInfo.from_prim_func(mod["main"])))

@@ -37,7 +37,8 @@ def _promote(db, secs: float, avoid: frozenset = frozenset()):
 def tuned(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("in_model")
     src = conv_relu_conv(tmp / "small.onnx")
-    tune(src, trials=16, db_root=tmp / "db", progress=lambda _: None)
+    # MetaSchedule's candidates only: test_tune covers the rule variants tried before them
+    tune(src, trials=16, db_root=tmp / "db", knobs=False, progress=lambda _: None)
     folder = db_folder(tmp / "db", targets.get("host"))
     # tune's own check may already have judged the candidates these tests promote, or turned
     # another kernel's record down: the tests start from no verdicts
@@ -45,6 +46,15 @@ def tuned(tmp_path_factory):
     model, front = frontend.load(src)
     model, _ = passes.run_passes(model, passes.select())
     return src, model, front.input_shapes, tmp / "db", folder
+
+
+def test_search_times_candidates_cold(tuned):
+    """MetaSchedule's candidates are timed as the model runs them: 10 single calls, weights
+    flushed before each (tuning.evaluator), not its default 100 ms of back-to-back calls."""
+    folder = tuned[4]
+    run_secs = [json.loads(line)[1][1] for line in
+                (folder / "records.json").read_text().splitlines()]
+    assert 10 in {len(s) for s in run_secs}, run_secs
 
 
 def _key(db, workload):

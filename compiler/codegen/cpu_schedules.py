@@ -27,9 +27,14 @@ from typing import Any
 
 from .cpu_chains import conv_depthwise
 from .cpu_pixels import row_with_tail, whole_map
-from .cpu_tiles import CpuShape, cpu_shape, k_block, tile
+from .cpu_tiles import RULE, CpuShape, Knobs, cpu_shape, k_block, tile
 
 PAD_COPY_MIN = 64  # a conv's reduction length from which its padded input is copied once
+# Pooling (no weights) takes one pixel of up to this many vectors per tile, not tile()'s most
+# accumulators: single-thread, ResNet-18's 3x3/2 max pool over 64 channels ran 271 us with
+# 8 pixels x 1 vector and 71 us with 1 x 8; SqueezeNet's 180 -> 79 us (64 channels) and
+# 75 -> 64 us (128), ShuffleNetV2's (24 channels: 1 x 3) 51 -> 40 us.
+POOL_VECTORS = 8
 
 
 def _extent(sch: Any, loop: Any) -> int | None:
@@ -157,8 +162,10 @@ def _order_tile(sch: Any, above: list[Any], w_i: Any, c_u: Any, c_v: Any, v: int
     sch.unroll(w_i)
 
 
-def reduction_tile(func: Any, cpu: CpuShape) -> Any | None:
-    """Conv, depthwise, dense, pooling: one S..SR..R block with injective prologue/epilogue."""
+def reduction_tile(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
+    """Conv, depthwise, dense, pooling: one S..SR..R block with injective prologue/epilogue.
+
+    `knobs` fix the tile, the pixel walk or the K-blocking instead of the cost model."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)
@@ -196,14 +203,20 @@ def reduction_tile(func: Any, cpu: CpuShape) -> Any | None:
     if width is None or channels is None:
         return None
     wi, v, u = tile(width, channels, cpu, red, tails=True)
+    if not red and len(sch.get(block).reads) == 1:
+        wi, u = 1, max(d for d in range(1, POOL_VECTORS + 1) if (channels // v) % d == 0)
+    if knobs.tile:
+        wi, u = knobs.tile
     n_r = len(kinds) - n_s
     # a 1x1 conv whose reduction is blocked keeps its rows: the blocks sit above a row's tiles
-    kb = k_block(_extent(sch, loops[-1]) or 0, u * v, red) if n_s == 4 else 0
-    if n_s == 4 and red and not kb:
+    kb = k_block(_extent(sch, loops[-1]) or 0, u * v, red) if n_s == 4 and knobs.k_block else 0
+    if n_s == 4 and red and not kb and knobs.walk != "rows":
         flat = whole_map(sch, block, after, (_extent(sch, loops[1]) or 0, width), channels,
-                         (wi, v, u), cpu, red)
+                         (wi, v, u), cpu, red, fixed=knobs.tile if knobs.walk == "map" else None)
         if flat:
             n_s, width, (wi, v, u) = 3, flat[0], flat[1]
+    if wi > width or (knobs.walk == "map" and n_s == 4):
+        return None  # a tile the rows cannot take, or a map that declined its fixed tile
     _pack_weights(sch, func, block, u * v, channels)
     if width % wi:
         return row_with_tail(sch, block, n_s, n_r, width - width % wi, (wi, u, v), after)

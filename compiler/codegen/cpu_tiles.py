@@ -20,6 +20,18 @@ TAIL_GAIN = 0.1  # share of busy FMA slots a row's tail tile must add to be wort
 
 
 @dataclass(frozen=True)
+class Knobs:
+    """Choices a rule otherwise makes by the cost model below, fixed (edgec tune tries them)."""
+
+    tile: tuple[int, int] | None = None  # (w_i, u) register tile
+    walk: str = ""  # "rows", "map" (cpu_pixels.py), or "": the rule's choice
+    k_block: bool = True  # 1x1 convs: block the reduction where k_block() says so
+
+
+RULE = Knobs()
+
+
+@dataclass(frozen=True)
 class CpuShape:
     """What a schedule needs to know about the target CPU."""
 
@@ -80,23 +92,12 @@ def tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
     SqueezeNet's 13x13 64->256 3x3 conv went from 26 GFLOP/s (1 x 4) to 120 (2 x 4 and a
     1 x 4 tail), its 13x13 512->1000 1x1 conv from 26 (1 x 5) to 103 (7 x 1, a 6 x 1 tail).
     """
-    v = next((n for n in (cpu.lanes, cpu.lanes // 2, 4) if n >= 4 and channels % n == 0), 1)
+    v, shapes = candidates(width, channels, cpu, reduction)
 
     def cost(wi: int, u: int) -> tuple[bool, bool, float, int]:
-        if not reduction:
-            return (False, False, 0.0, -wi * u)
-        fits = u * v * reduction * 4 <= L1_WEIGHTS
-        loads = (wi + u) / (wi * u) if fits else 0.0
-        # under 8 accumulators the FMA latency, not the loads, sets the pace
-        return (wi * u < FMA_IN_FLIGHT, not fits, loads, -wi * u)
-
-    def allowed(wi: int, u: int) -> bool:
-        live = reduction and cpu.live and wi * u + wi + u > cpu.live
-        return wi * u * v * 4 < 1024 and not live
+        return tile_cost(wi, u, v, reduction)
 
     best = (1, v, 1)
-    shapes = [(wi, u) for u in range(1, cpu.registers + 1) if (channels // v) % u == 0
-              for wi in range(min(width, cpu.registers // u), 0, -1) if allowed(wi, u)]
     for u in sorted({u for _, u in shapes}):
         wi = next((wi for wi, uu in shapes if uu == u and width % wi == 0), 0)
         if wi and cost(wi, u) < cost(best[0], best[2]):
@@ -111,6 +112,35 @@ def tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
         if busy(width, wi, u) >= busy(width, best[0], best[2]) + TAIL_GAIN:
             best = (wi, v, u)
     return best
+
+
+def candidates(width: int, channels: int, cpu: CpuShape,
+               reduction: int = 0) -> tuple[int, list[tuple[int, int]]]:
+    """(v, [(w_i, u), ...]): the vector length and every register tile the CPU can hold.
+
+    Accumulators (w_i * u) within the register budget and under 1 KiB: TVM keeps only smaller
+    scratch buffers on the stack, where LLVM can promote them to registers. With `cpu.live`
+    and a broadcast input, within `live` registers with their operands (see tile()).
+    """
+    v = next((n for n in (cpu.lanes, cpu.lanes // 2, 4) if n >= 4 and channels % n == 0), 1)
+
+    def allowed(wi: int, u: int) -> bool:
+        live = reduction and cpu.live and wi * u + wi + u > cpu.live
+        return wi * u * v * 4 < 1024 and not live
+
+    return v, [(wi, u) for u in range(1, cpu.registers + 1) if (channels // v) % u == 0
+               for wi in range(min(width, cpu.registers // u), 0, -1) if allowed(wi, u)]
+
+
+def tile_cost(wi: int, u: int, v: int, reduction: int) -> tuple[bool, bool, float, int]:
+    """tile()'s order of preference, lowest first: under 8 accumulators, weights outside L1,
+    loads per FMA, fewer accumulators."""
+    if not reduction:
+        return (False, False, 0.0, -wi * u)
+    fits = u * v * reduction * 4 <= L1_WEIGHTS
+    loads = (wi + u) / (wi * u) if fits else 0.0
+    # under 8 accumulators the FMA latency, not the loads, sets the pace
+    return (wi * u < FMA_IN_FLIGHT, not fits, loads, -wi * u)
 
 
 def busy(width: int, wi: int, u: int) -> float:

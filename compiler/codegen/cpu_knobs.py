@@ -1,0 +1,99 @@
+"""What `edgec tune` varies in edgec's own conv schedule, besides MetaSchedule's search.
+
+reduction_tile (cpu_schedules.py) picks its register tile, its pixel walk (rows, or the whole
+map as one loop: cpu_pixels.py) and a 1x1 conv's K-blocking by a cost model: accumulators
+against FMA latency, weights against L1 and L2, loads per FMA. The model ranks; it does not
+time. Here the best-ranked alternatives to its pick are made, by the same rule with its knobs
+fixed (cpu_tiles.Knobs), for tune to time:
+
+    walks    rows; the map, for an n, h, w, c conv with more than one row
+    tiles    every (w_i, u) the register file holds (cpu_tiles.candidates, without the rule's
+             limit on live registers) with >= MIN_ACCUMULATORS accumulators, ranked per walk by:
+             weights in L2, 8 accumulators, FMA slots kept busy (cpu_tiles.busy, tails
+             included), loads per FMA; the first PER_WALK of each walk
+    K-block  off, for a 1x1 conv whose rule blocks its reduction
+
+A variant whose lowered code is the rule's (or another variant's) is dropped. MetaSchedule's
+space has none of these schedules: its candidates had never beaten the rules on AVX2
+(BENCHMARKS.md), while a tile the model ranks second may win where its estimates are off.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .cpu_pixels import MAP_MIN_TILES
+from .cpu_schedules import reduction_length, reduction_tile, spatial_prefix, top_blocks
+from .cpu_tiles import FMA_IN_FLIGHT, L2_WEIGHTS, CpuShape, Knobs, busy, candidates
+
+PER_WALK = 8
+MIN_ACCUMULATORS = 4
+
+
+def _dims(func: Any) -> tuple[int, int, int, int, int] | None:
+    """(n_s, height, width, channels, reduction) of a kernel's single S..SR..R block."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    reds = [(b, k) for b, k in top_blocks(sch) if set(k) != {"S"}]
+    if len(reds) != 1 or spatial_prefix(reds[0][1]) < 2:
+        return None
+    block, kinds = reds[0]
+    n_s = spatial_prefix(kinds)
+    extents = [int(iv.dom.extent) for iv in sch.get(block).iter_vars]
+    height = extents[1] if n_s == 4 else 1
+    return n_s, height, extents[n_s - 2], extents[n_s - 1], reduction_length(sch, block, n_s)
+
+
+def _rank(length: int, wi: int, u: int, v: int, red: int) -> tuple[Any, ...]:
+    loads = (wi + u) / (wi * u)
+    return (u * v * red * 4 > L2_WEIGHTS, wi * u < FMA_IN_FLIGHT,
+            -round(busy(length, wi, u), 2), loads)
+
+
+def knob_sets(func: Any, cpu: CpuShape) -> list[Knobs]:
+    """The knob settings worth timing for `func`, best-ranked first; [] where reduction_tile
+    does not apply."""
+    dims = _dims(func)
+    if dims is None:
+        return []
+    n_s, height, width, channels, red = dims
+    walks = [("rows", width)]
+    if n_s == 4 and red and height > 1:
+        walks.append(("map", height * width))
+    # Without the rule's limit on live registers (cpu_tiles.tile, AVX2): 6 x 2 tiles (12
+    # accumulators) ran ResNet-18's 14x14 and 7x7 3x3 convs 5-16% faster than the rule's 4 x 2
+    # on some layers and slower on others (single thread, warm): worth timing, not a rule.
+    free = CpuShape(lanes=cpu.lanes, registers=cpu.registers)
+    out = []
+    for walk, length in walks:
+        v, shapes = candidates(length, channels, free, red)
+        ok = [(wi, u) for wi, u in shapes if wi * u >= MIN_ACCUMULATORS and (
+            length % wi == 0 or walk == "rows" or channels // (u * v) >= MAP_MIN_TILES)]
+        ok.sort(key=lambda s: _rank(length, *s, v, red))
+        out += [Knobs(tile=s, walk=walk, k_block=walk == "rows") for s in ok[:PER_WALK]]
+    if n_s == 4 and red:
+        out.append(Knobs(walk="rows", k_block=False))
+    return out
+
+
+def variants(func: Any, cpu: CpuShape) -> list[tuple[Knobs, Any]]:
+    """(knobs, schedule) for each knob setting whose code differs from the rule's and the
+    variants' before it."""
+    import tvm_ffi
+
+    rule = reduction_tile(func, cpu)
+    seen = {tvm_ffi.structural_hash(rule.mod)} if rule is not None else set()
+    out = []
+    for knobs in knob_sets(func, cpu):
+        try:
+            sch = reduction_tile(func, cpu, knobs)
+        except (RuntimeError, ValueError):  # a schedule primitive refused this tile
+            continue
+        if sch is None:
+            continue
+        key = tvm_ffi.structural_hash(sch.mod)
+        if key not in seen:
+            seen.add(key)
+            out.append((knobs, sch))
+    return out
