@@ -6,12 +6,13 @@
                the database's best is never worse than what compile would do without it
     measure  = single runs with the weights flushed from cache before each (tuning.evaluator):
                cold, as a model's layers find them
-    share    = baseline seconds x calls / sum over tasks; tasks under 1% are skipped, and so
-               are kernels of rules whose schedule MetaSchedule's space cannot express (KEEP)
+    share    = baseline seconds x calls / sum over tasks; tasks under 1% are skipped.
+               Kernels of rules whose schedule MetaSchedule's space cannot express (KEEP)
+               get their rule's variants only.
     trials   = the budget split by share (at least one batch each), biggest share first;
                what a task's space could not use goes to the next
-    knobs    = a task's trials go first to its rule's own schedule with other tiles and pixel
-               walks than its cost model picks (codegen/cpu_knobs.py), best-ranked first;
+    knobs    = a task's trials go first to its rule's own schedule with other tiles, pixel
+               walks or chunks than its cost model picks (codegen/cpu_knobs.py), best first;
                MetaSchedule's search gets the rest. Its candidates had not beaten the rules on
                AVX2; a rule's second-ranked tile can.
     rematch  = after a task's search, its best candidate and the rule's schedule are timed
@@ -122,18 +123,29 @@ def _rematch(db: Any, mod: Any, rule: Any, target: Any, builder: Any, runner: An
             commit(db, mod, sch, secs, target)
 
 
-def _try_knobs(db: Any, mod: Any, cpu: Any, limit: int, target: Any, builder: Any,
-               runner: Any) -> int:
+def _try_knobs(db: Any, mod: Any, cpu: Any, limit: int, rule_secs: float, target: Any,
+               builder: Any, runner: Any) -> int:
     """Time up to `limit` of the rule's variants (codegen/cpu_knobs.py) that the database has
-    not seen, best-ranked first, and commit them; returns how many were tried."""
-    from .codegen.cpu_knobs import variants
+    not seen, best-ranked first, then the winners' knobs combined, and commit them; returns
+    how many were tried."""
+    from .codegen.cpu_knobs import combined, variants
 
+    def run(schs: list[Any]) -> int:
+        for sch, secs in zip(schs, measure(schs, target, builder, runner) if schs else []):
+            if secs is not None:
+                commit(db, mod, sch, secs, target)
+        return len(schs)
+
+    found = variants(mod["main"], cpu)
     seen = {str(r.trace) for r in records(db, mod)}
-    todo = [sch for _, sch in variants(mod["main"], cpu) if str(sch.trace) not in seen][:limit]
-    for sch, secs in zip(todo, measure(todo, target, builder, runner) if todo else []):
-        if secs is not None:
-            commit(db, mod, sch, secs, target)
-    return len(todo)
+    tried = run([sch for _, sch in found if str(sch.trace) not in seen][:limit])
+    timed: dict[str, float] = {}
+    for r in records(db, mod):  # best first: a variant timed again keeps its best time
+        if r.run_secs:
+            timed.setdefault(str(r.trace), mean_secs(r.run_secs))
+    more = combined(mod["main"], cpu, [(k, timed[str(s.trace)]) for k, s in found
+                                       if str(s.trace) in timed], rule_secs)
+    return tried + run([s for _, s in more if str(s.trace) not in timed][:limit - tried])
 
 
 def tune(model_path: str | Path, *, target: str = "host", trials: int | None = None,
@@ -184,16 +196,17 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
     cpu = cpu_shape(tvm_target)
     progress(f"{len(tasks)} kernels; database {folder}")
 
-    fresh, rules, tiled = [], {}, set()
+    fresh, rules, varied, kept = [], {}, set(), {}
     for task in tasks:
         rep = TaskReport(task.task_name, int(task.weight), float("inf"), float("inf"), 0)
         report.tasks.append(rep)
         found = schedule(task.dispatched[0]["main"], cpu)
-        rep.skipped = KEEP.get(found[0], "") if found else ""
         if found is not None:
             rules[rep.name] = found[1]
-            if found[0] == "reduction_tile":
-                tiled.add(rep.name)
+            if found[0] in KEEP:
+                kept[rep.name] = KEEP[found[0]]
+            if found[0] in ("reduction_tile", "conv_depthwise"):
+                varied.add(rep.name)
             if not records(db, task.dispatched[0]):
                 fresh.append((task, found[1]))
     if fresh:
@@ -218,13 +231,17 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
     total = trials if trials is not None else max(BATCH, int(seconds or 0))
     budget = total - (sum(t.trials for t in report.tasks) if trials is not None else 0)
     order = sorted(zip(tasks, report.tasks), key=lambda p: -p[1].share)
-    searched = sum(t.share for t in report.tasks if not t.skipped) or 1.0
+    searched = sum(t.share for t in report.tasks
+                   if not t.skipped and (knobs or t.name not in kept)) or 1.0
     per_trial = None
     phases = ["knobs", "search"] if knobs else ["search"]
     for phase in phases:
         last = phase == phases[-1]
         for i, (task, rep) in enumerate(order, 1):
-            if rep.skipped or (phase == "knobs" and rep.name not in tiled):
+            if rep.skipped or (phase == "knobs" and rep.name not in varied):
+                continue
+            if phase == "search" and rep.name in kept:
+                rep.skipped = kept[rep.name]
                 continue
             if rep.share < MIN_SHARE and rep.baseline_us < float("inf"):
                 rep.skipped = f"{rep.share:.1%} of latency"
@@ -249,7 +266,8 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
             t0 = time.perf_counter()
             before = rep.trials
             if phase == "knobs":
-                if not _try_knobs(db, task.dispatched[0], cpu, todo, tvm_target, bld, run):
+                if not _try_knobs(db, task.dispatched[0], cpu, todo, rep.baseline_us / 1e6,
+                                  tvm_target, bld, run):
                     continue  # none left to try
             else:
                 ctxs, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(

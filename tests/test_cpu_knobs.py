@@ -39,6 +39,16 @@ def _pool(hw: int, channels: int):
     return tiny_model(nodes, [1, 8, hw, hw], [random_const("w", (channels, 8, 1, 1), RNG)])
 
 
+def _chain(hw: int, cin: int, mid: int):
+    """1x1 conv -> ReLU -> 3x3 depthwise -> ReLU: one merged kernel (cpu_chains.py)."""
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], group=mid, pads=[1] * 4),
+             helper.make_node("Relu", ["c2"], ["y"])]
+    return tiny_model(nodes, [1, cin, hw, hw], [random_const("w1", (mid, cin, 1, 1), RNG),
+                                                random_const("w2", (mid, 1, 3, 3), RNG)])
+
+
 def _kernels(model, shape) -> dict:
     """The model's fused kernels before scheduling, as tune sees them."""
     from tvm import tirx
@@ -74,6 +84,35 @@ def test_knob_sets_and_variants():
                if "conv2d" not in name)
 
 
+def test_chain_knobs_one_at_a_time():
+    funcs = _kernels(_chain(28, 16, 128), [1, 16, 28, 28])
+    chain = next(f for name, f in funcs.items() if name.count("conv2d") == 2)
+    assert cpu_schedules.schedule(chain, AVX2)[0] == "conv_depthwise"
+    sets = cpu_knobs.knob_sets(chain, AVX2)
+    assert all(sum(x not in (None, 0) for x in (k.tile, k.depthwise, k.chunk)) == 1
+               for k in sets), sets
+    assert {bool(k.tile) for k in sets} == {True, False} and any(k.chunk for k in sets), sets
+    found = cpu_knobs.variants(chain, AVX2)
+    assert len(found) >= 4, [k for k, _ in found]
+
+
+def test_chain_winners_combine():
+    funcs = _kernels(_chain(28, 16, 128), [1, 16, 28, 28])
+    chain = next(f for name, f in funcs.items() if name.count("conv2d") == 2)
+    found = cpu_knobs.variants(chain, AVX2)
+    tile = next(k for k, _ in found if k.tile)
+    depthwise = next(k for k, _ in found if k.depthwise)
+    timed = [(k, 2.0) for k, _ in found] + [(tile, 0.5), (depthwise, 0.6)]
+    merged = cpu_knobs.combined(chain, AVX2, timed, rule_secs=1.0)
+    assert [k for k, _ in merged] == [Knobs(tile=tile.tile, depthwise=depthwise.depthwise)]
+    # one winner alone has nothing to combine with; nothing combines across a slower rule
+    assert cpu_knobs.combined(chain, AVX2, [(tile, 0.5), (depthwise, 1.5)], rule_secs=1.0) == []
+    conv = next(f for name, f in _kernels(_conv(7, 64, 128, 3), [1, 64, 7, 7]).items()
+                if "conv2d" in name)
+    walks = [(k, 0.5) for k, _ in cpu_knobs.variants(conv, AVX2)]
+    assert cpu_knobs.combined(conv, AVX2, walks, rule_secs=1.0) == []
+
+
 def test_pool_takes_one_pixel_of_channels():
     """Max pooling takes 1 pixel x up to 8 vectors per tile (single thread: 271 -> 71 us on
     ResNet-18's); its variants walk rows only (no reduction over channels: no map)."""
@@ -95,14 +134,18 @@ def test_pool_takes_one_pixel_of_channels():
     (_conv(7, 960, 160, 1), [1, 960, 7, 7], Knobs(None, "rows", False)),  # not K-blocked
     (_conv(7, 960, 160, 1), [1, 960, 7, 7], Knobs((2, 4), "rows")),  # K-blocked, 2 x 4
     (_pool(28, 64), [1, 8, 28, 28], Knobs((4, 2), "rows")),
+    (_chain(28, 16, 128), [1, 16, 28, 28], Knobs(tile=(7, 2))),
+    (_chain(28, 16, 128), [1, 16, 28, 28], Knobs(depthwise=(7, 1))),
+    (_chain(28, 16, 128), [1, 16, 28, 28], Knobs(chunk=32)),
 ], ids=["map-6x2-tail", "map-5x2-tail", "rows-4x2-tail", "rows-3x4", "1x1-unblocked",
-        "1x1-blocked-2x4", "pool-4x2"])
+        "1x1-blocked-2x4", "pool-4x2", "chain-conv-7x2", "chain-dw-7x1", "chain-chunk-32"])
 def test_variant_matches_onnxruntime(monkeypatch, model, shape, knobs):
     monkeypatch.setattr(cpu_schedules, "cpu_shape", lambda _target: AVX2)
-    real = cpu_schedules.reduction_tile
+    rule = "conv_depthwise" if knobs.tile and not knobs.walk or knobs.depthwise or knobs.chunk \
+        else "reduction_tile"
+    real = cpu_schedules.RULES[rule]
     funcs = _kernels(model, shape)
     assert any(real(f, AVX2, knobs) is not None for f in funcs.values()), knobs
-    monkeypatch.setitem(cpu_schedules.RULES, "reduction_tile",
-                        functools.partial(real, knobs=knobs))
+    monkeypatch.setitem(cpu_schedules.RULES, rule, functools.partial(real, knobs=knobs))
     kernels = build_and_check(model).kernels
-    assert "reduction_tile" in kernels.values(), kernels
+    assert rule in kernels.values(), kernels

@@ -10,7 +10,7 @@ from onnx import helper, numpy_helper
 
 from edgec import targets
 from edgec.compiler import codegen
-from edgec.compiler.codegen.cpu_chains import MIN_CHUNKS, _chunk
+from edgec.compiler.codegen.cpu_chains import MIN_CHUNKS, chunk_channels
 from edgec.compiler.codegen.merge_chains import merge_conv_depthwise
 
 from conftest import (
@@ -70,7 +70,7 @@ def test_conv_depthwise_is_one_kernel(bias, k_a, k_b, stride, dilation, act):
     (14 * 14, 576, 64),   # 36 vectors: 9 chunks of 4
 ])
 def test_chunk_size(pixels, channels, chunk):
-    assert _chunk(pixels, channels, 16) == chunk
+    assert chunk_channels(pixels, channels, 16) == chunk
     assert channels // chunk >= MIN_CHUNKS or chunk == 16
 
 

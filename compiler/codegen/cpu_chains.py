@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .cpu_tiles import RULE, Knobs
+
 if TYPE_CHECKING:
     from .cpu_tiles import CpuShape
 
@@ -47,7 +49,7 @@ def _shape(sch: Any, block: Any) -> list[int]:
     return [int(x) for x in sch.get(block).writes[0].source.shape]
 
 
-def _chunk(pixels: int, channels: int, v: int) -> int:
+def chunk_channels(pixels: int, channels: int, v: int) -> int:
     vectors = channels // v
     for m in range(vectors, 0, -1):
         if vectors % m == 0 and pixels * m * v * 4 <= CHUNK_BYTES and vectors // m >= MIN_CHUNKS:
@@ -55,9 +57,25 @@ def _chunk(pixels: int, channels: int, v: int) -> int:
     return v
 
 
-def conv_depthwise(func: Any, cpu: CpuShape) -> Any | None:
+def chain_dims(func: Any) -> tuple[list[int], int, int] | None:
+    """(the conv's output shape n, h, w, c; its reduction length; the depthwise output's width)
+    of a merged conv -> depthwise kernel, else None."""
+    from tvm import s_tir
+
+    from .cpu_schedules import reduction_length, spatial_prefix, top_blocks
+
+    sch = s_tir.Schedule(func)
+    reds = [b for b, k in top_blocks(sch) if set(k) != {"S"} and spatial_prefix(k) == 4]
+    if len(reds) != 2 or not reduction_length(sch, reds[0], 4) \
+            or reduction_length(sch, reds[1], 4):
+        return None
+    return _shape(sch, reds[0]), reduction_length(sch, reds[0], 4), _shape(sch, reds[1])[2]
+
+
+def conv_depthwise(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
     """A merged conv -> depthwise kernel: blocks [conv prologue], conv, conv epilogue,
-    [depthwise padding], depthwise, depthwise epilogue."""
+    [depthwise padding], depthwise, depthwise epilogue. `knobs` fix the chunk or either
+    tile instead of the cost model (edgec tune's variants: cpu_knobs.py)."""
     from tvm import s_tir
 
     from .cpu_schedules import (
@@ -93,9 +111,16 @@ def conv_depthwise(func: Any, cpu: CpuShape) -> Any | None:
     mid = epilogue[-1] if epilogue else None  # the block writing what the depthwise reads
 
     n, h, w, c = mid_shape
-    chunk = _chunk(n * h * w, c, tile(w, c, cpu)[1])
+    chunk = knobs.chunk or chunk_channels(n * h * w, c, tile(w, c, cpu)[1])
     wi_a, v_a, u_a = tile(w, chunk, cpu, reduction_length(sch, conv, 4))
     wi_b, v_b, u_b = tile(_shape(sch, dw)[2], chunk, cpu)
+    if knobs.tile:
+        wi_a, u_a = knobs.tile
+    if knobs.depthwise:
+        wi_b, u_b = knobs.depthwise
+    if c % chunk or chunk % (u_a * v_a) or chunk % (u_b * v_b) or w % wi_a \
+            or _shape(sch, dw)[2] % wi_b:
+        return None  # knobs that do not divide the chunk or the rows
     _pack_weights(sch, func, conv, u_a * v_a, c)
     _pack_weights(sch, func, dw, u_b * v_b, c)
 

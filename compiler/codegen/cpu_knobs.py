@@ -1,4 +1,4 @@
-"""What `edgec tune` varies in edgec's own conv schedule, besides MetaSchedule's search.
+"""What `edgec tune` varies in edgec's own conv schedules, besides MetaSchedule's search.
 
 reduction_tile (cpu_schedules.py) picks its register tile, its pixel walk (rows, or the whole
 map as one loop: cpu_pixels.py) and a 1x1 conv's K-blocking by a cost model: accumulators
@@ -12,6 +12,10 @@ fixed (cpu_tiles.Knobs), for tune to time:
              weights in L2, 8 accumulators, FMA slots kept busy (cpu_tiles.busy, tails
              included), loads per FMA; the first PER_WALK of each walk
     K-block  off, for a 1x1 conv whose rule blocks its reduction
+    chains   a conv -> depthwise kernel (cpu_chains.py): the conv's tile (PER_CHAIN, ranked as
+             above), the depthwise tile (PER_CHAIN, most accumulators first), the chunk
+             halved or doubled; one knob at a time. MetaSchedule cannot express its schedule
+             at all (tune.KEEP): these are the only candidates MobileNetV2's chains get.
 
 A variant whose lowered code is the rule's (or another variant's) is dropped. MetaSchedule's
 space has none of these schedules: its candidates had never beaten the rules on AVX2
@@ -22,11 +26,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from .cpu_chains import chain_dims, chunk_channels
 from .cpu_pixels import MAP_MIN_TILES
-from .cpu_schedules import reduction_length, reduction_tile, spatial_prefix, top_blocks
+from .cpu_schedules import RULES, reduction_length, schedule, spatial_prefix, top_blocks
 from .cpu_tiles import FMA_IN_FLIGHT, L2_WEIGHTS, CpuShape, Knobs, busy, candidates
 
 PER_WALK = 8
+PER_CHAIN = 4  # conv tiles, and depthwise tiles, of a conv -> depthwise chain
 MIN_ACCUMULATORS = 4
 
 
@@ -51,12 +57,33 @@ def _rank(length: int, wi: int, u: int, v: int, red: int) -> tuple[Any, ...]:
             -round(busy(length, wi, u), 2), loads)
 
 
-def knob_sets(func: Any, cpu: CpuShape) -> list[Knobs]:
-    """The knob settings worth timing for `func`, best-ranked first; [] where reduction_tile
-    does not apply."""
-    dims = _dims(func)
+def _chain_knob_sets(func: Any, cpu: CpuShape) -> list[Knobs]:
+    """A conv -> depthwise chain's: its conv's tile, its depthwise tile, its chunk, one at a
+    time (all three at once would be hundreds of builds)."""
+    dims = chain_dims(func)
     if dims is None:
         return []
+    (n, h, w, c), red, w_dw = dims
+    v = candidates(w, c, cpu)[0]
+    chunk = chunk_channels(n * h * w, c, v)
+    free = CpuShape(lanes=cpu.lanes, registers=cpu.registers)
+    _, convs = candidates(w, chunk, free, red)
+    convs = sorted((s for s in convs if w % s[0] == 0 and s[0] * s[1] >= MIN_ACCUMULATORS),
+                   key=lambda s: _rank(w, *s, v, red))
+    _, dws = candidates(w_dw, chunk, cpu)
+    dws = sorted((s for s in dws if w_dw % s[0] == 0 and s[0] * s[1] >= MIN_ACCUMULATORS),
+                 key=lambda s: (-s[0] * s[1], -s[1]))
+    chunks = [k for k in (chunk * 2, chunk // 2) if k % v == 0 and k and c % k == 0]
+    return ([Knobs(tile=s) for s in convs[:PER_CHAIN]]
+            + [Knobs(depthwise=s) for s in dws[:PER_CHAIN]] + [Knobs(chunk=k) for k in chunks])
+
+
+def knob_sets(func: Any, cpu: CpuShape) -> list[Knobs]:
+    """The knob settings worth timing for `func`, best-ranked first; [] where neither
+    reduction_tile nor conv_depthwise applies."""
+    dims = _dims(func)
+    if dims is None:
+        return _chain_knob_sets(func, cpu)
     n_s, height, width, channels, red = dims
     walks = [("rows", width)]
     if n_s == 4 and red and height > 1:
@@ -82,12 +109,15 @@ def variants(func: Any, cpu: CpuShape) -> list[tuple[Knobs, Any]]:
     variants' before it."""
     import tvm_ffi
 
-    rule = reduction_tile(func, cpu)
-    seen = {tvm_ffi.structural_hash(rule.mod)} if rule is not None else set()
+    found = schedule(func, cpu)
+    if found is None or found[0] not in ("reduction_tile", "conv_depthwise"):
+        return []
+    rule = RULES[found[0]]
+    seen = {tvm_ffi.structural_hash(found[1].mod)}
     out = []
     for knobs in knob_sets(func, cpu):
         try:
-            sch = reduction_tile(func, cpu, knobs)
+            sch = rule(func, cpu, knobs)
         except (RuntimeError, ValueError):  # a schedule primitive refused this tile
             continue
         if sch is None:
@@ -97,3 +127,35 @@ def variants(func: Any, cpu: CpuShape) -> list[tuple[Knobs, Any]]:
             seen.add(key)
             out.append((knobs, sch))
     return out
+
+
+def combined(func: Any, cpu: CpuShape, timed: list[tuple[Knobs, float]],
+             rule_secs: float) -> list[tuple[Knobs, Any]]:
+    """A chain's fastest conv tile, depthwise tile and chunk in one schedule, where two or
+    more of them, each varied alone, beat the rule (`timed`: knobs and seconds).
+
+    The one-knob-at-a-time variants are a first step of coordinate descent; this is the
+    second. A chunk changes which tiles divide it: where the merged knobs do not fit, the
+    chunk is left out.
+    """
+    best: dict[str, Knobs] = {}
+    for knobs, secs in sorted(timed, key=lambda p: p[1]):
+        if knobs.walk or secs >= rule_secs:
+            continue  # reduction_tile's knobs do not combine: walk and tile go together
+        group = "depthwise" if knobs.depthwise else "chunk" if knobs.chunk else "tile"
+        best.setdefault(group, knobs)
+    if len(best) < 2:
+        return []
+    merged = Knobs(tile=best.get("tile", Knobs()).tile,
+                   depthwise=best.get("depthwise", Knobs()).depthwise,
+                   chunk=best.get("chunk", Knobs()).chunk)
+    for knobs in (merged, Knobs(tile=merged.tile, depthwise=merged.depthwise)):
+        if sum(x not in (None, 0) for x in (knobs.tile, knobs.depthwise, knobs.chunk)) < 2:
+            continue
+        try:
+            sch = RULES["conv_depthwise"](func, cpu, knobs)
+        except (RuntimeError, ValueError):
+            continue
+        if sch is not None:
+            return [(knobs, sch)]
+    return []

@@ -23,9 +23,11 @@ TAIL_GAIN = 0.1  # share of busy FMA slots a row's tail tile must add to be wort
 class Knobs:
     """Choices a rule otherwise makes by the cost model below, fixed (edgec tune tries them)."""
 
-    tile: tuple[int, int] | None = None  # (w_i, u) register tile
+    tile: tuple[int, int] | None = None  # (w_i, u) register tile (of a chain: its conv's)
     walk: str = ""  # "rows", "map" (cpu_pixels.py), or "": the rule's choice
     k_block: bool = True  # 1x1 convs: block the reduction where k_block() says so
+    depthwise: tuple[int, int] | None = None  # a conv -> depthwise chain's depthwise tile
+    chunk: int = 0  # ... and its channels per chunk (cpu_chains.py); 0: the rule's
 
 
 RULE = Knobs()
