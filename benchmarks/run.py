@@ -151,8 +151,10 @@ def main() -> int:
             f"{r['edgec_gflops'] / peak:.1%} | {r['onnxruntime_gflops']:.1f} | {worst(r):.1e} |")
     if tuned:
         lines += ["", f"Tuned: `edgec tune --time {args.tune_time}` per model into a fresh "
-                  "database (MetaSchedule, measured trials, edgec's rule schedule kept as each "
-                  "kernel's baseline record), then compiled with it and timed as above.", "",
+                  "database (edgec's rule schedule as each kernel's baseline record; then the "
+                  "rule's variants, other tiles, pixel walks and chunks; then MetaSchedule; "
+                  "winners judged inside the model), then compiled with it and timed as above.",
+                  "",
                   "| model | trials | tuning (s) | edgec tuned (ms) | onnxruntime (ms) | "
                   "edgec / ORT | GFLOP/s | % of peak | agreement |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]

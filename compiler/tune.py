@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EdgecError
-from .tuning import measure
+from .tuning import measure, rematch, try_knobs
 from .tuning_db import best_other, commit, db_folder, default_db_root, mean_secs, open_db, records
 
 BATCH = 16
@@ -95,57 +95,11 @@ def _space() -> Any:
 
 def _refresh(rep: TaskReport, db: Any, mod: Any) -> None:
     """Best time and trial count (schedules tried besides the baseline) of a kernel from its
-    records; a schedule timed again (_rematch) counts once."""
+    records; a schedule timed again (tuning.rematch) counts once."""
     recs = records(db, mod)
     secs = [mean_secs(r.run_secs) for r in recs if r.run_secs]
     rep.best_us = min(secs) * 1e6 if secs else float("inf")
     rep.trials = max(0, len({str(r.trace) for r in recs}) - 1)
-
-
-def _rematch(db: Any, mod: Any, rule: Any, target: Any, builder: Any, runner: Any) -> None:
-    """Time the search's best schedule and the rule's once more, in one batch, and commit both.
-
-    The baseline is timed once before the search and the candidates minutes later: a baseline
-    timed while the machine was busy let slower candidates win. On MobileNetV2's 320 -> 1280
-    conv the rule read 448.5 us at the start against MetaSchedule's 285.9 us, the rule timed
-    again read 232 us, and the model with MetaSchedule's kernels (this and one more) ran 2%
-    slower than without them.
-    """
-    from tvm import s_tir
-
-    found = best_other(db, mod, rule)
-    if found is None:
-        return
-    best = s_tir.Schedule(mod)
-    found.trace.apply_to_schedule(best, remove_postproc=False)
-    for sch, secs in zip((rule, best), measure([rule, best], target, builder, runner)):
-        if secs is not None:
-            commit(db, mod, sch, secs, target)
-
-
-def _try_knobs(db: Any, mod: Any, cpu: Any, limit: int, rule_secs: float, target: Any,
-               builder: Any, runner: Any) -> int:
-    """Time up to `limit` of the rule's variants (codegen/cpu_knobs.py) that the database has
-    not seen, best-ranked first, then the winners' knobs combined, and commit them; returns
-    how many were tried."""
-    from .codegen.cpu_knobs import combined, variants
-
-    def run(schs: list[Any]) -> int:
-        for sch, secs in zip(schs, measure(schs, target, builder, runner) if schs else []):
-            if secs is not None:
-                commit(db, mod, sch, secs, target)
-        return len(schs)
-
-    found = variants(mod["main"], cpu)
-    seen = {str(r.trace) for r in records(db, mod)}
-    tried = run([sch for _, sch in found if str(sch.trace) not in seen][:limit])
-    timed: dict[str, float] = {}
-    for r in records(db, mod):  # best first: a variant timed again keeps its best time
-        if r.run_secs:
-            timed.setdefault(str(r.trace), mean_secs(r.run_secs))
-    more = combined(mod["main"], cpu, [(k, timed[str(s.trace)]) for k, s in found
-                                       if str(s.trace) in timed], rule_secs)
-    return tried + run([s for _, s in more if str(s.trace) not in timed][:limit - tried])
 
 
 def tune(model_path: str | Path, *, target: str = "host", trials: int | None = None,
@@ -266,8 +220,8 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
             t0 = time.perf_counter()
             before = rep.trials
             if phase == "knobs":
-                if not _try_knobs(db, task.dispatched[0], cpu, todo, rep.baseline_us / 1e6,
-                                  tvm_target, bld, run):
+                if not try_knobs(db, task.dispatched[0], cpu, todo, rep.baseline_us / 1e6,
+                                 tvm_target, bld, run):
                     continue  # none left to try
             else:
                 ctxs, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(
@@ -276,7 +230,7 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
                               max_trials_global=todo, num_trials_per_iter=min(BATCH, todo),
                               builder=bld, runner=run, database=db)
             if rep.name in rules:
-                _rematch(db, task.dispatched[0], rules[rep.name], tvm_target, bld, run)
+                rematch(db, task.dispatched[0], rules[rep.name], tvm_target, bld, run)
             _refresh(rep, db, task.dispatched[0])
             # a small space (a transpose) runs out of candidates early: its unused trials go on
             ran = max(1, rep.trials - before)

@@ -43,7 +43,7 @@ def test_tune_resume_and_compile(small, tmp_path):
     run_secs = [json.loads(line)[1][1] for line in records]
     assert {len(s) for s in run_secs} <= {1, 10}, run_secs
 
-    # A kernel whose best candidate beat the rule's schedule had both timed again (_rematch):
+    # A kernel whose best candidate beat the rule's schedule had both timed again (tuning.rematch):
     # the baseline's trace then has a second record.
     by_kernel: dict[int, list] = {}
     for line in records:

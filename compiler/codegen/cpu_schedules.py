@@ -27,14 +27,9 @@ from typing import Any
 
 from .cpu_chains import conv_depthwise
 from .cpu_pixels import row_with_tail, whole_map
-from .cpu_tiles import RULE, CpuShape, Knobs, cpu_shape, k_block, tile
+from .cpu_tiles import RULE, CpuShape, Knobs, cpu_shape, k_block, pool_tile, tile
 
 PAD_COPY_MIN = 64  # a conv's reduction length from which its padded input is copied once
-# Pooling (no weights) takes one pixel of up to this many vectors per tile, not tile()'s most
-# accumulators: single-thread, ResNet-18's 3x3/2 max pool over 64 channels ran 271 us with
-# 8 pixels x 1 vector and 71 us with 1 x 8; SqueezeNet's 180 -> 79 us (64 channels) and
-# 75 -> 64 us (128), ShuffleNetV2's (24 channels: 1 x 3) 51 -> 40 us.
-POOL_VECTORS = 8
 
 
 def _extent(sch: Any, loop: Any) -> int | None:
@@ -203,8 +198,8 @@ def reduction_tile(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
     if width is None or channels is None:
         return None
     wi, v, u = tile(width, channels, cpu, red, tails=True)
-    if not red and len(sch.get(block).reads) == 1:
-        wi, u = 1, max(d for d in range(1, POOL_VECTORS + 1) if (channels // v) % d == 0)
+    if not red and len(sch.get(block).reads) == 1:  # pooling: no weights
+        wi, u = pool_tile(channels, v)
     if knobs.tile:
         wi, u = knobs.tile
     n_r = len(kinds) - n_s
