@@ -66,10 +66,10 @@ def chain_dims(func: Any) -> tuple[list[int], int, int] | None:
 
     sch = s_tir.Schedule(func)
     reds = [b for b, k in top_blocks(sch) if set(k) != {"S"} and spatial_prefix(k) == 4]
-    if len(reds) != 2 or not reduction_length(sch, reds[0], 4) \
-            or reduction_length(sch, reds[1], 4):
+    if len(reds) != 2 or reduction_length(sch, reds[1], 4):
         return None
-    return _shape(sch, reds[0]), reduction_length(sch, reds[0], 4), _shape(sch, reds[1])[2]
+    red = reduction_length(sch, reds[0], 4)
+    return (_shape(sch, reds[0]), red, _shape(sch, reds[1])[2]) if red else None
 
 
 def conv_depthwise(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:

@@ -24,6 +24,7 @@ space has none of these schedules: its candidates had never beaten the rules on 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from .cpu_chains import chain_dims, chunk_channels
@@ -51,6 +52,13 @@ def _dims(func: Any) -> tuple[int, int, int, int, int] | None:
     return n_s, height, extents[n_s - 2], extents[n_s - 1], reduction_length(sch, block, n_s)
 
 
+def _unlimited(cpu: CpuShape) -> CpuShape:
+    """`cpu` without the rule's limit on live registers (cpu_tiles.tile, AVX2): 6 x 2 tiles
+    (12 accumulators) ran ResNet-18's 14x14 and 7x7 3x3 convs 5-16% faster than the rule's
+    4 x 2 on some layers and slower on others (single thread, warm): worth timing, not a rule."""
+    return dataclasses.replace(cpu, live=0)
+
+
 def _rank(length: int, wi: int, u: int, v: int, red: int) -> tuple[Any, ...]:
     loads = (wi + u) / (wi * u)
     return (u * v * red * 4 > L2_WEIGHTS, wi * u < FMA_IN_FLIGHT,
@@ -66,8 +74,7 @@ def _chain_knob_sets(func: Any, cpu: CpuShape) -> list[Knobs]:
     (n, h, w, c), red, w_dw = dims
     v = candidates(w, c, cpu)[0]
     chunk = chunk_channels(n * h * w, c, v)
-    free = CpuShape(lanes=cpu.lanes, registers=cpu.registers)
-    _, convs = candidates(w, chunk, free, red)
+    _, convs = candidates(w, chunk, _unlimited(cpu), red)
     convs = sorted((s for s in convs if w % s[0] == 0 and s[0] * s[1] >= MIN_ACCUMULATORS),
                    key=lambda s: _rank(w, *s, v, red))
     _, dws = candidates(w_dw, chunk, cpu)
@@ -88,13 +95,9 @@ def knob_sets(func: Any, cpu: CpuShape) -> list[Knobs]:
     walks = [("rows", width)]
     if n_s == 4 and red and height > 1:
         walks.append(("map", height * width))
-    # Without the rule's limit on live registers (cpu_tiles.tile, AVX2): 6 x 2 tiles (12
-    # accumulators) ran ResNet-18's 14x14 and 7x7 3x3 convs 5-16% faster than the rule's 4 x 2
-    # on some layers and slower on others (single thread, warm): worth timing, not a rule.
-    free = CpuShape(lanes=cpu.lanes, registers=cpu.registers)
     out = []
     for walk, length in walks:
-        v, shapes = candidates(length, channels, free, red)
+        v, shapes = candidates(length, channels, _unlimited(cpu), red)
         ok = [(wi, u) for wi, u in shapes if wi * u >= MIN_ACCUMULATORS and (
             length % wi == 0 or walk == "rows" or channels // (u * v) >= MAP_MIN_TILES)]
         ok.sort(key=lambda s: _rank(length, *s, v, red))
