@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EdgecError
-from .tuning import measure, rematch, try_knobs
-from .tuning_db import best_other, commit, db_folder, default_db_root, mean_secs, open_db, records
+from .tuning import measure_into, rematch, try_knobs
+from .tuning_db import best_other, db_folder, default_db_root, mean_secs, open_db, records
 
 BATCH = 16
 MIN_SHARE = 0.01
@@ -114,6 +114,7 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
     from edgec import targets
 
     from . import codegen, frontend, in_model, passes, tuning
+    from .codegen.cpu_knobs import VARIED
     from .codegen.cpu_schedules import cpu_shape, schedule
     from .codegen.pipelines import fused
     from .codegen.tuned import record_key
@@ -159,15 +160,14 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
             rules[rep.name] = found[1]
             if found[0] in KEEP:
                 kept[rep.name] = KEEP[found[0]]
-            if found[0] in ("reduction_tile", "conv_depthwise"):
+            if found[0] in VARIED:
                 varied.add(rep.name)
             if not records(db, task.dispatched[0]):
                 fresh.append((task, found[1]))
     if fresh:
         progress(f"measuring edgec's own schedule of {len(fresh)} kernels (the baseline)")
-        for (task, sch), secs in zip(fresh, measure([s for _, s in fresh], tvm_target, bld, run)):
-            if secs is not None:
-                commit(db, task.dispatched[0], sch, secs, tvm_target)
+        measure_into(db, [(task.dispatched[0], sch) for task, sch in fresh], tvm_target, bld,
+                     run)
     for task, rep in zip(tasks, report.tasks):
         _refresh(rep, db, task.dispatched[0])
         rep.baseline_us = rep.best_us

@@ -2,7 +2,7 @@
 timed (evaluator), runners that time it here or through TVM's RPC tracker, a batch of
 schedules measured with them (measure), and what `edgec tune` measures and commits besides
 MetaSchedule's own search: the rule's variants (try_knobs) and a winner timed again beside
-the rule (rematch).
+the rule (rematch), each committed as it is measured (measure_into).
 
 A board joins a farm by running its bundle's rpc.sh (our edgec-rpc-server, no Python)
 against a tracker (`python -m tvm.exec.rpc_tracker --port 9190`); MetaSchedule then asks the
@@ -121,6 +121,17 @@ def measure(schs: list[Any], target: Any, builder: Any, runner: Any) -> list[flo
     return out
 
 
+def measure_into(db: Any, pairs: list[tuple[Any, Any]], target: Any, builder: Any,
+                 runner: Any) -> int:
+    """Time each (kernel, schedule of it) in one batch and commit those that ran; returns
+    how many were tried."""
+    secs = measure([sch for _, sch in pairs], target, builder, runner) if pairs else []
+    for (mod, sch), t in zip(pairs, secs):
+        if t is not None:
+            commit(db, mod, sch, t, target)
+    return len(pairs)
+
+
 def rematch(db: Any, mod: Any, rule: Any, target: Any, builder: Any, runner: Any) -> None:
     """Time the search's best schedule and the rule's once more, in one batch, and commit both.
 
@@ -137,9 +148,7 @@ def rematch(db: Any, mod: Any, rule: Any, target: Any, builder: Any, runner: Any
         return
     best = s_tir.Schedule(mod)
     found.trace.apply_to_schedule(best, remove_postproc=False)
-    for sch, secs in zip((rule, best), measure([rule, best], target, builder, runner)):
-        if secs is not None:
-            commit(db, mod, sch, secs, target)
+    measure_into(db, [(mod, rule), (mod, best)], target, builder, runner)
 
 
 def try_knobs(db: Any, mod: Any, cpu: Any, limit: int, rule_secs: float, target: Any,
@@ -149,19 +158,15 @@ def try_knobs(db: Any, mod: Any, cpu: Any, limit: int, rule_secs: float, target:
     how many were tried."""
     from .codegen.cpu_knobs import combined, variants
 
-    def run(schs: list[Any]) -> int:
-        for sch, secs in zip(schs, measure(schs, target, builder, runner) if schs else []):
-            if secs is not None:
-                commit(db, mod, sch, secs, target)
-        return len(schs)
-
     found = variants(mod["main"], cpu)
     seen = {str(r.trace) for r in records(db, mod)}
-    tried = run([sch for _, sch in found if str(sch.trace) not in seen][:limit])
+    tried = measure_into(db, [(mod, s) for _, s in found if str(s.trace) not in seen][:limit],
+                         target, builder, runner)
     timed: dict[str, float] = {}
     for r in records(db, mod):  # best first: a variant timed again keeps its best time
         if r.run_secs:
             timed.setdefault(str(r.trace), mean_secs(r.run_secs))
     more = combined(mod["main"], cpu, [(k, timed[str(s.trace)]) for k, s in found
                                        if str(s.trace) in timed], rule_secs)
-    return tried + run([s for _, s in more if str(s.trace) not in timed][:limit - tried])
+    return tried + measure_into(db, [(mod, s) for _, s in more if str(s.trace) not in timed]
+                                [:limit - tried], target, builder, runner)

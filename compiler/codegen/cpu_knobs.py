@@ -32,6 +32,7 @@ from .cpu_pixels import MAP_MIN_TILES
 from .cpu_schedules import RULES, reduction_length, schedule, spatial_prefix, top_blocks
 from .cpu_tiles import FMA_IN_FLIGHT, L2_WEIGHTS, CpuShape, Knobs, busy, candidates
 
+VARIED = ("reduction_tile", "conv_depthwise")  # the rules (cpu_schedules.RULES) with knobs
 PER_WALK = 8
 PER_CHAIN = 4  # conv tiles, and depthwise tiles, of a conv -> depthwise chain
 MIN_ACCUMULATORS = 4
@@ -113,7 +114,7 @@ def variants(func: Any, cpu: CpuShape) -> list[tuple[Knobs, Any]]:
     import tvm_ffi
 
     found = schedule(func, cpu)
-    if found is None or found[0] not in ("reduction_tile", "conv_depthwise"):
+    if found is None or found[0] not in VARIED:
         return []
     rule = RULES[found[0]]
     seen = {tvm_ffi.structural_hash(found[1].mod)}
