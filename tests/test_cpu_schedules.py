@@ -95,15 +95,16 @@ def test_weights_repacked_at_compile_time(k, groups):
                        [_const("w", (128, cin, k, k)), _const("b", (128,))])
     build_and_check(model)
     host = targets.get("host")
-    reduction = cin * k * k if groups == 1 else 0
-    _, v, u = tile(7, 128, cpu_shape(host.tvm_target()), reduction=reduction, tails=True)
-    assert u * v < 128, (u, v)
+    lanes = cpu_shape(host.tvm_target()).lanes
     lowered = codegen.lower(model, host, {"x": [1, 128, 7, 7]})
     kernels = {gv.name_hint: f for gv, f in lowered.functions.items()
                if isinstance(f, tirx.PrimFunc)}
     conv = next(f for name, f in kernels.items() if "conv" in name)
     shapes = [[int(d) for d in p.shape] for p in conv.params]
-    assert [128 // (u * v), k, k, cin, u * v] in shapes, shapes
+    # the tile's channels: whichever walk the rule took (a 1x1 conv's map tile differs)
+    packed = [s for s in shapes if len(s) == 5 and s[1:4] == [k, k, cin]]
+    assert len(packed) == 1 and packed[0][0] * packed[0][4] == 128, shapes
+    assert packed[0][4] < 128 and packed[0][4] % lanes == 0, shapes
     assert not any("layout_rewrite" in str(f) for f in kernels.values())
 
 
@@ -178,11 +179,13 @@ def test_tvm_default_pipeline_still_selectable(tmp_path):
 
 @pytest.mark.parametrize("hw, cin, cout", [(7, 960, 160), (14, 576, 96)])
 def test_long_1x1_conv_blocks_its_reduction(monkeypatch, hw, cin, cout):
-    """On an AVX2-sized register file a 1x1 conv's tile weights outgrow L1: the reduction is
-    split in L1-sized blocks (_k_block), and the blocked kernel still matches onnxruntime."""
+    """On a register file of 12 accumulators without AVX2's live limit a 1x1 conv's tile
+    weights outgrow L1: the reduction is split in L1-sized blocks (_k_block), and the blocked
+    kernel still matches onnxruntime. (On AVX2 such a conv walks the map unblocked:
+    test_pixel_walks_match_onnxruntime.)"""
     from edgec.compiler.codegen import cpu_schedules
 
-    avx2 = CpuShape(lanes=8, registers=12, live=16)
+    avx2 = CpuShape(lanes=8, registers=12)
     _, v, u = tile(hw, cout, avx2, reduction=cin)
     kb = k_block(cin, u * v, cin)
     assert cin % kb == 0 and 16 <= kb < cin and kb * u * v * 4 <= L1_WEIGHTS, (kb, u, v)
@@ -231,6 +234,21 @@ def test_row_tail_only_where_no_dividing_tile_hides_the_fma_latency(width, chann
         tile(width, channels, avx512, reduction=reduction)
 
 
+@pytest.mark.parametrize("width, channels, reduction, wi_u", [
+    (49, 320, 960, (6, 2)), (169, 1000, 512, (2, 5)), (196, 96, 576, (4, 3)),
+    (27, 32, 128, (6, 2)), (112, 16, 96, (6, 2))])
+def test_pointwise_tiles_by_loads_per_fma(width, channels, reduction, wi_u):
+    """A 1x1 conv's AVX2 tile: the fewest loads per FMA among tiles of 8 or more accumulators,
+    a tail allowed, its weights in L1 or not; LLVM keeps one broadcast input live, so up to 12
+    accumulators fit (6 x 2: 12 + 2 weight vectors + 1). Not for k x k convs or other CPUs."""
+    wi, v, u = tile(width, channels, AVX2, reduction=reduction, tails=True, pointwise=True)
+    assert (wi, u) == wi_u and wi * u + u + 1 <= 16
+    assert tile(width, channels, AVX2, reduction=reduction, tails=True) != (wi, v, u)
+    wide = CpuShape(lanes=16, registers=24)
+    assert tile(width, channels, wide, reduction=reduction, tails=True, pointwise=True) == \
+        tile(width, channels, wide, reduction=reduction, tails=True)
+
+
 @pytest.mark.parametrize("hw, cin, cout, k, stride, residual, walk", [
     (27, 8, 32, 3, 1, True, "rows, a tail each"),  # one channel tile: rows stay parallel
     (13, 32, 40, 1, 1, False, "rows, a tail each"),
@@ -240,6 +258,11 @@ def test_row_tail_only_where_no_dividing_tile_hides_the_fma_latency(width, chann
     (14, 128, 256, 3, 2, False, "map, one tail"),
     (14, 128, 128, 3, 1, False, "map"),  # 4 x 2 divides 196 pixels, not a 14-wide row
     (56, 16, 16, 3, 1, True, "rows"),  # 4 x 2 divides the row: nothing to gain
+    # 1x1 convs, tiles by loads per FMA: 6 x 2 and a 1 x 2 tail over 49 pixels, unblocked;
+    # 4 x 3 divides 196; a short reduction (32) keeps the k x k rule's 4 x 2 rows
+    (7, 960, 320, 1, 1, True, "map, one tail"),
+    (14, 576, 96, 1, 1, False, "map"),
+    (28, 32, 16, 1, 1, False, "rows"),
 ])
 def test_pixel_walks_match_onnxruntime(monkeypatch, hw, cin, cout, k, stride, residual, walk):
     """Convs whose AVX2 tile does not divide a row (SqueezeNet's 13-, 27-, 55-wide maps,

@@ -23,7 +23,8 @@ MAP_MIN_TILES = 8  # channel tiles a map with a tail needs: they are its only pa
 
 def whole_map(sch: Any, block: Any, after: list[Any], hw: tuple[int, int], channels: int,
               row: tuple[int, int, int], cpu: CpuShape, reduction: int,
-              fixed: tuple[int, int] | None = None) -> tuple[int, tuple[int, int, int]] | None:
+              fixed: tuple[int, int] | None = None,
+              pointwise: bool = False) -> tuple[int, tuple[int, int, int]] | None:
     """Index an n, h, w, c conv block (and its epilogue) by pixel where the tile over the map
     beats the row's `row` tile; returns (pixels, (w_i, v, u)), or None with `sch` unchanged.
     With `fixed` (w_i, u), a tile edgec tune tries, the map is taken with that tile wherever
@@ -41,7 +42,8 @@ def whole_map(sch: Any, block: Any, after: list[Any], hw: tuple[int, int], chann
     if not height:
         return None
     pixels = height * width
-    flat = (tile(pixels, channels, cpu, reduction, tails=True) if fixed is None
+    flat = (tile(pixels, channels, cpu, reduction, tails=True, pointwise=pointwise)
+            if fixed is None
             else (fixed[0], row[1], fixed[1]))
     if pixels % flat[0] and channels // (flat[1] * flat[2]) < MAP_MIN_TILES:
         return None

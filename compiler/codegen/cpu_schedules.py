@@ -30,6 +30,11 @@ from .cpu_pixels import row_with_tail, whole_map
 from .cpu_tiles import RULE, CpuShape, Knobs, cpu_shape, k_block, pool_tile, tile
 
 PAD_COPY_MIN = 64  # a conv's reduction length from which its padded input is copied once
+# A 1x1 conv's reduction length from which its tile is chosen by loads per FMA (tile(...,
+# pointwise=True)). Below, a tile's fixed costs (zeroing, storing and the epilogue of 12
+# accumulators, a tail's loop nest) outweigh the loads saved: single-thread, MobileNetV2's
+# 112x112 32 -> 16 conv ran 24% and SqueezeNet's 27x27 32 -> 128 12% slower with 6 x 2.
+POINTWISE_MIN = 64
 
 
 def _extent(sch: Any, loop: Any) -> int | None:
@@ -197,19 +202,24 @@ def reduction_tile(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
     width, channels = _extent(sch, loops[n_s - 2]), _extent(sch, loops[n_s - 1])
     if width is None or channels is None:
         return None
-    wi, v, u = tile(width, channels, cpu, red, tails=True)
+    # A 1x1 conv judged by loads per FMA (cpu_tiles.tile_cost), not below POINTWISE_MIN
+    pointwise = (bool(cpu.live) and n_s == 4 and red == _extent(sch, loops[-1])
+                 and red >= POINTWISE_MIN)
+    wi, v, u = tile(width, channels, cpu, red, tails=True, pointwise=pointwise)
     if not red and len(sch.get(block).reads) == 1:  # pooling: no weights
         wi, u = pool_tile(channels, v)
     if knobs.tile:
         wi, u = knobs.tile
     n_r = len(kinds) - n_s
-    # a 1x1 conv whose reduction is blocked keeps its rows: the blocks sit above a row's tiles
+    # A 1x1 conv whose reduction is blocked keeps its rows: the blocks sit above a row's
+    # tiles. Where its tiles are judged by loads per FMA (tile_cost), the map comes first.
     kb = k_block(_extent(sch, loops[-1]) or 0, u * v, red) if n_s == 4 and knobs.k_block else 0
-    if n_s == 4 and red and not kb and knobs.walk != "rows":
+    if n_s == 4 and red and (pointwise or not kb) and knobs.walk != "rows":
         flat = whole_map(sch, block, after, (_extent(sch, loops[1]) or 0, width), channels,
-                         (wi, v, u), cpu, red, fixed=knobs.tile if knobs.walk == "map" else None)
+                         (wi, v, u), cpu, red, fixed=knobs.tile if knobs.walk == "map" else None,
+                         pointwise=pointwise)
         if flat:
-            n_s, width, (wi, v, u) = 3, flat[0], flat[1]
+            n_s, width, (wi, v, u), kb = 3, flat[0], flat[1], 0
     if wi > width or (knobs.walk == "map" and n_s == 4):
         return None  # a tile the rows cannot take, or a map that declined its fixed tile
     _pack_weights(sch, func, block, u * v, channels)

@@ -40,8 +40,8 @@ class CpuShape:
 
     lanes: int  # 32-bit lanes per SIMD register
     registers: int  # SIMD registers usable for accumulators
-    # Where nonzero, a broadcast tile's accumulators, broadcast inputs and weight vectors
-    # together (w_i * u + w_i + u) stay within this many registers; see tile().
+    # Where nonzero, a broadcast tile's accumulators and the operands it keeps live (see
+    # candidates) stay within this many registers; see tile().
     live: int = 0
 
 
@@ -69,7 +69,7 @@ def cpu_shape(tvm_target: Any) -> CpuShape:
 
 
 def tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
-         tails: bool = False) -> tuple[int, int, int]:
+         tails: bool = False, pointwise: bool = False) -> tuple[int, int, int]:
     """(w_i, v, u): output columns, vector length and vectors per column of one register tile.
 
     Candidates keep their accumulators (w_i * u) in the register budget and under 1 KiB: TVM
@@ -94,17 +94,30 @@ def tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
     TAIL_GAIN more of the row's FMA slots busy than the best dividing tile (see busy):
     SqueezeNet's 13x13 64->256 3x3 conv went from 26 GFLOP/s (1 x 4) to 120 (2 x 4 and a
     1 x 4 tail), its 13x13 512->1000 1x1 conv from 26 (1 x 5) to 103 (7 x 1, a 6 x 1 tail).
+
+    `pointwise` (a 1x1 conv on a `cpu.live` CPU): see candidates and tile_cost.
     """
-    v, shapes = candidates(width, channels, cpu, reduction)
+    pointwise = pointwise and bool(cpu.live)
+    v, shapes = candidates(width, channels, cpu, reduction, pointwise)
 
     def cost(wi: int, u: int) -> tuple[bool, bool, float, int]:
-        return tile_cost(wi, u, v, reduction)
+        return tile_cost(wi, u, v, reduction, pointwise)
 
     best = (1, v, 1)
     for u in sorted({u for _, u in shapes}):
         wi = next((wi for wi, uu in shapes if uu == u and width % wi == 0), 0)
         if wi and cost(wi, u) < cost(best[0], best[2]):
             best = (wi, v, u)
+    if tails and pointwise:
+        # Loads per FMA before busy slots, a tail allowed: SqueezeNet's 13x13 classifier ran
+        # 26% faster with 2 x 5 (0.7 loads per FMA, a 1 x 5 tail) than with 7 x 1 (1.14), and
+        # a 27x27 squeeze conv (128 -> 32) 38% slower with 9 x 1 (1.11) than with 2 x 4.
+        def rank(s: tuple[int, int]) -> tuple[Any, ...]:
+            few, _, loads, more = cost(*s)
+            return few, round(loads, 2), -round(busy(width, *s), 2), more
+
+        wi, u = min(shapes, key=rank)
+        return wi, v, u
     if tails and reduction and best[0] * best[2] < FMA_IN_FLIGHT:
         # A tail costs a second copy of the loop nest and its narrow tile: taken only for a
         # clear gain. ResNet-18's 7x7 convs keep 7 x 1 per row (0.875 busy, 146 GFLOP/s):
@@ -117,30 +130,41 @@ def tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
     return best
 
 
-def candidates(width: int, channels: int, cpu: CpuShape,
-               reduction: int = 0) -> tuple[int, list[tuple[int, int]]]:
+def candidates(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
+               pointwise: bool = False) -> tuple[int, list[tuple[int, int]]]:
     """(v, [(w_i, u), ...]): the vector length and every register tile the CPU can hold.
 
     Accumulators (w_i * u) within the register budget and under 1 KiB: TVM keeps only smaller
     scratch buffers on the stack, where LLVM can promote them to registers. With `cpu.live`
-    and a broadcast input, within `live` registers with their operands (see tile()).
+    and a broadcast input, within `live` registers with the operands LLVM keeps live: in a
+    k x k conv's unrolled loop all w_i broadcast inputs and u weight vectors (it hoists the
+    broadcasts; an 8 x 1 tile spilled); in a `pointwise` (1x1) conv's, the u weight vectors
+    and one broadcast, each issued just before its u FMAs (the asm of a 6 x 2 tile: 12
+    accumulators, 2 weights, 1 broadcast, no spill).
     """
     v = next((n for n in (cpu.lanes, cpu.lanes // 2, 4) if n >= 4 and channels % n == 0), 1)
 
     def allowed(wi: int, u: int) -> bool:
-        live = reduction and cpu.live and wi * u + wi + u > cpu.live
+        operands = u + 1 if pointwise else wi + u
+        live = reduction and cpu.live and wi * u + operands > cpu.live
         return wi * u * v * 4 < 1024 and not live
 
     return v, [(wi, u) for u in range(1, cpu.registers + 1) if (channels // v) % u == 0
                for wi in range(min(width, cpu.registers // u), 0, -1) if allowed(wi, u)]
 
 
-def tile_cost(wi: int, u: int, v: int, reduction: int) -> tuple[bool, bool, float, int]:
+def tile_cost(wi: int, u: int, v: int, reduction: int,
+              pointwise: bool = False) -> tuple[bool, bool, float, int]:
     """tile()'s order of preference, lowest first: under 8 accumulators, weights outside L1,
-    loads per FMA, fewer accumulators."""
+    loads per FMA, fewer accumulators.
+
+    A `pointwise` conv's tile is judged by loads per FMA wherever its weights are: walking
+    the whole map (cpu_pixels) it streams them from L2, and 12-accumulator tiles that do so
+    (6 x 2, 4 x 3) ran MobileNetV2's 7x7 and 14x14 1x1 convs 8-30% faster single-thread than
+    the 7 x 1 and 1 x 6 tiles that kept a K-block's weights in L1."""
     if not reduction:
         return (False, False, 0.0, -wi * u)
-    fits = u * v * reduction * 4 <= L1_WEIGHTS
+    fits = pointwise or u * v * reduction * 4 <= L1_WEIGHTS
     loads = (wi + u) / (wi * u) if fits else 0.0
     # under 8 accumulators the FMA latency, not the loads, sets the pace
     return (wi * u < FMA_IN_FLIGHT, not fits, loads, -wi * u)
