@@ -103,11 +103,6 @@ def tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
     def cost(wi: int, u: int) -> tuple[bool, bool, float, int]:
         return tile_cost(wi, u, v, reduction, pointwise)
 
-    best = (1, v, 1)
-    for u in sorted({u for _, u in shapes}):
-        wi = next((wi for wi, uu in shapes if uu == u and width % wi == 0), 0)
-        if wi and cost(wi, u) < cost(best[0], best[2]):
-            best = (wi, v, u)
     if tails and pointwise:
         # Loads per FMA before busy slots, a tail allowed: SqueezeNet's 13x13 classifier ran
         # 26% faster with 2 x 5 (0.7 loads per FMA, a 1 x 5 tail) than with 7 x 1 (1.14), and
@@ -118,6 +113,11 @@ def tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
 
         wi, u = min(shapes, key=rank)
         return wi, v, u
+    best = (1, v, 1)
+    for u in sorted({u for _, u in shapes}):
+        wi = next((wi for wi, uu in shapes if uu == u and width % wi == 0), 0)
+        if wi and cost(wi, u) < cost(best[0], best[2]):
+            best = (wi, v, u)
     if tails and reduction and best[0] * best[2] < FMA_IN_FLIGHT:
         # A tail costs a second copy of the loop nest and its narrow tile: taken only for a
         # clear gain. ResNet-18's 7x7 convs keep 7 x 1 per row (0.875 busy, 146 GFLOP/s):
