@@ -202,9 +202,9 @@ def reduction_tile(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
     width, channels = _extent(sch, loops[n_s - 2]), _extent(sch, loops[n_s - 1])
     if width is None or channels is None:
         return None
+    c_in = _extent(sch, loops[-1]) or 0  # a conv's reduction is c_in only for a 1x1 conv
     # A 1x1 conv judged by loads per FMA (cpu_tiles.tile_cost), not below POINTWISE_MIN
-    pointwise = (bool(cpu.live) and n_s == 4 and red == _extent(sch, loops[-1])
-                 and red >= POINTWISE_MIN)
+    pointwise = bool(cpu.live) and n_s == 4 and red == c_in and red >= POINTWISE_MIN
     wi, v, u = tile(width, channels, cpu, red, tails=True, pointwise=pointwise)
     if not red and len(sch.get(block).reads) == 1:  # pooling: no weights
         wi, u = pool_tile(channels, v)
@@ -213,7 +213,7 @@ def reduction_tile(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
     n_r = len(kinds) - n_s
     # A 1x1 conv whose reduction is blocked keeps its rows: the blocks sit above a row's
     # tiles. Where its tiles are judged by loads per FMA (tile_cost), the map comes first.
-    kb = k_block(_extent(sch, loops[-1]) or 0, u * v, red) if n_s == 4 and knobs.k_block else 0
+    kb = k_block(c_in, u * v, red) if n_s == 4 and knobs.k_block else 0
     if n_s == 4 and red and (pointwise or not kb) and knobs.walk != "rows":
         flat = whole_map(sch, block, after, (_extent(sch, loops[1]) or 0, width), channels,
                          (wi, v, u), cpu, red, fixed=knobs.tile if knobs.walk == "map" else None,
