@@ -96,6 +96,18 @@ def test_chain_knobs_one_at_a_time():
     assert len(found) >= 4, [k for k, _ in found]
 
 
+def test_pointwise_chain_tiles_walk_the_map():
+    """A chain whose 1x1 conv walks its chunk's map (cpu_chains): its conv tiles are ranked
+    over the 49 pixels, tails allowed, and the rows are one more variant."""
+    funcs = _kernels(_chain(7, 64, 384), [1, 64, 7, 7])
+    chain = next(f for name, f in funcs.items() if name.count("conv2d") == 2)
+    sets = cpu_knobs.knob_sets(chain, AVX2)
+    assert Knobs(walk="rows") in sets, sets
+    assert any(7 % k.tile[0] for k in sets if k.tile), sets  # not a 7-wide row's tile
+    found = [k for k, _ in cpu_knobs.variants(chain, AVX2)]
+    assert Knobs(walk="rows") in found and len(found) >= 4, found
+
+
 def test_chain_winners_combine():
     funcs = _kernels(_chain(28, 16, 128), [1, 16, 28, 28])
     chain = next(f for name, f in funcs.items() if name.count("conv2d") == 2)
@@ -137,14 +149,17 @@ def test_pool_takes_one_pixel_of_channels():
     (_chain(28, 16, 128), [1, 16, 28, 28], Knobs(tile=(7, 2))),
     (_chain(28, 16, 128), [1, 16, 28, 28], Knobs(depthwise=(7, 1))),
     (_chain(28, 16, 128), [1, 16, 28, 28], Knobs(chunk=32)),
+    (_chain(7, 64, 384), [1, 64, 7, 7], Knobs(tile=(6, 2))),  # over the map, a 1 x 2 tail
+    (_chain(7, 64, 384), [1, 64, 7, 7], Knobs(walk="rows")),
 ], ids=["map-6x2-tail", "map-5x2-tail", "rows-4x2-tail", "rows-3x4", "1x1-unblocked",
-        "1x1-blocked-2x4", "pool-4x2", "chain-conv-7x2", "chain-dw-7x1", "chain-chunk-32"])
+        "1x1-blocked-2x4", "pool-4x2", "chain-conv-7x2", "chain-dw-7x1", "chain-chunk-32",
+        "chain-map-6x2-tail", "chain-rows"])
 def test_variant_matches_onnxruntime(monkeypatch, model, shape, knobs):
     monkeypatch.setattr(cpu_schedules, "cpu_shape", lambda _target: AVX2)
-    rule = "conv_depthwise" if knobs.tile and not knobs.walk or knobs.depthwise or knobs.chunk \
-        else "reduction_tile"
-    real = cpu_schedules.RULES[rule]
     funcs = _kernels(model, shape)
+    chain = any(name.count("conv2d") == 2 for name in funcs)
+    rule = "conv_depthwise" if chain else "reduction_tile"
+    real = cpu_schedules.RULES[rule]
     assert any(real(f, AVX2, knobs) is not None for f in funcs.values()), knobs
     monkeypatch.setitem(cpu_schedules.RULES, rule, functools.partial(real, knobs=knobs))
     kernels = build_and_check(model).kernels

@@ -244,6 +244,8 @@ def test_pointwise_tiles_by_loads_per_fma(width, channels, reduction, wi_u):
     wi, v, u = tile(width, channels, AVX2, reduction=reduction, tails=True, pointwise=True)
     assert (wi, u) == wi_u and wi * u + u + 1 <= 16
     assert tile(width, channels, AVX2, reduction=reduction, tails=True) != (wi, v, u)
+    # one vector per tile (232 channels: 29 vectors) keeps the k x k limit: 8 x 1 spilled
+    assert tile(49, 232, AVX2, reduction=232, tails=True, pointwise=True)[0::2] == (7, 1)
     wide = CpuShape(lanes=16, registers=24)
     assert tile(width, channels, wide, reduction=reduction, tails=True, pointwise=True) == \
         tile(width, channels, wide, reduction=reduction, tails=True)

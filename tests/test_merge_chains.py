@@ -27,7 +27,7 @@ CLIP = [numpy_helper.from_array(np.float32(v), n) for n, v in (("lo", 0), ("hi",
 
 
 def _expand_depthwise(cin=16, mid=64, k_a=1, k_b=3, stride=1, dilation=1, bias=True,
-                      act="Clip", dw_pad=True, extra=()):
+                      act="Clip", dw_pad=True, extra=(), hw=28):
     """x -> conv(k_a) -> act -> depthwise(k_b) -> act -> y, plus `extra` nodes reading "a"."""
     def bias_of(name, n):
         return [name] if bias else [], [random_const(name, (n,), RNG)] if bias else []
@@ -49,7 +49,7 @@ def _expand_depthwise(cin=16, mid=64, k_a=1, k_b=3, stride=1, dilation=1, bias=T
     nodes += list(extra)
     inits = [random_const("w1", (mid, cin, k_a, k_a), RNG), *i1,
              random_const("w2", (mid, 1, k_b, k_b), RNG), *i2] + (CLIP if act == "Clip" else [])
-    return tiny_model(nodes, [1, cin, 28, 28], inits)
+    return tiny_model(nodes, [1, cin, hw, hw], inits)
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -61,6 +61,36 @@ def test_conv_depthwise_is_one_kernel(bias, k_a, k_b, stride, dilation, act):
                                                  dilation=dilation, bias=bias, act=act))
     convs = conv_kernels(lowering)
     assert list(convs.values()) == ["conv_depthwise"], lowering.kernels
+
+
+@pytest.mark.parametrize("hw, cin, mid, stride, walk", [
+    (7, 64, 384, 1, "map, one tail"),  # 48-channel chunks: 4 x 3 over 49 pixels, a 1 x 3 tail
+    (14, 64, 192, 1, "map"),  # 24-channel chunks: 4 x 3 divides 196
+    (14, 96, 576, 2, "map"),  # the depthwise conv's stride reads the map by rows
+    (28, 16, 128, 1, "rows"),  # a short reduction keeps the k x k rule's rows
+])
+def test_chain_conv_walks_the_map(monkeypatch, hw, cin, mid, stride, walk):
+    """On AVX2 a chain's 1x1 conv takes reduction_tile's 1x1 rule inside each chunk: tiles by
+    loads per FMA over the chunk's whole map, a tail where they do not divide it; the
+    depthwise conv still reads the chunk by rows. Outputs match onnxruntime."""
+    from edgec.compiler.codegen import cpu_chains, cpu_schedules
+    from edgec.compiler.codegen.cpu_tiles import CpuShape
+
+    monkeypatch.setattr(cpu_schedules, "cpu_shape",
+                        lambda _target: CpuShape(lanes=8, registers=12, live=16))
+    taken = set()
+
+    def spy(name, real):
+        def wrapped(*args, **kwargs):
+            taken.add(name)
+            return real(*args, **kwargs)
+        monkeypatch.setattr(cpu_chains, real.__name__, wrapped)
+
+    spy("map", cpu_chains.index_by_pixel)
+    spy("tail", cpu_chains.row_with_tail)
+    lowering = build_and_check(_expand_depthwise(cin=cin, mid=mid, stride=stride, hw=hw))
+    assert list(conv_kernels(lowering).values()) == ["conv_depthwise"], lowering.kernels
+    assert {"rows": set(), "map": {"map"}, "map, one tail": {"map", "tail"}}[walk] == taken
 
 
 @pytest.mark.parametrize("pixels, channels, chunk", [

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .cpu_tiles import RULE, Knobs
+from .cpu_pixels import index_by_pixel, row_with_tail
+from .cpu_tiles import RULE, Knobs, pointwise_conv, tile
 
 if TYPE_CHECKING:
     from .cpu_tiles import CpuShape
@@ -57,9 +58,9 @@ def chunk_channels(pixels: int, channels: int, v: int) -> int:
     return v
 
 
-def chain_dims(func: Any) -> tuple[list[int], int, int] | None:
-    """(the conv's output shape n, h, w, c; its reduction length; the depthwise output's width)
-    of a merged conv -> depthwise kernel, else None."""
+def chain_dims(func: Any) -> tuple[list[int], int, int, int] | None:
+    """(the conv's output shape n, h, w, c; its reduction length; its input channels; the
+    depthwise output's width) of a merged conv -> depthwise kernel, else None."""
     from tvm import s_tir
 
     from .cpu_schedules import reduction_length, spatial_prefix, top_blocks
@@ -69,7 +70,13 @@ def chain_dims(func: Any) -> tuple[list[int], int, int] | None:
     if len(reds) != 2 or reduction_length(sch, reds[1], 4):
         return None
     red = reduction_length(sch, reds[0], 4)
-    return (_shape(sch, reds[0]), red, _shape(sch, reds[1])[2]) if red else None
+    return (_shape(sch, reds[0]), red, _c_in(sch, reds[0]), _shape(sch, reds[1])[2]) \
+        if red else None
+
+
+def _c_in(sch: Any, conv: Any) -> int:
+    """A conv's input channels: its last reduction iterator (kh, kw, c_in)."""
+    return int(sch.get(conv).iter_vars[-1].dom.extent)
 
 
 def conv_depthwise(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
@@ -86,8 +93,6 @@ def conv_depthwise(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
         spatial_prefix,
         top_blocks,
     )
-    from .cpu_tiles import tile
-
     sch = s_tir.Schedule(func)
     blocks = top_blocks(sch)
     reds = [i for i, (_, k) in enumerate(blocks) if set(k) != {"S"}]
@@ -111,16 +116,23 @@ def conv_depthwise(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
     mid = epilogue[-1] if epilogue else None  # the block writing what the depthwise reads
 
     n, h, w, c = mid_shape
+    red = reduction_length(sch, conv, 4)
     chunk = knobs.chunk or chunk_channels(n * h * w, c, tile(w, c, cpu)[1])
-    wi_a, v_a, u_a = tile(w, chunk, cpu, reduction_length(sch, conv, 4))
+    # A 1x1 conv walks the chunk's whole map (cpu_pixels), as reduction_tile's do
+    by_map = mid is not None and (
+        knobs.walk == "map" or not knobs.walk and pointwise_conv(cpu, red, _c_in(sch, conv)))
+    width = h * w if by_map else w
+    wi_a, v_a, u_a = tile(width, chunk, cpu, red, tails=by_map, pointwise=by_map)
     wi_b, v_b, u_b = tile(_shape(sch, dw)[2], chunk, cpu)
     if knobs.tile:
         wi_a, u_a = knobs.tile
     if knobs.depthwise:
         wi_b, u_b = knobs.depthwise
-    if c % chunk or chunk % (u_a * v_a) or chunk % (u_b * v_b) or w % wi_a \
-            or _shape(sch, dw)[2] % wi_b:
+    if c % chunk or chunk % (u_a * v_a) or chunk % (u_b * v_b) or wi_a > width \
+            or w % wi_a and not by_map or _shape(sch, dw)[2] % wi_b:
         return None  # knobs that do not divide the chunk or the rows
+    if by_map:
+        index_by_pixel(sch, conv, [mid], w)
     _pack_weights(sch, func, conv, u_a * v_a, c)
     _pack_weights(sch, func, dw, u_b * v_b, c)
 
@@ -134,11 +146,16 @@ def conv_depthwise(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
     if mid is not None:
         sch.compute_at(mid, c_k, preserve_unit_loops=True)
     sch.compute_at(conv, c_k, preserve_unit_loops=True)
-    outer, r_a = register_tile(sch, conv, 4, wi_a, u_a, v_a)
+    sch.decompose_reduction(dw, r_b)
+    n_s = 3 if by_map else 4
+    if width % wi_a:
+        n_r = len(sch.get(conv).iter_vars) - n_s
+        return row_with_tail(sch, conv, n_s, n_r, width - width % wi_a, (wi_a, u_a, v_a),
+                             [mid], parallel=False)
+    outer, r_a = register_tile(sch, conv, n_s, wi_a, u_a, v_a)
     tile_a = sch.fuse(*outer)
     if mid is not None:
         sch.reverse_compute_at(mid, tile_a, preserve_unit_loops=True)
         _vectorize_inner(sch, mid, v_a)
     sch.decompose_reduction(conv, r_a)
-    sch.decompose_reduction(dw, r_b)
     return sch

@@ -13,7 +13,8 @@ fixed (cpu_tiles.Knobs), for tune to time:
              included), loads per FMA; the first PER_WALK of each walk
     K-block  off, for a 1x1 conv whose rule blocks its reduction
     chains   a conv -> depthwise kernel (cpu_chains.py): the conv's tile (PER_CHAIN, ranked as
-             above), the depthwise tile (PER_CHAIN, most accumulators first), the chunk
+             above; over the chunk's map where the rule walks it, with the rows as one more
+             variant), the depthwise tile (PER_CHAIN, most accumulators first), the chunk
              halved or doubled; one knob at a time. MetaSchedule cannot express its schedule
              at all (tune.KEEP): these are the only candidates MobileNetV2's chains get.
 
@@ -30,7 +31,15 @@ from typing import Any
 from .cpu_chains import chain_dims, chunk_channels
 from .cpu_pixels import MAP_MIN_TILES
 from .cpu_schedules import RULES, reduction_length, schedule, spatial_prefix, top_blocks
-from .cpu_tiles import FMA_IN_FLIGHT, L2_WEIGHTS, CpuShape, Knobs, busy, candidates
+from .cpu_tiles import (
+    FMA_IN_FLIGHT,
+    L2_WEIGHTS,
+    CpuShape,
+    Knobs,
+    busy,
+    candidates,
+    pointwise_conv,
+)
 
 VARIED = ("reduction_tile", "conv_depthwise")  # the rules (cpu_schedules.RULES) with knobs
 PER_WALK = 8
@@ -72,17 +81,21 @@ def _chain_knob_sets(func: Any, cpu: CpuShape) -> list[Knobs]:
     dims = chain_dims(func)
     if dims is None:
         return []
-    (n, h, w, c), red, w_dw = dims
+    (n, h, w, c), red, c_in, w_dw = dims
     v = candidates(w, c, cpu)[0]
     chunk = chunk_channels(n * h * w, c, v)
-    _, convs = candidates(w, chunk, _unlimited(cpu), red)
-    convs = sorted((s for s in convs if w % s[0] == 0 and s[0] * s[1] >= MIN_ACCUMULATORS),
-                   key=lambda s: _rank(w, *s, v, red))
+    # a 1x1 conv's tiles walk the chunk's map, tails allowed; the rows are then a variant
+    by_map = pointwise_conv(cpu, red, c_in)
+    length = h * w if by_map else w
+    _, convs = candidates(length, chunk, _unlimited(cpu), red)
+    convs = sorted((s for s in convs if (by_map or w % s[0] == 0)
+                    and s[0] * s[1] >= MIN_ACCUMULATORS),
+                   key=lambda s: _rank(length, *s, v, red))
     _, dws = candidates(w_dw, chunk, cpu)
     dws = sorted((s for s in dws if w_dw % s[0] == 0 and s[0] * s[1] >= MIN_ACCUMULATORS),
                  key=lambda s: (-s[0] * s[1], -s[1]))
     chunks = [k for k in (chunk * 2, chunk // 2) if k % v == 0 and k and c % k == 0]
-    return ([Knobs(tile=s) for s in convs[:PER_CHAIN]]
+    return ([Knobs(tile=s) for s in convs[:PER_CHAIN]] + [Knobs(walk="rows")] * by_map
             + [Knobs(depthwise=s) for s in dws[:PER_CHAIN]] + [Knobs(chunk=k) for k in chunks])
 
 

@@ -36,8 +36,6 @@ def whole_map(sch: Any, block: Any, after: list[Any], hw: tuple[int, int], chann
     64->256 3x3 1.53x -> 1.43x with one 2 x 4 tail per map, not per row; 7x7 160->960 1x1
     1.52x -> 1.37x).
     """
-    from tvm.tirx import IndexMap
-
     height, width = hw
     if not height:
         return None
@@ -51,26 +49,35 @@ def whole_map(sch: Any, block: Any, after: list[Any], hw: tuple[int, int], chann
             and busy(pixels, flat[0], flat[2]) <= busy(width, row[0], row[2]) + 0.01:
         return None
 
+    index_by_pixel(sch, block, after[-1:], width)
+    return pixels, flat
+
+
+def index_by_pixel(sch: Any, block: Any, epilogue: list[Any], width: int) -> None:
+    """Iterate an n, h, w, c block over (n, p = h * width + w, c), and the buffer it writes and
+    its epilogue block (if any) with it, so the epilogue, computed at a tile, reads that tile
+    and not the rows the tile touches. What the epilogue writes keeps its n, h, w, c layout."""
+    from tvm.tirx import IndexMap
+
     def by_pixel(ndim: int) -> Any:
         return IndexMap.from_func(lambda n, h, w, *rest: (n, h * width + w, *rest), ndim=ndim)
 
     # a block layout, not a loop fuse: loop_partition needs the block's binding affine
     sch.transform_block_layout(block, by_pixel(len(sch.get(block).iter_vars)))
-    if after:  # so the epilogue, computed at a tile, reads that tile, not the rows it touches
+    if epilogue:
         sch.transform_layout(block, ("write", 0), by_pixel(4))
-        sch.transform_block_layout(after[-1], by_pixel(4))
-    return pixels, flat
+        sch.transform_block_layout(epilogue[0], by_pixel(4))
 
 
 def row_with_tail(sch: Any, block: Any, n_s: int, n_r: int, full: int,
-                  wi_u_v: tuple[int, int, int], after: list[Any]) -> Any:
+                  wi_u_v: tuple[int, int, int], after: list[Any], parallel: bool = True) -> Any:
     """Register tiles for a row (or map) that w_i does not divide (tile(..., tails=True)).
 
     The row loop is partitioned before it is tiled: `full` columns of whole w_i-wide tiles,
     then one tail tile as wide as the rest, each part its own copy of the block, so no
     predicate reaches an inner loop (and FLOP counts stay exact). The channel tile loop c_o
     stays outermost in the parallel loop (c_o, n, h; for a map c_o, n); the epilogue follows
-    each row (or the map).
+    each row (or the map). Not `parallel` where a loop above the block is (cpu_chains).
     """
     from .cpu_schedules import _order_tile, _vectorize_inner
 
@@ -80,7 +87,8 @@ def row_with_tail(sch: Any, block: Any, n_s: int, n_r: int, full: int,
     c_o, _, _ = sch.split(loops[n_s - 1], factors=[None, u, v])
     sch.reorder(c_o, *loops[: n_s - 1])
     rows = sch.fuse(c_o, *loops[: n_s - 2])
-    sch.parallel(rows)
+    if parallel:
+        sch.parallel(rows)
     if after:
         sch.reverse_compute_at(after[-1], rows, preserve_unit_loops=True)
         _vectorize_inner(sch, after[-1], v)

@@ -27,14 +27,18 @@ from typing import Any
 
 from .cpu_chains import conv_depthwise
 from .cpu_pixels import row_with_tail, whole_map
-from .cpu_tiles import RULE, CpuShape, Knobs, cpu_shape, k_block, pool_tile, tile
+from .cpu_tiles import (
+    RULE,
+    CpuShape,
+    Knobs,
+    cpu_shape,
+    k_block,
+    pointwise_conv,
+    pool_tile,
+    tile,
+)
 
 PAD_COPY_MIN = 64  # a conv's reduction length from which its padded input is copied once
-# A 1x1 conv's reduction length from which its tile is chosen by loads per FMA (tile(...,
-# pointwise=True)). Below, a tile's fixed costs (zeroing, storing and the epilogue of 12
-# accumulators, a tail's loop nest) outweigh the loads saved: single-thread, MobileNetV2's
-# 112x112 32 -> 16 conv ran 24% and SqueezeNet's 27x27 32 -> 128 12% slower with 6 x 2.
-POINTWISE_MIN = 64
 
 
 def _extent(sch: Any, loop: Any) -> int | None:
@@ -203,8 +207,7 @@ def reduction_tile(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
     if width is None or channels is None:
         return None
     c_in = _extent(sch, loops[-1]) or 0  # a conv's reduction is c_in only for a 1x1 conv
-    # A 1x1 conv judged by loads per FMA (cpu_tiles.tile_cost), not below POINTWISE_MIN
-    pointwise = bool(cpu.live) and n_s == 4 and red == c_in and red >= POINTWISE_MIN
+    pointwise = n_s == 4 and pointwise_conv(cpu, red, c_in)
     wi, v, u = tile(width, channels, cpu, red, tails=True, pointwise=pointwise)
     if not red and len(sch.get(block).reads) == 1:  # pooling: no weights
         wi, u = pool_tile(channels, v)

@@ -18,6 +18,11 @@ L2_WEIGHTS = 384 * 1024  # ... and in a 512 KiB L2, where the next tiles of a ro
 FMA_IN_FLIGHT = 8  # accumulators that hide the FMA latency: 4 cycles x 2 pipes
 POOL_VECTORS = 8  # vectors of a pooling tile (pool_tile)
 TAIL_GAIN = 0.1  # share of busy FMA slots a row's tail tile must add to be worth its code
+# A 1x1 conv's reduction length from which its tile is chosen by loads per FMA (tile(...,
+# pointwise=True)). Below, a tile's fixed costs (zeroing, storing and the epilogue of 12
+# accumulators, a tail's loop nest) outweigh the loads saved: single-thread, MobileNetV2's
+# 112x112 32 -> 16 conv ran 24% and SqueezeNet's 27x27 32 -> 128 12% slower with 6 x 2.
+POINTWISE_MIN = 64
 
 
 @dataclass(frozen=True)
@@ -140,12 +145,15 @@ def candidates(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
     k x k conv's unrolled loop all w_i broadcast inputs and u weight vectors (it hoists the
     broadcasts; an 8 x 1 tile spilled); in a `pointwise` (1x1) conv's, the u weight vectors
     and one broadcast, each issued just before its u FMAs (the asm of a 6 x 2 tile: 12
-    accumulators, 2 weights, 1 broadcast, no spill).
+    accumulators, 2 weights, 1 broadcast, no spill). Not for u = 1: there LLVM unrolls the
+    reduction by two and hoists the second step's broadcasts, as in a k x k conv; an 8 x 1
+    tile of ShuffleNetV2's 7x7 232 -> 232 conv spilled an accumulator (a store and reload in
+    its dependency chain each step) and ran 1.8x slower than 7 x 1.
     """
     v = next((n for n in (cpu.lanes, cpu.lanes // 2, 4) if n >= 4 and channels % n == 0), 1)
 
     def allowed(wi: int, u: int) -> bool:
-        operands = u + 1 if pointwise else wi + u
+        operands = u + 1 if pointwise and u > 1 else wi + u
         live = reduction and cpu.live and wi * u + operands > cpu.live
         return wi * u * v * 4 < 1024 and not live
 
@@ -168,6 +176,12 @@ def tile_cost(wi: int, u: int, v: int, reduction: int,
     loads = (wi + u) / (wi * u) if fits else 0.0
     # under 8 accumulators the FMA latency, not the loads, sets the pace
     return (wi * u < FMA_IN_FLIGHT, not fits, loads, -wi * u)
+
+
+def pointwise_conv(cpu: CpuShape, reduction: int, c_in: int) -> bool:
+    """Whether a conv's tile is judged by loads per FMA (tile(..., pointwise=True)): a 1x1 conv
+    (its reduction is its input channels) of at least POINTWISE_MIN, on a `cpu.live` CPU."""
+    return bool(cpu.live) and reduction == c_in and reduction >= POINTWISE_MIN
 
 
 def pool_tile(channels: int, v: int) -> tuple[int, int]:
