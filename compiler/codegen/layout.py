@@ -3,7 +3,7 @@
 With channels innermost, every conv, depthwise conv, pool and elementwise op reads and writes
 contiguous vectors along C, and the weights of a conv are contiguous along C_out: the layout
 the schedules in cpu_schedules.py vectorize over. Relax's ConvertLayout does the rewrite and
-moves the transposes to the graph's edges; FoldConstant later transposes the weights once.
+moves the transposes to the graph's edges; fold_numpy.py then transposes the weights once.
 
 One obstacle is removed first. TVM's ONNX importer lowers Clip (ReLU6 in MobileNets) straight
 to TIR kernels (`maximum`/`minimum` via emit_te), which ConvertLayout cannot see through: every

@@ -1,12 +1,12 @@
 """Relax pipelines, by name; a target file picks one with `pipeline = "NAME"`.
 
 `cpu` (the default for llvm targets): before import, convs get channel counts the vector length
-divides (pad_channels.py); then channels-last layout (layout.py), TVM's legalization and
-fusion (conv + bias + activation + residual add become one kernel), each conv merged with the
-depthwise conv that reads its output (merge_chains.py) and each transpose or reshape kernel
-merged into the conv that reads it (merge_moves.py), then each kernel gets the
-schedule recorded for it in the tuning database when there is one, else edgec's schedule rules
-(cpu_schedules.py), then lowering to the VM.
+divides (pad_channels.py); then channels-last layout (layout.py, its weight transposes folded by
+numpy: fold_numpy.py), TVM's legalization and fusion (conv + bias + activation + residual add
+become one kernel), each conv merged with the depthwise conv that reads its output
+(merge_chains.py) and each transpose or reshape kernel merged into the conv that reads it
+(merge_moves.py), then each kernel gets the schedule recorded for it in the tuning database when
+there is one, else edgec's schedule rules (cpu_schedules.py), then lowering to the VM.
 
 `tvm-default` is TVM's own default pipeline: NCHW, fused, and no schedules at all (serial,
 scalar loops). It stays as the baseline the benchmarks compare against.
@@ -59,13 +59,15 @@ def fused(tvm_target: Any) -> Any:
     from tvm.relax.backend.cpu_generic import pipeline as stock
 
     from .cpu_schedules import cpu_shape, schedule
+    from .fold_numpy import fold_numpy
     from .layout import channels_last
     from .merge_chains import merge_conv_depthwise
     from .merge_moves import merge_moves
 
     @tvm.transform.module_pass(opt_level=0, name="EdgecChannelsLast")
     def layout(mod: Any, _ctx: Any) -> Any:
-        return channels_last(mod)
+        # the weight transposes it adds are folded by numpy, not by one LLVM build each
+        return fold_numpy(channels_last(mod))[0]
 
     cpu = cpu_shape(tvm_target)
 
