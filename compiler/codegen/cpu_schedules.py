@@ -37,6 +37,7 @@ from .cpu_tiles import (
     pool_tile,
     tile,
 )
+from .cpu_winograd import winograd_transforms
 
 PAD_COPY_MIN = 64  # a conv's reduction length from which its padded input is copied once
 
@@ -268,7 +269,7 @@ def elementwise(func: Any, cpu: CpuShape) -> Any | None:
 
 
 RULES = {"conv_depthwise": conv_depthwise, "reduction_tile": reduction_tile,
-         "elementwise": elementwise}
+         "winograd": winograd_transforms, "elementwise": elementwise}
 
 
 def schedule(func: Any, cpu: CpuShape) -> tuple[str, Any] | None:

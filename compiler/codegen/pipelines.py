@@ -2,11 +2,12 @@
 
 `cpu` (the default for llvm targets): before import, convs get channel counts the vector length
 divides (pad_channels.py); then channels-last layout (layout.py, its weight transposes folded by
-numpy: fold_numpy.py), TVM's legalization and fusion (conv + bias + activation + residual add
-become one kernel), each conv merged with the depthwise conv that reads its output
-(merge_chains.py) and each transpose or reshape kernel merged into the conv that reads it
-(merge_moves.py), then each kernel gets the schedule recorded for it in the tuning database when
-there is one, else edgec's schedule rules (cpu_schedules.py), then lowering to the VM.
+numpy: fold_numpy.py), 3x3 convs as Winograd transforms and GEMMs (winograd.py), TVM's
+legalization and fusion (conv + bias + activation + residual add become one kernel), each conv
+merged with the depthwise conv that reads its output (merge_chains.py) and each transpose or
+reshape kernel merged into the conv that reads it (merge_moves.py), then each kernel gets the
+schedule recorded for it in the tuning database when there is one, else edgec's schedule rules
+(cpu_schedules.py), then lowering to the VM.
 
 `tvm-default` is TVM's own default pipeline: NCHW, fused, and no schedules at all (serial,
 scalar loops). It stays as the baseline the benchmarks compare against.
@@ -48,11 +49,11 @@ def _tvm_default(tvm_target: Any, lowering: Lowering) -> Any:
     return relax.get_default_pipeline(tvm_target)
 
 
-def fused(tvm_target: Any) -> Any:
+def fused(tvm_target: Any, lowering: Lowering | None = None) -> Any:
     """The `cpu` pipeline up to its kernels: channels-last, legalized, fused, unscheduled.
 
     Tuning extracts its tasks here, so the kernels it tunes are exactly the ones compile
-    looks up in the database.
+    looks up in the database. Graph rewrites (Winograd) are noted in `lowering.graph`.
     """
     import tvm
     from tvm import relax
@@ -63,11 +64,15 @@ def fused(tvm_target: Any) -> Any:
     from .layout import channels_last
     from .merge_chains import merge_conv_depthwise
     from .merge_moves import merge_moves
+    from .winograd import winograd
 
     @tvm.transform.module_pass(opt_level=0, name="EdgecChannelsLast")
     def layout(mod: Any, _ctx: Any) -> Any:
         # the weight transposes it adds are folded by numpy, not by one LLVM build each
-        return fold_numpy(channels_last(mod))[0]
+        mod, report = winograd(fold_numpy(channels_last(mod))[0])
+        if lowering is not None and report.changed and report.summary() not in lowering.graph:
+            lowering.graph.append(report.summary())
+        return mod
 
     cpu = cpu_shape(tvm_target)
 
@@ -105,8 +110,8 @@ def _cpu(tvm_target: Any, lowering: Lowering) -> Any:
     # FoldConstant runs once here instead of at every inference.
     prepack = [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()]
     return tvm.transform.Sequential(
-        [fused(tvm_target)] + tuned + [schedule_pass(tvm_target, lowering.kernels)] + prepack
-        + stock.dataflow_lower_passes(tvm_target) + stock.finalize_passes(tvm_target)
+        [fused(tvm_target, lowering)] + tuned + [schedule_pass(tvm_target, lowering.kernels)]
+        + prepack + stock.dataflow_lower_passes(tvm_target) + stock.finalize_passes(tvm_target)
     )
 
 
