@@ -118,6 +118,8 @@ def _eligible(call: Any, weight: np.ndarray, options: WinogradOptions) -> str | 
         return "stride or dilation"
     if int(attrs.groups) != 1:
         return "grouped"
+    if weight.dtype != np.float32:
+        return f"{weight.dtype} weights (fp32 only)"
     if min(weight.shape[2:]) < options.min_channels:
         return f"fewer than {options.min_channels} channels"
     return None
