@@ -89,6 +89,14 @@ def test_rewrite_matches_onnxruntime(bias, residual, hw, pads):
     assert any(line.startswith("winograd") for line in lowering.graph)
 
 
+@pytest.mark.parametrize("c", [17, 18])
+def test_channels_the_vector_does_not_divide(c):
+    """17 channels are not padded to 24 (pad_channels' waste limit): the input transform
+    keeps its own schedule, vectorized by what divides or not at all."""
+    lowering = build_and_check(_conv(c, c, (16, 15), bias=False, relu=False))
+    assert [v for k, v in lowering.kernels.items() if "winograd_input" in k] == ["winograd"]
+
+
 @pytest.mark.parametrize("case, attrs, why", [
     ("stride 2", {"strides": [2, 2]}, "stride or dilation"),
     ("dilation 2", {"dilations": [2, 2], "pads": (2, 2, 2, 2)}, "stride or dilation"),

@@ -37,13 +37,17 @@ def _input(sch: Any, blocks: list[Any], names: list[str], cpu: CpuShape) -> Any 
     sch.parallel(sch.fuse(*loops[:2]))
     _vectorize_inner(sch, pad, cpu.lanes)
     (a, p, c), (_, _, channels) = _loops(sch, block)
-    if channels % cpu.lanes:
-        return None
-    c_o, c_v = sch.split(c, factors=[None, cpu.lanes])
-    sch.reorder(p, c_o, a, c_v)
+    # Never left to the elementwise rule: it would inline the padded copy, whose guarded loads
+    # then sit in V's selects (a build that did so crashed reading outside the input).
+    v = next((n for n in (cpu.lanes, cpu.lanes // 2, 4, 2) if n > 1 and channels % n == 0), 1)
+    if v > 1:
+        c_o, c_v = sch.split(c, factors=[None, v])
+        sch.reorder(p, c_o, a, c_v)
+        sch.vectorize(c_v)
+    else:
+        sch.reorder(p, c, a)
     sch.parallel(p)
     sch.unroll(a)
-    sch.vectorize(c_v)
     return sch
 
 
