@@ -17,6 +17,9 @@ from edgec.compiler.codegen.cpu_tiles import CpuShape, Knobs
 
 from conftest import build_and_check, random_const, tiny_model
 
+# These tests are about the direct conv schedules (and what merges into them).
+pytestmark = pytest.mark.usefixtures("direct_convs")
+
 RNG = np.random.default_rng(3)
 AVX2 = CpuShape(lanes=8, registers=12, live=16)
 

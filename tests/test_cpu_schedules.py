@@ -15,6 +15,9 @@ from edgec.compiler.codegen.cpu_tiles import L1_WEIGHTS, CpuShape, cpu_shape, k_
 
 from conftest import build_and_check, conv_kernels, random_const, tiny_model
 
+# These tests are about the direct conv schedules (and what merges into them).
+pytestmark = pytest.mark.usefixtures("direct_convs")
+
 RNG = np.random.default_rng(0)
 
 

@@ -22,6 +22,9 @@ from conftest import (
     tiny_model,
 )
 
+# These tests are about the direct conv schedules (and what merges into them).
+pytestmark = pytest.mark.usefixtures("direct_convs")
+
 RNG = np.random.default_rng(0)
 CLIP = [numpy_helper.from_array(np.float32(v), n) for n, v in (("lo", 0), ("hi", 6))]
 

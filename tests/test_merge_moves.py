@@ -11,6 +11,9 @@ from edgec.compiler.codegen.merge_moves import merge_moves
 
 from conftest import build_and_check, kernel_names, legalized, random_const, tiny_model
 
+# These tests are about the direct conv schedules (and what merges into them).
+pytestmark = pytest.mark.usefixtures("direct_convs")
+
 RNG = np.random.default_rng(0)
 
 

@@ -44,6 +44,9 @@ class WinogradOptions:
     min_channels: int = 16  # input and output channels
 
 
+DEFAULT = WinogradOptions()  # what the `cpu` pipeline uses; tests of direct convs raise min_tiles
+
+
 def transform_weights(w: np.ndarray) -> np.ndarray:
     """U[4e + f, c, k] = (G w[:, :, c, k] G^T)[e, f] for an HWIO 3x3 kernel, in float64."""
     u = np.einsum("ei,ijck,fj->efck", G, w.astype(np.float64), G)
@@ -131,7 +134,7 @@ def winograd(mod: Any, *, options: WinogradOptions | None = None) -> tuple[Any, 
     from tvm import relax
     from tvm.ir.expr import Constant
 
-    options = options or WinogradOptions()
+    options = options or DEFAULT
     report = PassReport("winograd F(2x2,3x3)")
 
     @relax.expr_functor.mutator
