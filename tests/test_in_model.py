@@ -33,6 +33,17 @@ def _promote(db, secs: float, avoid: frozenset = frozenset()):
     return best.workload.mod, str(best.trace)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _direct_convs():
+    """Without Winograd: _promote takes the fastest candidate of any kernel, and the cheap
+    transform kernels' candidates can lower to the rule's own code."""
+    from edgec.compiler.codegen import winograd
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(winograd, "DEFAULT", winograd.WinogradOptions(min_tiles=2**62))
+        yield
+
+
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("in_model")
