@@ -20,31 +20,32 @@ from typing import Any
 
 import numpy as np
 
+from .relax_rewrite import bound_constant, rewrite_functions
+
 
 def _axes(call: Any) -> Any:
     axes = call.attrs.axes
     return None if axes is None else [int(a) for a in axes]
 
 
+def _ints(values: Any) -> list[int] | None:
+    try:
+        return [int(d) for d in values]
+    except TypeError:  # a symbolic dimension
+        return None
+
+
 def _shape(call: Any) -> list[int] | None:
+    """A reshape's target shape, where static."""
     from tvm import relax
 
     shape = call.args[1]
-    if not isinstance(shape, relax.ShapeExpr):
-        return None
-    try:
-        return [int(d) for d in shape.values]
-    except TypeError:  # a symbolic dimension
-        return None
+    return _ints(shape.values) if isinstance(shape, relax.ShapeExpr) else None
 
 
 def _static(ty: Any) -> list[int] | None:
-    if getattr(ty, "shape", None) is None:
-        return None
-    try:
-        return [int(d) for d in ty.shape.values]
-    except TypeError:  # a symbolic dimension
-        return None
+    """A tensor type's shape, where static."""
+    return None if getattr(ty, "shape", None) is None else _ints(ty.shape.values)
 
 
 FOLDS: dict[str, Callable[..., Any]] = {
@@ -73,27 +74,21 @@ def fold_numpy(mod: Any) -> tuple[Any, FoldReport]:
     values."""
     import tvm
     from tvm import relax
-    from tvm.ir.expr import Constant
 
     folded: dict[str, int] = {}
 
     @relax.expr_functor.mutator
     class Fold(relax.PyExprMutator):
-        def constant(self, arg: Any) -> Any:
-            if isinstance(arg, relax.Var):
-                arg = self.lookup_binding(arg)
-            return arg.value.numpy() if isinstance(arg, Constant) else None
-
         def visit_call_(self, call: Any) -> Any:
             call = super().visit_call_(call)
             name = call.op.name if isinstance(call.op, tvm.ir.Op) else ""
             if name == "relax.reshape":
-                shape, x = _shape(call), self.constant(call.args[0])
+                shape, x = _shape(call), bound_constant(self, call.args[0])
                 if shape is None or x is None:
                     return call
                 value = x.reshape(shape)
             elif name in FOLDS:
-                args = [self.constant(a) for a in call.args]
+                args = [bound_constant(self, a) for a in call.args]
                 if any(a is None for a in args):
                     return call
                 value = FOLDS[name](call, *args)
@@ -107,8 +102,4 @@ def fold_numpy(mod: Any) -> tuple[Any, FoldReport]:
             folded[name] = folded.get(name, 0) + 1
             return relax.const(value, dtype)
 
-    fold = Fold(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            fold.builder_.update_func(gv, fold.visit_expr(func))
-    return fold.builder_.get(), FoldReport(folded)
+    return rewrite_functions(Fold(mod), mod), FoldReport(folded)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .relax_rewrite import rewrite_functions
+
 # conv2d_transpose stays NCHW: TVM legalizes it only in that layout (transposes go around it).
 LAYOUTS = {"relax.nn.conv2d": ["NHWC", "HWIO"], "relax.nn.conv2d_transpose": ["NCHW", "IOHW"]}
 
@@ -56,11 +58,7 @@ def clip_to_relax(mod: Any) -> Any:
 
     if not kinds:
         return mod
-    rewrite = Rewrite(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            rewrite.builder_.update_func(gv, rewrite.visit_expr(func))
-    return relax.transform.DeadCodeElimination()(rewrite.builder_.get())
+    return relax.transform.DeadCodeElimination()(rewrite_functions(Rewrite(mod), mod))
 
 
 def channels_last(mod: Any) -> Any:

@@ -31,6 +31,8 @@ import numpy as np
 
 from edgec.compiler.passes.report import PassReport
 
+from .relax_rewrite import bound_constant, rewrite_functions
+
 B_T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 A_T = [[1, 1, 1, 0], [0, 1, -1, -1]]
@@ -132,24 +134,18 @@ def winograd(mod: Any, *, options: WinogradOptions | None = None) -> tuple[Any, 
     """`mod` with each eligible conv2d rewritten as Winograd F(2x2, 3x3)."""
     import tvm
     from tvm import relax
-    from tvm.ir.expr import Constant
 
     options = options or DEFAULT
     report = PassReport("winograd F(2x2,3x3)")
 
     @relax.expr_functor.mutator
     class Rewrite(relax.PyExprMutator):
-        def weight(self, arg: Any) -> np.ndarray | None:
-            if isinstance(arg, relax.Var):
-                arg = self.lookup_binding(arg)
-            return arg.value.numpy() if isinstance(arg, Constant) else None
-
         def visit_call_(self, call: Any) -> Any:
             call = super().visit_call_(call)
             if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d"):
                 return call
             x, w = call.args
-            weight = self.weight(w)
+            weight = bound_constant(self, w)
             try:
                 n, h, wd, c = (int(d) for d in x.ty.shape.values)
                 _, ho, wo, k = (int(d) for d in call.ty.shape.values)
@@ -174,8 +170,4 @@ def winograd(mod: Any, *, options: WinogradOptions | None = None) -> tuple[Any, 
             return self.builder_.emit_te(output_transform, m, (n, ho, wo),
                                          primfunc_name_hint=OUTPUT)
 
-    rewrite = Rewrite(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            rewrite.builder_.update_func(gv, rewrite.visit_expr(func))
-    return relax.transform.DeadCodeElimination()(rewrite.builder_.get()), report
+    return relax.transform.DeadCodeElimination()(rewrite_functions(Rewrite(mod), mod)), report

@@ -1,0 +1,25 @@
+"""What edgec's Relax rewrites (layout.py, fold_numpy.py, winograd.py) share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def bound_constant(mutator: Any, arg: Any) -> Any:
+    """The numpy value of `arg`, a constant or a variable bound to one, else None."""
+    from tvm import relax
+    from tvm.ir.expr import Constant
+
+    if isinstance(arg, relax.Var):
+        arg = mutator.lookup_binding(arg)
+    return arg.value.numpy() if isinstance(arg, Constant) else None
+
+
+def rewrite_functions(mutator: Any, mod: Any) -> Any:
+    """`mod` with every Relax function visited by `mutator` (a PyExprMutator made on `mod`)."""
+    from tvm import relax
+
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            mutator.builder_.update_func(gv, mutator.visit_expr(func))
+    return mutator.builder_.get()
