@@ -5,9 +5,9 @@ V runs a tile p per iteration, c by vectors, and its 16 components a unrolled in
 one, so the selects that pick each component's sum of taps fold to constants and the 16
 tap vectors are loaded once for all of them.
 
-Output (y[n, h, w, k] and the bias, activation and residual add fused after it): h and w are
-split by 2 and their inner halves unrolled under the k vectors, so each 2x2 output tile reads
-its 16 M vectors once and the parity selects fold.
+Output (y[n, h, w, k], with any elementwise op fused after it inlined): h and w are split by
+2 and their inner halves unrolled under the k vectors, so each 2x2 output tile reads its 16 M
+vectors once and the parity selects fold.
 """
 
 from __future__ import annotations

@@ -70,8 +70,8 @@ class FoldReport:
 
 
 def fold_numpy(mod: Any) -> tuple[Any, FoldReport]:
-    """`mod` with the calls of FOLDS (and reshapes) on constants in `main` replaced by their
-    values."""
+    """`mod` with the calls of FOLDS (and reshapes) on constants in its Relax functions
+    replaced by their values."""
     import tvm
     from tvm import relax
 

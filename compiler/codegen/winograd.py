@@ -14,8 +14,11 @@ instead of 36: 2.25x fewer. The transforms are additions only (B and A hold 0 an
 each output sums 36 products differently grouped: fp32 results differ from the direct conv's
 by rounding, ~1e-6 relative.
 
-The output transform is an injective TE op, so TVM fuses the conv's bias, activation and
-residual add into it; the GEMM goes to the reduction rule like a 1x1 conv (U is packed once).
+The GEMM goes to the reduction rule like a 1x1 conv (U is packed once). The transforms are
+injective TE ops, but TVM's FuseOps does not fuse the conv's bias, activation and residual
+add into the output transform: it fuses the bias add and activation forward into the next
+conv's input transform (whose padded copy reads them), and a residual add with its
+activation stays a small elementwise kernel.
 Where the map is small the GEMM streams 16/9 times the weights for few tiles; ResNet-18's 7x7
 stage (16 tiles, 512 x 512) still ran the whole model 5-6% faster with it than direct, so
 `min_tiles` is 16. Smaller maps were not measured and are left direct, as are convs of fewer
