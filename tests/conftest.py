@@ -154,13 +154,15 @@ def conv_kernels(lowering) -> dict[str, str]:
     return {k: v for k, v in lowering.kernels.items() if "conv" in k or "matmul" in k}
 
 
-@pytest.fixture
-def direct_convs(monkeypatch):
-    """The `cpu` pipeline without Winograd: tests of the direct conv schedules, whose 3x3
-    stride-1 convs it would otherwise take."""
+@pytest.fixture(scope="module")
+def direct_convs():
+    """The `cpu` pipeline without Winograd, for a test module: tests of the direct conv
+    schedules, whose 3x3 stride-1 convs it would otherwise take."""
     from edgec.compiler.codegen import winograd
 
-    monkeypatch.setattr(winograd, "DEFAULT", winograd.WinogradOptions(min_tiles=2**62))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(winograd, "DEFAULT", winograd.WinogradOptions(min_tiles=2**62))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -33,19 +33,13 @@ def _promote(db, secs: float, avoid: frozenset = frozenset()):
     return best.workload.mod, str(best.trace)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _direct_convs():
-    """Without Winograd: _promote takes the fastest candidate of any kernel, and the cheap
-    transform kernels' candidates can lower to the rule's own code."""
-    from edgec.compiler.codegen import winograd
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(winograd, "DEFAULT", winograd.WinogradOptions(min_tiles=2**62))
-        yield
+# Without Winograd: _promote takes the fastest candidate of any kernel, and the cheap transform
+# kernels' candidates can lower to the rule's own code.
+pytestmark = pytest.mark.usefixtures("direct_convs")
 
 
 @pytest.fixture(scope="module")
-def tuned(tmp_path_factory):
+def tuned(tmp_path_factory, direct_convs):
     tmp = tmp_path_factory.mktemp("in_model")
     src = conv_relu_conv(tmp / "small.onnx")
     # MetaSchedule's candidates only: test_tune covers the rule variants tried before them
