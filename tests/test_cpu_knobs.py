@@ -92,11 +92,15 @@ def test_chain_knobs_one_at_a_time():
     chain = next(f for name, f in funcs.items() if name.count("conv2d") == 2)
     assert cpu_schedules.schedule(chain, AVX2)[0] == "conv_depthwise"
     sets = cpu_knobs.knob_sets(chain, AVX2)
-    assert all(sum(x not in (None, 0) for x in (k.tile, k.depthwise, k.chunk)) == 1
+    assert all(sum(x not in (None, 0) for x in (k.tile, k.depthwise, k.chunk, k.band)) == 1
                for k in sets), sets
     assert {bool(k.tile) for k in sets} == {True, False} and any(k.chunk for k in sets), sets
+    # a 28-row map is cut into two 14-row bands (BAND_ROWS): the variants are the whole map
+    # and bands half as tall (doubled, one band is the whole map again)
+    assert [k.band for k in sets if k.band] == [-1, 7], sets
     found = cpu_knobs.variants(chain, AVX2)
     assert len(found) >= 4, [k for k, _ in found]
+    assert any(k.band == -1 for k, _ in found), [k for k, _ in found]
 
 
 def test_pointwise_chain_tiles_walk_the_map():

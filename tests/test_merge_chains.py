@@ -10,7 +10,8 @@ from onnx import helper, numpy_helper
 
 from edgec import targets
 from edgec.compiler import codegen
-from edgec.compiler.codegen.cpu_chains import MIN_CHUNKS, chunk_channels
+from edgec.compiler.codegen.cpu_chains import MIN_CHUNKS, band_rows, chunk_channels, plan
+from edgec.compiler.codegen.cpu_tiles import CpuShape
 from edgec.compiler.codegen.merge_chains import merge_conv_depthwise
 
 from conftest import (
@@ -30,7 +31,7 @@ CLIP = [numpy_helper.from_array(np.float32(v), n) for n, v in (("lo", 0), ("hi",
 
 
 def _expand_depthwise(cin=16, mid=64, k_a=1, k_b=3, stride=1, dilation=1, bias=True,
-                      act="Clip", dw_pad=True, extra=(), hw=28):
+                      act="Clip", dw_pad=True, extra=(), hw=28, dw_pads=None):
     """x -> conv(k_a) -> act -> depthwise(k_b) -> act -> y, plus `extra` nodes reading "a"."""
     def bias_of(name, n):
         return [name] if bias else [], [random_const(name, (n,), RNG)] if bias else []
@@ -42,7 +43,7 @@ def _expand_depthwise(cin=16, mid=64, k_a=1, k_b=3, stride=1, dilation=1, bias=T
                               pads=[(k_a - 1) // 2] * 4),
              helper.make_node("Conv", ["a", "w2", *b2], ["c2"], group=mid,
                               kernel_shape=[k_b] * 2, strides=[stride] * 2,
-                              dilations=[dilation] * 2, pads=[pad_b] * 4)]
+                              dilations=[dilation] * 2, pads=dw_pads or [pad_b] * 4)]
     if act == "Clip":
         nodes[1:1] = [helper.make_node("Clip", ["c1", "lo", "hi"], ["a"])]
         nodes.append(helper.make_node("Clip", ["c2", "lo", "hi"], ["y" if not extra else "d"]))
@@ -105,6 +106,46 @@ def test_chain_conv_walks_the_map(monkeypatch, hw, cin, mid, stride, walk):
 def test_chunk_size(pixels, channels, chunk):
     assert chunk_channels(pixels, channels, 16) == chunk
     assert channels // chunk >= MIN_CHUNKS or chunk == 16
+
+
+@pytest.mark.parametrize("height, stride, rows", [
+    (56, 2, 7),    # 7 output rows read 14 (+1) conv rows: 8 bands
+    (56, 1, 14),   # 4 bands, each recomputing 2 of its 16 conv rows
+    (112, 1, 14),
+    (14, 2, 7),    # two bands
+    (30, 1, 15),   # the smallest divisor reaching BAND_ROWS
+    (14, 1, 0),    # one band would be the whole map: none
+    (7, 2, 0),     # 7 is prime
+    (29, 1, 0),
+])
+def test_band_rows(height, stride, rows):
+    assert band_rows(height, stride) == rows
+
+
+def test_bands_widen_the_chunks():
+    # MobileNetV2's 112x112 16 -> 96 chain on AVX2: without bands, one vector per chunk (the
+    # map's 784 KiB per vector is already over CHUNK_BYTES); in 7-row bands the chunks take
+    # the conv's own tile (4 x 2 vectors) and 8 bands x 6 chunks share the threads
+    avx2 = CpuShape(lanes=8, registers=12, live=16)
+    assert plan([1, 112, 112, 96], 56, 16, avx2) == (7, 16)
+    assert chunk_channels(112 * 112, 96, 8) == 8
+    # the tuner's "whole map" knob and a conv walking its whole map take no bands
+    from edgec.compiler.codegen.cpu_tiles import Knobs
+
+    assert plan([1, 112, 112, 96], 56, 16, avx2, Knobs(band=-1)) == (0, 8)
+    assert plan([1, 112, 112, 96], 56, 16, avx2, by_map=True)[0] == 0
+
+
+@pytest.mark.parametrize("hw, k_b, stride, dilation, pads", [
+    (56, 3, 2, 1, [0, 0, 1, 1]),  # TF "SAME": no top or left padding, 4 bands of 7 rows
+    (30, 5, 1, 1, None),  # 2 bands of 15 rows, each with a 4-row halo
+    (28, 3, 1, 2, None),  # dilated: a 4-row halo
+    (28, 3, 2, 1, None),  # 14 rows: 2 bands of 7
+])
+def test_banded_chain_matches_onnxruntime(hw, k_b, stride, dilation, pads):
+    lowering = build_and_check(_expand_depthwise(k_b=k_b, stride=stride, dilation=dilation,
+                                                 hw=hw, dw_pads=pads))
+    assert list(conv_kernels(lowering).values()) == ["conv_depthwise"], lowering.kernels
 
 
 @pytest.mark.parametrize("mid", [64, 256])

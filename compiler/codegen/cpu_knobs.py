@@ -15,7 +15,8 @@ fixed (cpu_tiles.Knobs), for tune to time:
     chains   a conv -> depthwise kernel (cpu_chains.py): the conv's tile (PER_CHAIN, ranked as
              above; over the chunk's map where the rule walks it, with the rows as one more
              variant), the depthwise tile (PER_CHAIN, most accumulators first), the chunk
-             halved or doubled; one knob at a time. MetaSchedule cannot express its schedule
+             halved or doubled, the band (rows) halved or doubled or the whole map; one knob
+             at a time. MetaSchedule cannot express its schedule
              at all (tune.KEEP): these are the only candidates MobileNetV2's chains get.
 
 A variant whose lowered code is the rule's (or another variant's) is dropped. MetaSchedule's
@@ -28,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .cpu_chains import chain_dims, chunk_channels
+from .cpu_chains import chain_dims, plan
 from .cpu_pixels import MAP_MIN_TILES
 from .cpu_schedules import RULES, reduction_length, schedule, spatial_prefix, top_blocks
 from .cpu_tiles import (
@@ -76,16 +77,16 @@ def _rank(length: int, wi: int, u: int, v: int, red: int) -> tuple[Any, ...]:
 
 
 def _chain_knob_sets(func: Any, cpu: CpuShape) -> list[Knobs]:
-    """A conv -> depthwise chain's: its conv's tile, its depthwise tile, its chunk, one at a
-    time (all three at once would be hundreds of builds)."""
+    """A conv -> depthwise chain's: its conv's tile, its depthwise tile, its chunk, its band,
+    one at a time (all at once would be hundreds of builds)."""
     dims = chain_dims(func)
     if dims is None:
         return []
-    (n, h, w, c), red, c_in, w_dw = dims
+    (n, h, w, c), red, c_in, (h_dw, w_dw) = dims
     v = candidates(w, c, cpu)[0]
-    chunk = chunk_channels(n * h * w, c, v)
     # a 1x1 conv's tiles walk the chunk's map, tails allowed; the rows are then a variant
     by_map = pointwise_conv(cpu, red, c_in)
+    band, chunk = plan([n, h, w, c], h_dw, red, cpu, by_map=by_map)
     length = h * w if by_map else w
     _, convs = candidates(length, chunk, _unlimited(cpu), red)
     convs = sorted((s for s in convs if (by_map or w % s[0] == 0)
@@ -95,8 +96,11 @@ def _chain_knob_sets(func: Any, cpu: CpuShape) -> list[Knobs]:
     dws = sorted((s for s in dws if w_dw % s[0] == 0 and s[0] * s[1] >= MIN_ACCUMULATORS),
                  key=lambda s: (-s[0] * s[1], -s[1]))
     chunks = [k for k in (chunk * 2, chunk // 2) if k % v == 0 and k and c % k == 0]
+    bands = [-1] * bool(band) + [r for r in (band * 2, band // 2)
+                                 if band and r and h_dw % r == 0 and h_dw // r >= 2]
     return ([Knobs(tile=s) for s in convs[:PER_CHAIN]] + [Knobs(walk="rows")] * by_map
-            + [Knobs(depthwise=s) for s in dws[:PER_CHAIN]] + [Knobs(chunk=k) for k in chunks])
+            + [Knobs(depthwise=s) for s in dws[:PER_CHAIN]] + [Knobs(chunk=k) for k in chunks]
+            + [Knobs(band=r) for r in bands])
 
 
 def knob_sets(func: Any, cpu: CpuShape) -> list[Knobs]:
@@ -148,26 +152,28 @@ def variants(func: Any, cpu: CpuShape) -> list[tuple[Knobs, Any]]:
 
 def combined(func: Any, cpu: CpuShape, timed: list[tuple[Knobs, float]],
              rule_secs: float) -> list[tuple[Knobs, Any]]:
-    """A chain's fastest conv tile, depthwise tile and chunk in one schedule, where two or
-    more of them, each varied alone, beat the rule (`timed`: knobs and seconds).
+    """A chain's fastest conv tile, depthwise tile, chunk and band in one schedule, where two
+    or more of them, each varied alone, beat the rule (`timed`: knobs and seconds).
 
     The one-knob-at-a-time variants are a first step of coordinate descent; this is the
-    second. A chunk changes which tiles divide it: where the merged knobs do not fit, the
-    chunk is left out.
+    second. A chunk or band changes which tiles divide it: where the merged knobs do not fit,
+    those two are left out.
     """
     best: dict[str, Knobs] = {}
     for knobs, secs in sorted(timed, key=lambda p: p[1]):
         if knobs.walk or secs >= rule_secs:
             continue  # reduction_tile's knobs do not combine: walk and tile go together
-        group = "depthwise" if knobs.depthwise else "chunk" if knobs.chunk else "tile"
+        group = ("depthwise" if knobs.depthwise else "chunk" if knobs.chunk
+                 else "band" if knobs.band else "tile")
         best.setdefault(group, knobs)
     if len(best) < 2:
         return []
     merged = Knobs(tile=best.get("tile", Knobs()).tile,
                    depthwise=best.get("depthwise", Knobs()).depthwise,
-                   chunk=best.get("chunk", Knobs()).chunk)
+                   chunk=best.get("chunk", Knobs()).chunk, band=best.get("band", Knobs()).band)
     for knobs in (merged, Knobs(tile=merged.tile, depthwise=merged.depthwise)):
-        if sum(x not in (None, 0) for x in (knobs.tile, knobs.depthwise, knobs.chunk)) < 2:
+        if sum(x not in (None, 0)
+               for x in (knobs.tile, knobs.depthwise, knobs.chunk, knobs.band)) < 2:
             continue
         try:
             sch = RULES["conv_depthwise"](func, cpu, knobs)

@@ -34,6 +34,7 @@ class Knobs:
     k_block: bool = True  # 1x1 convs: block the reduction where k_block() says so
     depthwise: tuple[int, int] | None = None  # a conv -> depthwise chain's depthwise tile
     chunk: int = 0  # ... and its channels per chunk (cpu_chains.py); 0: the rule's
+    band: int = 0  # ... and its depthwise output rows per band; 0: the rule's, -1: the map
 
 
 RULE = Knobs()
