@@ -31,6 +31,18 @@ def test_call_positional_and_named(lenet):
     assert a.shape == (1, 10)
 
 
+def test_outputs_are_copies(lenet):
+    """Outputs come back through numpy's DLPack view of the VM's tensor, copied: a later call
+    (whose output may reuse the same storage) leaves an earlier result as it was."""
+    model = runtime.load(lenet, threads=1)
+    x0, x1 = (runtime.random_inputs(model.inputs, seed=s)["input"] for s in (1, 2))
+    first = model(x0)["output"]
+    kept = first.copy()
+    second = model(x1)["output"]
+    np.testing.assert_array_equal(first, kept)
+    assert not np.array_equal(first, second) and first.flags.owndata
+
+
 def _placed(x: np.ndarray, offset: int, writeable: bool = True) -> np.ndarray:
     """A copy of `x` whose data starts `offset` bytes past a 64-byte boundary."""
     raw = np.empty(x.nbytes + 128, np.uint8)
