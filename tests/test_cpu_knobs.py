@@ -71,8 +71,9 @@ def test_knob_sets_and_variants():
     funcs = _kernels(_conv(7, 64, 128, 3, residual=True), [1, 64, 7, 7])
     conv = next(f for name, f in funcs.items() if "conv2d" in name)
     sets = cpu_knobs.knob_sets(conv, AVX2)
-    walks = {k.walk for k in sets}
+    walks = {k.walk for k in sets if not k.pixels_outer}
     assert walks == {"rows", "map"}, sets
+    assert Knobs(pixels_outer=True) in sets, sets  # the rule's tile, pixel tiles outermost
     # tiles beyond the rule's live-register limit are tried: 6 x 2 holds 12 accumulators
     assert Knobs(tile=(6, 2), walk="map", k_block=False) in sets, sets
     assert all(k.tile is None or k.tile[0] * k.tile[1] >= cpu_knobs.MIN_ACCUMULATORS
@@ -158,9 +159,14 @@ def test_pool_takes_one_pixel_of_channels():
     (_chain(28, 16, 128), [1, 16, 28, 28], Knobs(chunk=32)),
     (_chain(7, 64, 384), [1, 64, 7, 7], Knobs(tile=(6, 2))),  # over the map, a 1 x 2 tail
     (_chain(7, 64, 384), [1, 64, 7, 7], Knobs(walk="rows")),
+    (_chain(28, 16, 128), [1, 16, 28, 28], Knobs(band=-1)),  # the whole map, not 2 bands
+    (_chain(28, 16, 128), [1, 16, 28, 28], Knobs(band=7)),  # 4 bands with a 2-row halo
+    (_conv(14, 32, 64, 1), [1, 32, 14, 14], Knobs(pixels_outer=True)),
+    (_conv(7, 64, 128, 3, residual=True), [1, 64, 7, 7], Knobs(pixels_outer=True)),
 ], ids=["map-6x2-tail", "map-5x2-tail", "rows-4x2-tail", "rows-3x4", "1x1-unblocked",
         "1x1-blocked-2x4", "pool-4x2", "chain-conv-7x2", "chain-dw-7x1", "chain-chunk-32",
-        "chain-map-6x2-tail", "chain-rows"])
+        "chain-map-6x2-tail", "chain-rows", "chain-whole-map", "chain-bands-of-7",
+        "1x1-pixels-outer", "3x3-pixels-outer"])
 def test_variant_matches_onnxruntime(monkeypatch, model, shape, knobs):
     monkeypatch.setattr(cpu_schedules, "cpu_shape", lambda _target: AVX2)
     funcs = _kernels(model, shape)

@@ -12,6 +12,9 @@ fixed (cpu_tiles.Knobs), for tune to time:
              weights in L2, 8 accumulators, FMA slots kept busy (cpu_tiles.busy, tails
              included), loads per FMA; the first PER_WALK of each walk
     K-block  off, for a 1x1 conv whose rule blocks its reduction
+    order    the rule's tile and walk with the pixel tiles outermost in the parallel loop
+             (channel tiles first is the rule's: a thread's tiles share a slice of the
+             weights; pixels first, a thread reads the rows the kernel before it wrote)
     chains   a conv -> depthwise kernel (cpu_chains.py): the conv's tile (PER_CHAIN, ranked as
              above; over the chunk's map where the rule walks it, with the rows as one more
              variant), the depthwise tile (PER_CHAIN, most accumulators first), the chunk
@@ -121,7 +124,7 @@ def knob_sets(func: Any, cpu: CpuShape) -> list[Knobs]:
         ok.sort(key=lambda s: _rank(length, *s, v, red))
         out += [Knobs(tile=s, walk=walk, k_block=walk == "rows") for s in ok[:PER_WALK]]
     if n_s == 4 and red:
-        out.append(Knobs(walk="rows", k_block=False))
+        out += [Knobs(walk="rows", k_block=False), Knobs(pixels_outer=True)]
     return out
 
 

@@ -231,6 +231,10 @@ def reduction_tile(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
         return row_with_tail(sch, block, n_s, n_r, width - width % wi, (wi, u, v), after)
     # c_o outermost: consecutive tiles of a thread reuse one slice of the weights from cache.
     outer, reduction = register_tile(sch, block, n_s, wi, u, v)
+    if knobs.pixels_outer and len(outer) > 2 and not kb:
+        # each thread then reads the rows the previous kernel's thread wrote, and all weights
+        sch.reorder(*outer[1:], outer[0])
+        outer = [*outer[1:], outer[0]]
     if kb:
         r_loops = sch.get_loops(block)[len(outer): len(outer) + n_r]
         r_o, r_i = sch.split(r_loops[-1], factors=[None, kb])

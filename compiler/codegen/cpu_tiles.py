@@ -35,6 +35,7 @@ class Knobs:
     depthwise: tuple[int, int] | None = None  # a conv -> depthwise chain's depthwise tile
     chunk: int = 0  # ... and its channels per chunk (cpu_chains.py); 0: the rule's
     band: int = 0  # ... and its depthwise output rows per band; 0: the rule's, -1: the map
+    pixels_outer: bool = False  # a conv's parallel loop over pixel tiles, then channel tiles
 
 
 RULE = Knobs()
