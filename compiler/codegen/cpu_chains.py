@@ -95,9 +95,9 @@ def plan(mid: list[int], h_dw: int, red: int, cpu: CpuShape, knobs: Knobs = RULE
     stride = -(-h // h_dw)
     band = 0 if by_map else knobs.band if knobs.band else band_rows(h_dw, stride)
     band = max(band, 0)
-    v = tile(w, c, cpu)[1]
     if knobs.chunk:
         return band, knobs.chunk
+    v = tile(w, c, cpu)[1]
     if band:
         return band, chunk_channels(band * stride * w, c, v, max(h_dw // band, 1),
                                     tile(w, c, cpu, red)[2])

@@ -19,8 +19,8 @@ fixed (cpu_tiles.Knobs), for tune to time:
              above; over the chunk's map where the rule walks it, with the rows as one more
              variant), the depthwise tile (PER_CHAIN, most accumulators first), the chunk
              halved or doubled, the band (rows) halved or doubled or the whole map; one knob
-             at a time. MetaSchedule cannot express its schedule
-             at all (tune.KEEP): these are the only candidates MobileNetV2's chains get.
+             at a time. MetaSchedule cannot express its schedule at all (tune.KEEP): these
+             are the only candidates MobileNetV2's chains get.
 
 A variant whose lowered code is the rule's (or another variant's) is dropped. MetaSchedule's
 space has none of these schedules: its candidates had never beaten the rules on AVX2
