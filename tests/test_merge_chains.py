@@ -11,7 +11,7 @@ from onnx import helper, numpy_helper
 from edgec import targets
 from edgec.compiler import codegen
 from edgec.compiler.codegen.cpu_chains import MIN_CHUNKS, band_rows, chunk_channels, plan
-from edgec.compiler.codegen.cpu_tiles import CpuShape
+from edgec.compiler.codegen.cpu_tiles import CpuShape, Knobs
 from edgec.compiler.codegen.merge_chains import merge_conv_depthwise
 
 from conftest import (
@@ -78,7 +78,6 @@ def test_chain_conv_walks_the_map(monkeypatch, hw, cin, mid, stride, walk):
     loads per FMA over the chunk's whole map, a tail where they do not divide it; the
     depthwise conv still reads the chunk by rows. Outputs match onnxruntime."""
     from edgec.compiler.codegen import cpu_chains, cpu_schedules
-    from edgec.compiler.codegen.cpu_tiles import CpuShape
 
     monkeypatch.setattr(cpu_schedules, "cpu_shape",
                         lambda _target: CpuShape(lanes=8, registers=12, live=16))
@@ -130,8 +129,6 @@ def test_bands_widen_the_chunks():
     assert plan([1, 112, 112, 96], 56, 16, avx2) == (7, 16)
     assert chunk_channels(112 * 112, 96, 8) == 8
     # the tuner's "whole map" knob and a conv walking its whole map take no bands
-    from edgec.compiler.codegen.cpu_tiles import Knobs
-
     assert plan([1, 112, 112, 96], 56, 16, avx2, Knobs(band=-1)) == (0, 8)
     assert plan([1, 112, 112, 96], 56, 16, avx2, by_map=True)[0] == 0
 

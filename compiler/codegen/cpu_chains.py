@@ -166,19 +166,19 @@ def conv_depthwise(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
     # A 1x1 conv walks the chunk's whole map (cpu_pixels), as reduction_tile's do
     by_map = mid is not None and (
         knobs.walk == "map" or not knobs.walk and pointwise_conv(cpu, red, _c_in(sch, conv)))
-    h_dw = _shape(sch, dw)[1]
+    _, h_dw, w_dw, _ = _shape(sch, dw)
     band, chunk = plan(mid_shape, h_dw, red, cpu, knobs, by_map)
     if band and h_dw % band:
         return None
     width = h * w if by_map else w
     wi_a, v_a, u_a = tile(width, chunk, cpu, red, tails=by_map, pointwise=by_map)
-    wi_b, v_b, u_b = tile(_shape(sch, dw)[2], chunk, cpu)
+    wi_b, v_b, u_b = tile(w_dw, chunk, cpu)
     if knobs.tile:
         wi_a, u_a = knobs.tile
     if knobs.depthwise:
         wi_b, u_b = knobs.depthwise
     if c % chunk or chunk % (u_a * v_a) or chunk % (u_b * v_b) or wi_a > width \
-            or w % wi_a and not by_map or _shape(sch, dw)[2] % wi_b:
+            or w % wi_a and not by_map or w_dw % wi_b:
         return None  # knobs that do not divide the chunk or the rows
     if by_map:
         index_by_pixel(sch, conv, [mid], w)
