@@ -11,7 +11,14 @@ from onnx import helper, numpy_helper
 
 from edgec import targets
 from edgec.compiler import codegen
-from edgec.compiler.codegen.cpu_tiles import L1_WEIGHTS, CpuShape, cpu_shape, k_block, tile
+from edgec.compiler.codegen.cpu_tiles import (
+    FMA_IN_FLIGHT,
+    L1_WEIGHTS,
+    CpuShape,
+    cpu_shape,
+    k_block,
+    tile,
+)
 
 from conftest import build_and_check, conv_kernels, random_const, tiny_model
 
@@ -166,6 +173,18 @@ def test_tile_keeps_wide_weights_in_l1(lanes, regs):
     wi, v, u = tile(7, 960, cpu, reduction=160)
     assert u * v * 160 * 4 <= L1_WEIGHTS and wi * u >= 8, (wi, v, u)
     assert tile(7, 960, cpu)[0] == 1  # depthwise/pooling (no reduction given): unchanged
+
+
+@pytest.mark.parametrize("width, channels, want", [
+    (112, 32, (4, 2)), (56, 144, (4, 2)), (28, 192, (4, 2)),  # 4 x 2 wherever it divides
+    (14, 384, (2, 4)), (14, 48, (7, 1)), (7, 960, (7, 1)),  # else the next by depthwise_cost
+])
+def test_depthwise_tile_on_avx2(width, channels, want):
+    """AVX2 (16 registers): a depthwise tile keeps at most 8 accumulators (more spilled in
+    MobileNetV2's depthwise loops) and is ranked by depthwise_cost, not by accumulators."""
+    wi, v, u = tile(width, channels, AVX2)
+    assert (wi, u) == want and wi * u <= FMA_IN_FLIGHT
+    assert width % wi == 0 and channels % (u * v) == 0
 
 
 def test_tvm_default_pipeline_still_selectable(tmp_path):

@@ -17,7 +17,7 @@ fixed (cpu_tiles.Knobs), for tune to time:
              weights; pixels first, a thread reads the rows the kernel before it wrote)
     chains   a conv -> depthwise kernel (cpu_chains.py): the conv's tile (PER_CHAIN, ranked as
              above; over the chunk's map where the rule walks it, with the rows as one more
-             variant), the depthwise tile (PER_CHAIN, most accumulators first), the chunk
+             variant), the depthwise tile (PER_CHAIN, ranked by cpu_tiles.tile_cost), the chunk
              halved or doubled, the band (rows) halved or doubled or the whole map; one knob
              at a time. MetaSchedule cannot express its schedule at all (tune.KEEP): these
              are the only candidates MobileNetV2's chains get.
@@ -43,6 +43,7 @@ from .cpu_tiles import (
     busy,
     candidates,
     pointwise_conv,
+    tile_cost,
 )
 
 VARIED = ("reduction_tile", "conv_depthwise")  # the rules (cpu_schedules.RULES) with knobs
@@ -97,7 +98,7 @@ def _chain_knob_sets(func: Any, cpu: CpuShape) -> list[Knobs]:
                    key=lambda s: _rank(length, *s, v, red))
     _, dws = candidates(w_dw, chunk, cpu)
     dws = sorted((s for s in dws if w_dw % s[0] == 0 and s[0] * s[1] >= MIN_ACCUMULATORS),
-                 key=lambda s: (-s[0] * s[1], -s[1]))
+                 key=lambda s: tile_cost(*s, v, 0, live=bool(cpu.live)))
     chunks = [k for k in (chunk * 2, chunk // 2) if k % v == 0 and k and c % k == 0]
     bands = [-1] * bool(band) + [r for r in (band * 2, band // 2)
                                  if band and r and h_dw % r == 0 and h_dw // r >= 2]

@@ -89,7 +89,8 @@ def tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
     MobileNetV2's 7x7 160->960 conv a 1 x 240 tile, 150 KiB of weights re-read from L2 for
     each output column, at half the speed of a 7 x 32 tile. Where no tile's weights fit
     (ResNet's 3x3 convs) the most accumulators win, as they do without `reduction`
-    (depthwise, pooling: nothing is broadcast).
+    (depthwise, pooling: nothing is broadcast) except on a `cpu.live` CPU, where a depthwise
+    tile keeps at most 8 and is ranked by depthwise_cost.
 
     With `cpu.live` (AVX2), a broadcast tile also keeps its w_i broadcast inputs and u weight
     vectors in registers beside the accumulators: past 16, LLVM spills an accumulator to the
@@ -108,7 +109,7 @@ def tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
     v, shapes = candidates(width, channels, cpu, reduction, pointwise)
 
     def cost(wi: int, u: int) -> tuple[bool, bool, float, int]:
-        return tile_cost(wi, u, v, reduction, pointwise)
+        return tile_cost(wi, u, v, reduction, pointwise, live=bool(cpu.live))
 
     if tails and pointwise:
         # Loads per FMA before busy slots, a tail allowed: SqueezeNet's 13x13 classifier ran
@@ -157,27 +158,42 @@ def candidates(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
     def allowed(wi: int, u: int) -> bool:
         operands = u + 1 if pointwise and u > 1 else wi + u
         live = reduction and cpu.live and wi * u + operands > cpu.live
-        return wi * u * v * 4 < 1024 and not live
+        spills = not reduction and cpu.live and wi * u > FMA_IN_FLIGHT  # see depthwise_cost
+        return wi * u * v * 4 < 1024 and not live and not spills
 
     return v, [(wi, u) for u in range(1, cpu.registers + 1) if (channels // v) % u == 0
                for wi in range(min(width, cpu.registers // u), 0, -1) if allowed(wi, u)]
 
 
-def tile_cost(wi: int, u: int, v: int, reduction: int,
-              pointwise: bool = False) -> tuple[bool, bool, float, int]:
+def tile_cost(wi: int, u: int, v: int, reduction: int, pointwise: bool = False,
+              live: bool = False) -> tuple[bool, bool, float, int]:
     """tile()'s order of preference, lowest first: under 8 accumulators, weights outside L1,
-    loads per FMA, fewer accumulators.
+    loads per FMA, fewer accumulators. Without `reduction` (depthwise), the most accumulators;
+    on a `live` CPU (AVX2) depthwise_cost, then the fewest registers.
 
     A `pointwise` conv's tile is judged by loads per FMA wherever its weights are: walking
     the whole map (cpu_pixels) it streams them from L2, and 12-accumulator tiles that do so
     (6 x 2, 4 x 3) ran MobileNetV2's 7x7 and 14x14 1x1 convs 8-30% faster single-thread than
     the 7 x 1 and 1 x 6 tiles that kept a K-block's weights in L1."""
     if not reduction:
-        return (False, False, 0.0, -wi * u)
+        return (False, False, depthwise_cost(wi, u), wi * u + u) if live \
+            else (False, False, 0.0, -wi * u)
     fits = pointwise or u * v * reduction * 4 <= L1_WEIGHTS
     loads = (wi + u) / (wi * u) if fits else 0.0
     # under 8 accumulators the FMA latency, not the loads, sets the pace
     return (wi * u < FMA_IN_FLIGHT, not fits, loads, -wi * u)
+
+
+def depthwise_cost(wi: int, u: int) -> float:
+    """Overhead per FMA of a w_i x u depthwise tile on AVX2, lower first: one input load per
+    FMA, a weight vector load per w_i FMAs, and a padding check per column and step (per u
+    FMAs), counted as half a load. Tiles of more than 8 accumulators are not candidates: with
+    the u weights and the inputs beside them they outgrow 16 registers, and the branches of the
+    padding checks then spill accumulators in the inner loop. Single thread, MobileNetV2's
+    depthwise convs: the 4 x 3 tile of the most-accumulators rule ran its 56x56x144 one in
+    243 us, 4 x 2 in 138, 8 x 1 in 174, 2 x 2 in 191; 112x112x32: 200 (4 x 4), 131 (4 x 2);
+    7x7x960: 23 (1 x 12), 16 (7 x 1)."""
+    return 1 + 1 / wi + 0.5 / u
 
 
 def pointwise_conv(cpu: CpuShape, reduction: int, c_in: int) -> bool:
