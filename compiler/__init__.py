@@ -130,7 +130,7 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
     executable = codegen.build(model, tgt, front.input_shapes, lowering)
     gen = {"pipeline": tgt.pipeline, "kernels": lowering.kernels, "graph": lowering.graph,
            "tuning_db": str(db_dir) if lowering.database is not None else None,
-           "kept_rule": lowering.kept,
+           "kept_rule": lowering.kept, "input_alignment": lowering.input_alignment,
            "seconds": round(time.perf_counter() - started, 2)}
     notes.append(codegen_line(gen))
     weights = {t.name for t in model.graph.initializer}

@@ -21,6 +21,8 @@ from .artifact import check_runs_here, read_manifest, verify_library
 
 __all__ = ["CompiledModel", "kernel_times", "load", "random_inputs"]
 
+_ALIGNED = 64  # what TVM's kernels assume of a tensor argument unless compiled otherwise
+
 
 def _set_threads(threads: int) -> None:
     # The pool's size was fixed by TVM_NUM_THREADS (see edgec/__init__.py); this picks how
@@ -90,20 +92,26 @@ class CompiledModel:
         self._vm = relax.VirtualMachine(lib, tvm.cpu())
         self._main = self._vm["main"]
         self._staging: list[Any] = [None] * len(self.inputs)
+        self._alignment: list[int] = list(manifest.get("codegen", {}).get("input_alignment")
+                                          or [])
 
     def _tensor(self, i: int, arr: np.ndarray) -> Any:
         """Input `i` as a TVM tensor without a fresh allocation per call.
 
-        A 64-byte-aligned array is passed by reference (DLPack); any other is copied into a
-        tensor kept for that input. A new tensor per call (its pages faulted in anew each time)
-        cost MobileNetV2 2-4% of its latency in A/B runs against onnxruntime. The copy goes
-        through numpy's view of that tensor: Tensor.copyfrom added 0.17 ms to MobileNetV2's
-        4.0 ms call where np.copyto of the same 600 KB added 0.08 (A/B in one process).
+        An array at an address the model's kernels take is passed by reference (DLPack):
+        64-byte aligned, or for a model compiled with unaligned_inputs.py its element size
+        (manifest codegen.input_alignment). Any other is copied into a tensor kept for that
+        input. A new tensor per call (its pages faulted in anew each time) cost MobileNetV2
+        2-4% of its latency in A/B runs against onnxruntime. The copy goes through numpy's
+        view of that tensor: Tensor.copyfrom added 0.17 ms to MobileNetV2's 4.0 ms call where
+        np.copyto of the same 600 KB added 0.08 (A/B in one process).
         """
         import tvm
+        import tvm_ffi
 
-        if arr.ctypes.data % 64 == 0 and arr.flags.writeable:
-            return tvm.runtime.from_dlpack(arr)
+        need = self._alignment[i] if i < len(self._alignment) else _ALIGNED
+        if arr.ctypes.data % need == 0 and arr.flags.writeable:
+            return tvm_ffi.from_dlpack(arr, require_alignment=need, require_contiguous=True)
         if self._staging[i] is None:
             tensor = tvm.runtime.empty(arr.shape, str(arr.dtype))
             self._staging[i] = (tensor, np.from_dlpack(tensor))

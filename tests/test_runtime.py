@@ -54,16 +54,21 @@ def _placed(x: np.ndarray, offset: int, writeable: bool = True) -> np.ndarray:
 
 
 def test_inputs_anywhere_in_memory_give_onnxruntime_answers(lenet, monkeypatch):
-    """Aligned arrays are passed by reference, others copied into a tensor kept per input:
-    each placement, and a new input after an old one, must still give onnxruntime's answer."""
-    import tvm
+    """The artifact's kernels take the input at any float32 address (unaligned_inputs.py), so
+    writeable arrays are passed by reference wherever they lie; read-only ones are copied into
+    a tensor kept per input. Each placement, and a new input after an old one, must still
+    give onnxruntime's answer."""
+    import tvm_ffi
 
+    manifest = json.loads((lenet / "manifest.json").read_text())
+    assert manifest["codegen"]["input_alignment"] == [4]
     by_reference = []
-    from_dlpack = tvm.runtime.from_dlpack
-    monkeypatch.setattr(tvm.runtime, "from_dlpack",
-                        lambda a: by_reference.append(a.ctypes.data) or from_dlpack(a))
+    from_dlpack = tvm_ffi.from_dlpack
+    monkeypatch.setattr(tvm_ffi, "from_dlpack",
+                        lambda a, **kw: by_reference.append(a.ctypes.data % 64)
+                        or from_dlpack(a, **kw))
     model = runtime.load(lenet, threads=1)
-    src = json.loads((lenet / "manifest.json").read_text())["source"]["path"]
+    src = manifest["source"]["path"]
     for seed, (offset, writeable) in enumerate([(0, True), (4, True), (0, False), (16, True),
                                                 (4, True), (0, True)]):
         x = runtime.random_inputs(model.inputs, seed=seed)["input"]
@@ -71,7 +76,7 @@ def test_inputs_anywhere_in_memory_give_onnxruntime_answers(lenet, monkeypatch):
         got = model(input=placed)["output"]
         np.testing.assert_allclose(got, ort_run(src, {"input": x})[0], rtol=1e-4, atol=1e-5)
         np.testing.assert_array_equal(placed, x)  # the caller's array is left as it was
-    assert len(by_reference) == 2  # the two aligned, writeable arrays
+    assert by_reference == [0, 4, 16, 4, 0]  # every writeable array, none copied
     # a strided view is made contiguous before either path
     x = runtime.random_inputs(model.inputs, seed=9)["input"]
     wide = np.repeat(x, 2, axis=-1)[..., ::2]
@@ -89,6 +94,28 @@ def test_wrong_inputs(lenet, bad, match):
     model = runtime.load(lenet)
     with pytest.raises(EdgecError, match=match):
         model(**bad)
+
+
+def test_artifacts_without_input_alignment_take_64_byte_aligned_inputs(lenet, monkeypatch):
+    """An artifact whose manifest says nothing of input alignment (compiled before it was
+    recorded) gets only 64-byte-aligned arrays by reference; others are copied."""
+    import tvm_ffi
+
+    manifest = json.loads((lenet / "manifest.json").read_text())
+    del manifest["codegen"]["input_alignment"]
+    (lenet / "manifest.json").write_text(json.dumps(manifest))
+    by_reference = []
+    from_dlpack = tvm_ffi.from_dlpack
+    monkeypatch.setattr(tvm_ffi, "from_dlpack",
+                        lambda a, **kw: by_reference.append(a.ctypes.data % 64)
+                        or from_dlpack(a, **kw))
+    model = runtime.load(lenet, threads=1)
+    for seed, offset in enumerate([0, 4, 32]):
+        x = runtime.random_inputs(model.inputs, seed=seed)["input"]
+        got = model(input=_placed(x, offset))["output"]
+        np.testing.assert_allclose(got, ort_run(manifest["source"]["path"], {"input": x})[0],
+                                   rtol=1e-4, atol=1e-5)
+    assert by_reference == [0]
 
 
 def test_tampered_library_refused(lenet, cli):

@@ -34,6 +34,9 @@ class Lowering:
     records: dict[str, str] = field(default_factory=dict)  # kernel -> key of the record applied
     kept: list[str] = field(default_factory=list)  # kernels with a record a verdict turned down
     graph: list[str] = field(default_factory=list)  # what the pipeline's ONNX step changed
+    # bytes each input's data must be aligned to, in input order (unaligned_inputs.py);
+    # empty: TVM's 64 for every input
+    input_alignment: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,14 @@ def _cpu(tvm_target: Any, lowering: Lowering) -> Any:
     from tvm.relax.backend.cpu_generic import pipeline as stock
 
     from .cpu_schedules import schedule_pass
+    from .unaligned_inputs import unaligned_inputs
+
+    @tvm.transform.module_pass(opt_level=0, name="EdgecUnalignedInputs")
+    def inputs(mod: Any, _ctx: Any) -> Any:
+        mod, report, lowering.input_alignment = unaligned_inputs(mod)
+        if report.declined and report.summary() not in lowering.graph:
+            lowering.graph.append(report.summary())
+        return mod
 
     tuned = []
     if lowering.database is not None:
@@ -112,6 +123,7 @@ def _cpu(tvm_target: Any, lowering: Lowering) -> Any:
     return tvm.transform.Sequential(
         [fused(tvm_target, lowering)] + tuned + [schedule_pass(tvm_target, lowering.kernels)]
         + prepack + stock.dataflow_lower_passes(tvm_target) + stock.finalize_passes(tvm_target)
+        + [inputs]
     )
 
 
