@@ -32,6 +32,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .cpu_loops import (
+    pack_weights,
+    reduction_length,
+    register_tile,
+    spatial_prefix,
+    top_blocks,
+    vectorize_inner,
+)
 from .cpu_pixels import index_by_pixel, row_with_tail
 from .cpu_tiles import RULE, Knobs, pointwise_conv, tile
 
@@ -50,8 +58,6 @@ def kind(func: Any) -> str | None:
     """'conv' (broadcast input, 4-D NHWC output), 'depthwise' (channelwise, with weights) or
     None, for a kernel with a single S..SR..R block."""
     from tvm import s_tir
-
-    from .cpu_schedules import reduction_length, spatial_prefix, top_blocks
 
     sch = s_tir.Schedule(func)
     reds = [(b, k) for b, k in top_blocks(sch) if set(k) != {"S"}]
@@ -109,8 +115,6 @@ def chain_dims(func: Any) -> tuple[list[int], int, int, tuple[int, int]] | None:
     depthwise output's height and width) of a merged conv -> depthwise kernel, else None."""
     from tvm import s_tir
 
-    from .cpu_schedules import reduction_length, spatial_prefix, top_blocks
-
     sch = s_tir.Schedule(func)
     reds = [b for b, k in top_blocks(sch) if set(k) != {"S"} and spatial_prefix(k) == 4]
     if len(reds) != 2 or reduction_length(sch, reds[1], 4):
@@ -131,14 +135,6 @@ def conv_depthwise(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
     tile instead of the cost model (edgec tune's variants: cpu_knobs.py)."""
     from tvm import s_tir
 
-    from .cpu_schedules import (
-        _pack_weights,
-        _vectorize_inner,
-        reduction_length,
-        register_tile,
-        spatial_prefix,
-        top_blocks,
-    )
     sch = s_tir.Schedule(func)
     blocks = top_blocks(sch)
     reds = [i for i, (_, k) in enumerate(blocks) if set(k) != {"S"}]
@@ -182,8 +178,8 @@ def conv_depthwise(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
         return None  # knobs that do not divide the chunk or the rows
     if by_map:
         index_by_pixel(sch, conv, [mid], w)
-    _pack_weights(sch, func, conv, u_a * v_a, c)
-    _pack_weights(sch, func, dw, u_b * v_b, c)
+    pack_weights(sch, func, conv, u_a * v_a, c)
+    pack_weights(sch, func, dw, u_b * v_b, c)
 
     (c_k, *rest), r_b = register_tile(sch, dw, 4, wi_b, u_b, v_b, chunk=chunk)
     if band:  # band outermost: a thread's consecutive chunks share the band's input rows
@@ -194,7 +190,7 @@ def conv_depthwise(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
     sch.parallel(c_k)
     if after:
         sch.reverse_compute_at(after[-1], tile_b, preserve_unit_loops=True)
-        _vectorize_inner(sch, after[-1], v_b)
+        vectorize_inner(sch, after[-1], v_b)
     # The conv moves under the chunk loop; the region the depthwise reads is one chunk (of
     # one band, its halo rows included).
     if mid is not None:
@@ -210,6 +206,6 @@ def conv_depthwise(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
     tile_a = sch.fuse(*outer)
     if mid is not None:
         sch.reverse_compute_at(mid, tile_a, preserve_unit_loops=True)
-        _vectorize_inner(sch, mid, v_a)
+        vectorize_inner(sch, mid, v_a)
     sch.decompose_reduction(conv, r_a)
     return sch

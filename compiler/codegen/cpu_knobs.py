@@ -33,8 +33,9 @@ import dataclasses
 from typing import Any
 
 from .cpu_chains import chain_dims, plan
+from .cpu_loops import reduction_length, spatial_prefix, top_blocks
 from .cpu_pixels import MAP_MIN_TILES
-from .cpu_schedules import RULES, reduction_length, schedule, spatial_prefix, top_blocks
+from .cpu_schedules import RULES, schedule
 from .cpu_tiles import (
     FMA_IN_FLIGHT,
     L2_WEIGHTS,

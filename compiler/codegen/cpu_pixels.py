@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .cpu_loops import order_tile, vectorize_inner
 from .cpu_tiles import busy, tile
 
 if TYPE_CHECKING:
@@ -79,7 +80,6 @@ def row_with_tail(sch: Any, block: Any, n_s: int, n_r: int, full: int,
     stays outermost in the parallel loop (c_o, n, h; for a map c_o, n); the epilogue follows
     each row (or the map). Not `parallel` where a loop above the block is (cpu_chains).
     """
-    from .cpu_schedules import _order_tile, _vectorize_inner
 
     wi, u, v = wi_u_v
     loops = sch.get_loops(block)
@@ -91,13 +91,13 @@ def row_with_tail(sch: Any, block: Any, n_s: int, n_r: int, full: int,
         sch.parallel(rows)
     if after:
         sch.reverse_compute_at(after[-1], rows, preserve_unit_loops=True)
-        _vectorize_inner(sch, after[-1], v)
+        vectorize_inner(sch, after[-1], v)
     sch.loop_partition(loops[n_s - 2], [full, None])
     for part in _reduction_blocks(sch, rows):
         w_i, c_u, c_v, *r = sch.get_loops(part)[-(3 + n_r):]
         if sch.get(w_i).min.value == 0:  # the whole tiles; the tail starts mid-row, one tile
             _, w_i = sch.split(w_i, factors=[None, wi])
-        _order_tile(sch, r, w_i, c_u, c_v, v)
+        order_tile(sch, r, w_i, c_u, c_v, v)
         sch.decompose_reduction(part, r[0])
     return sch
 

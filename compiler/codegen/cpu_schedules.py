@@ -22,10 +22,19 @@ TVM's default schedule.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from .cpu_chains import conv_depthwise
+from .cpu_loops import (
+    extent,
+    pack_weights,
+    pads,
+    reduction_length,
+    register_tile,
+    spatial_prefix,
+    top_blocks,
+    vectorize_inner,
+)
 from .cpu_pixels import row_with_tail, whole_map
 from .cpu_tiles import (
     RULE,
@@ -40,131 +49,6 @@ from .cpu_tiles import (
 from .cpu_winograd import winograd_transforms
 
 PAD_COPY_MIN = 64  # a conv's reduction length from which its padded input is copied once
-
-
-def _extent(sch: Any, loop: Any) -> int | None:
-    from tvm import tirx
-
-    ext = sch.get(loop).extent
-    return int(ext.value) if isinstance(ext, tirx.IntImm) else None
-
-
-def _vectorize_inner(sch: Any, block: Any, lanes: int) -> None:
-    loops = sch.get_loops(block)
-    if not loops:
-        return
-    ext = _extent(sch, loops[-1])
-    if ext is None or ext < 2:
-        return
-    v = next((n for n in (lanes, lanes // 2, 4) if n >= 2 and ext % n == 0), 0)
-    if not v:
-        return
-    if ext > v:
-        _, inner = sch.split(loops[-1], factors=[None, v])
-        sch.vectorize(inner)
-    else:
-        sch.vectorize(loops[-1])
-
-
-def _pads(block: Any) -> bool:
-    """The block writes a bigger buffer than any it reads: padding (a transpose does not)."""
-    def size(buf: Any) -> int:
-        return math.prod(int(d) for d in buf.shape)
-
-    return len(block.writes) == 1 and all(
-        size(block.writes[0].source) > size(r.source) for r in block.reads)
-
-
-def top_blocks(sch: Any) -> list[tuple[Any, str]]:
-    """The top-level blocks of a kernel with their iterator kinds ('S' spatial, 'R' reduction)."""
-    from tvm import tirx
-    from tvm.s_tir.dlight.analysis import get_root_block
-
-    kind = {tirx.IterVar.DataPar: "S", tirx.IterVar.CommReduce: "R"}
-    return [(b, "".join(kind.get(iv.iter_type, "O") for iv in sch.get(b).iter_vars))
-            for b in sch.get_child_blocks(get_root_block(sch))]
-
-
-def _pack_weights(sch: Any, func: Any, block: Any, tile: int, channels: int) -> None:
-    """Read a constant weight W[..., c] as W'[c // tile, ..., c % tile] (conv: [kh, kw, c_in, c];
-    dense: [k, c]).
-
-    A tile's weights are then one contiguous run instead of `tile` floats every `channels`:
-    ResNet-18's 512-channel 3x3 conv went from 172 to 224 GFLOP/s. The repacking block is
-    marked as layout-rewrite preprocessing, which the pipeline splits out of the kernel and
-    folds into the constant at compile time (SplitLayoutRewritePreproc, FoldConstant).
-    """
-    from tvm.tirx import IndexMap
-
-    free = func.attrs.get("layout_free_buffers") if func.attrs else None
-    if not free or channels <= tile or channels % tile:
-        return
-    params = [func.params[int(i)] for i in free]
-    for idx, region in enumerate(sch.get(block).reads):
-        buf = region.source
-        if any(buf.same_as(p) for p in params) and len(buf.shape) >= 2 \
-                and int(buf.shape[-1]) == channels:
-            cached = sch.cache_read(block, idx, "global")
-            sch.transform_layout(block, ("read", idx), IndexMap.from_func(
-                lambda *i: (i[-1] // tile, *i[:-1], i[-1] % tile), ndim=len(buf.shape)))
-            sch.annotate(cached, "meta_schedule.layout_rewrite_preproc", True)
-            return
-
-
-def _channelwise(block: Any, n_s: int) -> bool:
-    """Depthwise conv or pooling: every read follows the output channel (none is broadcast)."""
-    from tvm.tirx.analysis import undefined_vars
-
-    channel = block.iter_vars[n_s - 1].var
-    return all(any(v.same_as(channel) for v in undefined_vars(r.region[-1].min, []))
-               for r in block.reads)
-
-
-def spatial_prefix(kinds: str) -> int:
-    """n_s for an S..SR..R block (n_s spatial iterators, then only reductions), else 0."""
-    n_s = len(kinds) - len(kinds.lstrip("S"))
-    return n_s if n_s < len(kinds) and set(kinds[n_s:]) == {"R"} else 0
-
-
-def reduction_length(sch: Any, block: Any, n_s: int) -> int:
-    """Terms in each output's sum where the input is broadcast across output channels (conv,
-    dense); 0 for depthwise conv and pooling, whose reads all follow the output channel."""
-    if _channelwise(sch.get(block), n_s):
-        return 0
-    length = 1
-    for loop in sch.get_loops(block)[-len(sch.get(block).iter_vars) + n_s:]:
-        length *= _extent(sch, loop) or 1
-    return length
-
-
-def register_tile(sch: Any, block: Any, n_s: int, wi: int, u: int, v: int,
-                  chunk: int = 0) -> tuple[list[Any], Any]:
-    """Reorder an S..SR..R block (its last n_s + reduction loops) into outer loops, then the
-    reduction, then a w_i x (u x v) register tile: w_i and u unrolled, v vectorized.
-    Returns the outer loops [c_o, *spatial, w_o] (with `chunk`, channels a multiple of u * v:
-    [c_chunk, *spatial, w_o, c_o], a chunk's channels innermost) and the first reduction loop,
-    where the accumulators' init is split out once the epilogue is in place.
-    """
-    loops = sch.get_loops(block)
-    loops = loops[len(loops) - len(sch.get(block).iter_vars):]
-    w_o, w_i = sch.split(loops[n_s - 2], factors=[None, wi])
-    if chunk:
-        c_k, c_o, c_u, c_v = sch.split(loops[n_s - 1], factors=[None, chunk // (u * v), u, v])
-        outer = [c_k, *loops[: n_s - 2], w_o, c_o]
-    else:
-        c_o, c_u, c_v = sch.split(loops[n_s - 1], factors=[None, u, v])
-        outer = [c_o, *loops[: n_s - 2], w_o]
-    _order_tile(sch, [*outer, *loops[n_s:]], w_i, c_u, c_v, v)
-    return outer, loops[n_s]
-
-
-def _order_tile(sch: Any, above: list[Any], w_i: Any, c_u: Any, c_v: Any, v: int) -> None:
-    """`above` loops, then the register tile: w_i and c_u unrolled, c_v vectorized."""
-    sch.reorder(*above, w_i, c_u, c_v)
-    if v > 1:
-        sch.vectorize(c_v)
-    sch.unroll(c_u)
-    sch.unroll(w_i)
 
 
 def reduction_tile(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
@@ -193,21 +77,21 @@ def reduction_tile(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
     # padded copy per call (row-parallel): ResNet-18's 7x7 3x3 conv went from 89 to 147
     # GFLOP/s, its 7x7 RGB stem (reduction 147) from 3.0 to 1.5 ms. Not below PAD_COPY_MIN:
     # MobileNetV3's 3x3 RGB stem (27) went from 0.13 to 0.19 ms with the copy.
-    padded = (before[-1] if red >= PAD_COPY_MIN and before and _pads(sch.get(before[-1]))
+    padded = (before[-1] if red >= PAD_COPY_MIN and before and pads(sch.get(before[-1]))
               else None)
     for b in before:
         if b is not padded:
             sch.compute_inline(b)
     if padded is not None:
         sch.parallel(sch.fuse(*sch.get_loops(padded)[:-2]))
-        _vectorize_inner(sch, padded, cpu.lanes)
+        vectorize_inner(sch, padded, cpu.lanes)
     loops = sch.get_loops(block)
     if len(loops) != len(kinds):
         return None
-    width, channels = _extent(sch, loops[n_s - 2]), _extent(sch, loops[n_s - 1])
+    width, channels = extent(sch, loops[n_s - 2]), extent(sch, loops[n_s - 1])
     if width is None or channels is None:
         return None
-    c_in = _extent(sch, loops[-1]) or 0  # a conv's reduction is c_in only for a 1x1 conv
+    c_in = extent(sch, loops[-1]) or 0  # a conv's reduction is c_in only for a 1x1 conv
     pointwise = n_s == 4 and pointwise_conv(cpu, red, c_in)
     wi, v, u = tile(width, channels, cpu, red, tails=True, pointwise=pointwise)
     if not red and len(sch.get(block).reads) == 1:  # pooling: no weights
@@ -219,14 +103,14 @@ def reduction_tile(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
     # tiles. Where its tiles are judged by loads per FMA (tile_cost), the map comes first.
     kb = k_block(c_in, u * v, red) if n_s == 4 and knobs.k_block else 0
     if n_s == 4 and red and (pointwise or not kb) and knobs.walk != "rows":
-        flat = whole_map(sch, block, after, (_extent(sch, loops[1]) or 0, width), channels,
+        flat = whole_map(sch, block, after, (extent(sch, loops[1]) or 0, width), channels,
                          (wi, v, u), cpu, red, fixed=knobs.tile if knobs.walk == "map" else None,
                          pointwise=pointwise)
         if flat:
             n_s, width, (wi, v, u), kb = 3, flat[0], flat[1], 0
     if wi > width or (knobs.walk == "map" and n_s == 4):
         return None  # a tile the rows cannot take, or a map that declined its fixed tile
-    _pack_weights(sch, func, block, u * v, channels)
+    pack_weights(sch, func, block, u * v, channels)
     if width % wi:
         return row_with_tail(sch, block, n_s, n_r, width - width % wi, (wi, u, v), after)
     # c_o outermost: consecutive tiles of a thread reuse one slice of the weights from cache.
@@ -244,7 +128,7 @@ def reduction_tile(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
     sch.parallel(fused)
     if after:
         sch.reverse_compute_at(after[-1], fused, preserve_unit_loops=True)
-        _vectorize_inner(sch, after[-1], v)
+        vectorize_inner(sch, after[-1], v)
     sch.decompose_reduction(block, reduction)
     return sch
 
@@ -263,12 +147,12 @@ def elementwise(func: Any, cpu: CpuShape) -> Any | None:
     loops = sch.get_loops(block)
     if not loops:
         return None
-    inner = _extent(sch, loops[-1]) or 0
+    inner = extent(sch, loops[-1]) or 0
     outer = loops[:-1] if inner >= 4 and len(loops) > 1 else loops
     fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
     sch.parallel(fused)
     if len(outer) < len(loops):
-        _vectorize_inner(sch, block, cpu.lanes)
+        vectorize_inner(sch, block, cpu.lanes)
     return sch
 
 

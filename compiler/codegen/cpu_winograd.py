@@ -14,20 +14,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from .cpu_loops import extent, top_blocks, vectorize_inner
 from .cpu_tiles import CpuShape
 from .winograd import INPUT, OUTPUT, PAD
 
 
 def _loops(sch: Any, block: Any) -> tuple[list[Any], list[int]]:
-    from .cpu_schedules import _extent
-
     loops = sch.get_loops(block)
-    return loops, [_extent(sch, loop) or 0 for loop in loops]
+    return loops, [extent(sch, loop) or 0 for loop in loops]
 
 
 def _input(sch: Any, blocks: list[Any], names: list[str], cpu: CpuShape) -> Any | None:
-    from .cpu_schedules import _vectorize_inner
-
     if names[-1] != INPUT or names[-2] != PAD:
         return None
     for b in blocks[:-2]:
@@ -35,7 +32,7 @@ def _input(sch: Any, blocks: list[Any], names: list[str], cpu: CpuShape) -> Any 
     pad, block = blocks[-2], blocks[-1]
     loops, _ = _loops(sch, pad)
     sch.parallel(sch.fuse(*loops[:2]))
-    _vectorize_inner(sch, pad, cpu.lanes)
+    vectorize_inner(sch, pad, cpu.lanes)
     (a, p, c), (_, _, channels) = _loops(sch, block)
     # Never left to the elementwise rule: it would inline the padded copy, whose guarded loads
     # then sit in V's selects (a build that did so crashed reading outside the input).
@@ -73,8 +70,6 @@ def _output(sch: Any, blocks: list[Any], cpu: CpuShape) -> Any | None:
 def winograd_transforms(func: Any, cpu: CpuShape) -> Any | None:
     """The schedule of a Winograd input or output transform kernel, else None."""
     from tvm import s_tir
-
-    from .cpu_schedules import top_blocks
 
     sch = s_tir.Schedule(func)
     blocks = [b for b, _ in top_blocks(sch)]

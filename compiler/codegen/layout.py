@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .cpu_loops import top_blocks
 from .relax_rewrite import rewrite_functions
 
 # conv2d_transpose stays NCHW: TVM legalizes it only in that layout (transposes go around it).
@@ -23,8 +24,6 @@ LAYOUTS = {"relax.nn.conv2d": ["NHWC", "HWIO"], "relax.nn.conv2d_transpose": ["N
 
 def _single_block(func: Any) -> str | None:
     from tvm import s_tir
-
-    from .cpu_schedules import top_blocks
 
     sch = s_tir.Schedule(func)
     names = [sch.get(b).name_hint for b, _ in top_blocks(sch)]

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .cpu_loops import top_blocks
 from .merge_chains import merge_pairs
 
 
@@ -30,8 +31,6 @@ def moves_data(func: Any) -> bool:
     """One input, and every block stores a load of it: a transpose, reshape or slice."""
     import tvm
     from tvm import s_tir, tirx
-
-    from .cpu_schedules import top_blocks
 
     if len(func.params) != 2:  # input and output
         return False
@@ -48,8 +47,6 @@ def moves_data(func: Any) -> bool:
 def reduces(func: Any) -> bool:
     """A kernel with a reduction block (conv, dense, pooling): its rules inline prologues."""
     from tvm import s_tir
-
-    from .cpu_schedules import top_blocks
 
     return any(set(kinds) != {"S"} for _, kinds in top_blocks(s_tir.Schedule(func)))
 
