@@ -53,20 +53,25 @@ def _placed(x: np.ndarray, offset: int, writeable: bool = True) -> np.ndarray:
     return out
 
 
+def _record_by_reference(monkeypatch) -> list[int]:
+    """Each input the runtime passes by reference (DLPack), as its address mod 64."""
+    import tvm_ffi
+
+    seen: list[int] = []
+    from_dlpack = tvm_ffi.from_dlpack
+    monkeypatch.setattr(tvm_ffi, "from_dlpack",
+                        lambda a, **kw: seen.append(a.ctypes.data % 64) or from_dlpack(a, **kw))
+    return seen
+
+
 def test_inputs_anywhere_in_memory_give_onnxruntime_answers(lenet, monkeypatch):
     """The artifact's kernels take the input at any float32 address (unaligned_inputs.py), so
     writeable arrays are passed by reference wherever they lie; read-only ones are copied into
     a tensor kept per input. Each placement, and a new input after an old one, must still
     give onnxruntime's answer."""
-    import tvm_ffi
-
     manifest = json.loads((lenet / "manifest.json").read_text())
     assert manifest["codegen"]["input_alignment"] == [4]
-    by_reference = []
-    from_dlpack = tvm_ffi.from_dlpack
-    monkeypatch.setattr(tvm_ffi, "from_dlpack",
-                        lambda a, **kw: by_reference.append(a.ctypes.data % 64)
-                        or from_dlpack(a, **kw))
+    by_reference = _record_by_reference(monkeypatch)
     model = runtime.load(lenet, threads=1)
     src = manifest["source"]["path"]
     for seed, (offset, writeable) in enumerate([(0, True), (4, True), (0, False), (16, True),
@@ -99,16 +104,10 @@ def test_wrong_inputs(lenet, bad, match):
 def test_artifacts_without_input_alignment_take_64_byte_aligned_inputs(lenet, monkeypatch):
     """An artifact whose manifest says nothing of input alignment (compiled before it was
     recorded) gets only 64-byte-aligned arrays by reference; others are copied."""
-    import tvm_ffi
-
     manifest = json.loads((lenet / "manifest.json").read_text())
     del manifest["codegen"]["input_alignment"]
     (lenet / "manifest.json").write_text(json.dumps(manifest))
-    by_reference = []
-    from_dlpack = tvm_ffi.from_dlpack
-    monkeypatch.setattr(tvm_ffi, "from_dlpack",
-                        lambda a, **kw: by_reference.append(a.ctypes.data % 64)
-                        or from_dlpack(a, **kw))
+    by_reference = _record_by_reference(monkeypatch)
     model = runtime.load(lenet, threads=1)
     for seed, offset in enumerate([0, 4, 32]):
         x = runtime.random_inputs(model.inputs, seed=seed)["input"]
