@@ -15,14 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from edgec.compiler.codegen.unaligned_inputs import ALIGNED
 from edgec.compiler.errors import EdgecError
 
 from .artifact import check_runs_here, read_manifest, verify_library
 
 __all__ = ["CompiledModel", "kernel_times", "load", "random_inputs"]
-
-_ALIGNED = 64  # what TVM's kernels assume of a tensor argument unless compiled otherwise
-
 
 def _set_threads(threads: int) -> None:
     # The pool's size was fixed by TVM_NUM_THREADS (see edgec/__init__.py); this picks how
@@ -109,7 +107,7 @@ class CompiledModel:
         import tvm
         import tvm_ffi
 
-        need = self._alignment[i] if i < len(self._alignment) else _ALIGNED
+        need = self._alignment[i] if i < len(self._alignment) else ALIGNED
         if arr.ctypes.data % need == 0 and arr.flags.writeable:
             return tvm_ffi.from_dlpack(arr, require_alignment=need, require_contiguous=True)
         if self._staging[i] is None:

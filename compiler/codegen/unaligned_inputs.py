@@ -99,8 +99,7 @@ def _with_alignment(func: Any, pos: int, align: int) -> Any:
 
     text = func.script()
     opened = text.index("(", text.index("def "))
-    closed = _closing(text, opened)
-    params = [p.strip() for p in _split_top(text[opened + 1:closed])]
+    params, closed = _signature(text, opened)
     name, annotation = params[pos].split(":", 1)
     if not annotation.strip().startswith("T.Buffer("):
         raise ValueError(f"parameter {name} is not a buffer")
@@ -113,22 +112,15 @@ def _with_alignment(func: Any, pos: int, align: int) -> Any:
     return new
 
 
-def _closing(text: str, open_at: int) -> int:
-    depth = 0
-    for k in range(open_at, len(text)):
-        depth += {"(": 1, ")": -1}.get(text[k], 0)
+def _signature(text: str, opened: int) -> tuple[list[str], int]:
+    """The parameters of the signature whose "(" is at `opened`, and where its ")" is."""
+    parts, depth, last = [], 0, opened + 1
+    for k in range(opened, len(text)):
+        depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(text[k], 0)
         if depth == 0:
-            return k
-    raise ValueError("unbalanced signature")
-
-
-def _split_top(args: str) -> list[str]:
-    parts, depth, last = [], 0, 0
-    for k, ch in enumerate(args):
-        depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(ch, 0)
-        if ch == "," and depth == 0:
-            parts.append(args[last:k])
+            tail = text[last:k].strip()
+            return parts + ([tail] if tail else []), k
+        if text[k] == "," and depth == 1:
+            parts.append(text[last:k].strip())
             last = k + 1
-    if args[last:].strip():
-        parts.append(args[last:])
-    return parts
+    raise ValueError("unbalanced signature")
