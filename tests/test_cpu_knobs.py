@@ -21,7 +21,7 @@ from conftest import build_and_check, random_const, tiny_model
 pytestmark = pytest.mark.usefixtures("direct_convs")
 
 RNG = np.random.default_rng(3)
-AVX2 = CpuShape(lanes=8, registers=12, live=16)
+AVX2 = CpuShape(lanes=8, registers=12, live=16, pointwise=True)
 
 
 def _conv(hw: int, cin: int, cout: int, k: int, residual: bool = False):

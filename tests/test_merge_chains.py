@@ -80,7 +80,7 @@ def test_chain_conv_walks_the_map(monkeypatch, hw, cin, mid, stride, walk):
     from edgec.compiler.codegen import cpu_chains, cpu_schedules
 
     monkeypatch.setattr(cpu_schedules, "cpu_shape",
-                        lambda _target: CpuShape(lanes=8, registers=12, live=16))
+                        lambda _target: CpuShape(lanes=8, registers=12, live=16, pointwise=True))
     taken = set()
 
     def spy(name, real):
@@ -125,7 +125,7 @@ def test_bands_widen_the_chunks():
     # MobileNetV2's 112x112 16 -> 96 chain on AVX2: without bands, one vector per chunk (the
     # map's 784 KiB per vector is already over CHUNK_BYTES); in 7-row bands the chunks take
     # the conv's own tile (4 x 2 vectors) and 8 bands x 6 chunks share the threads
-    avx2 = CpuShape(lanes=8, registers=12, live=16)
+    avx2 = CpuShape(lanes=8, registers=12, live=16, pointwise=True)
     assert plan([1, 112, 112, 96], 56, 16, avx2) == (7, 16)
     assert chunk_channels(112 * 112, 96, 8) == 8
     # the tuner's "whole map" knob and a conv walking its whole map take no bands

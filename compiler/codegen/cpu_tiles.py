@@ -23,6 +23,9 @@ TAIL_GAIN = 0.1  # share of busy FMA slots a row's tail tile must add to be wort
 # accumulators, a tail's loop nest) outweigh the loads saved: single-thread, MobileNetV2's
 # 112x112 32 -> 16 conv ran 24% and SqueezeNet's 27x27 32 -> 128 12% slower with 6 x 2.
 POINTWISE_MIN = 64
+# Bytes of a pointwise tile's weight vector that cost as much as one broadcast input: the
+# weights stream from L2 (see tile_cost), the inputs sit in L1.
+STREAMED_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class CpuShape:
     # Where nonzero, a broadcast tile's accumulators and the operands it keeps live (see
     # candidates) stay within this many registers; see tile().
     live: int = 0
+    # 1x1 convs' tiles ranked by loads per FMA (pointwise_conv); measured on x86 only
+    pointwise: bool = False
 
 
 def cpu_shape(tvm_target: Any) -> CpuShape:
@@ -71,8 +76,9 @@ def cpu_shape(tvm_target: Any) -> CpuShape:
     wide = bits >= 512 or triple.startswith("aarch64")
     # AVX2 has no FMA with a broadcast memory operand: each broadcast input takes a register
     # (LLVM loads all of a step's before its FMAs), and they count against the 16.
-    live = 16 if triple.startswith("x86_64") and not wide else 0
-    return CpuShape(lanes=bits // 32, registers=24 if wide else 12, live=live)
+    x86 = triple.startswith("x86_64")
+    live = 16 if x86 and not wide else 0
+    return CpuShape(lanes=bits // 32, registers=24 if wide else 12, live=live, pointwise=x86)
 
 
 def tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
@@ -105,7 +111,7 @@ def tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
 
     `pointwise` (a 1x1 conv on a `cpu.live` CPU): see candidates and tile_cost.
     """
-    pointwise = pointwise and bool(cpu.live)
+    pointwise = pointwise and cpu.pointwise
     v, shapes = candidates(width, channels, cpu, reduction, pointwise)
 
     def cost(wi: int, u: int) -> tuple[bool, bool, float, int]:
@@ -174,12 +180,18 @@ def tile_cost(wi: int, u: int, v: int, reduction: int, pointwise: bool = False,
     A `pointwise` conv's tile is judged by loads per FMA wherever its weights are: walking
     the whole map (cpu_pixels) it streams them from L2, and 12-accumulator tiles that do so
     (6 x 2, 4 x 3) ran MobileNetV2's 7x7 and 14x14 1x1 convs 8-30% faster single-thread than
-    the 7 x 1 and 1 x 6 tiles that kept a K-block's weights in L1."""
+    the 7 x 1 and 1 x 6 tiles that kept a K-block's weights in L1. A weight vector, streamed,
+    counts as one broadcast per STREAMED_BYTES: one on AVX2 (as measured there), two on
+    AVX-512, where 7 x 2 ran MobileNetV2's 7x7 960 -> 160 and 14x14 192 -> 64 convs 16% and
+    24% faster than 3 x 5 and 3 x 4 (Ice Lake, 2 threads, warm), the tiles with the fewest
+    loads counted alike: each of their steps streams 320 or 256 bytes of weights, 7 x 2's 128
+    for almost as many FMAs."""
     if not reduction:
         return (False, False, depthwise_cost(wi, u), wi * u + u) if live \
             else (False, False, 0.0, -wi * u)
     fits = pointwise or u * v * reduction * 4 <= L1_WEIGHTS
-    loads = (wi + u) / (wi * u) if fits else 0.0
+    weight = max(1.0, v * 4 / STREAMED_BYTES) if pointwise else 1.0
+    loads = (wi + weight * u) / (wi * u) if fits else 0.0
     # under 8 accumulators the FMA latency, not the loads, sets the pace
     return (wi * u < FMA_IN_FLIGHT, not fits, loads, -wi * u)
 
@@ -198,8 +210,10 @@ def depthwise_cost(wi: int, u: int) -> float:
 
 def pointwise_conv(cpu: CpuShape, reduction: int, c_in: int) -> bool:
     """Whether a conv's tile is judged by loads per FMA (tile(..., pointwise=True)): a 1x1 conv
-    (its reduction is its input channels) of at least POINTWISE_MIN, on a `cpu.live` CPU."""
-    return bool(cpu.live) and reduction == c_in and reduction >= POINTWISE_MIN
+    (its reduction is its input channels) of at least POINTWISE_MIN, on a `cpu.pointwise` CPU
+    (x86). On AVX-512 the most-accumulators rule gave MobileNetV2's 14x14 576 -> 96 conv a
+    14 x 1 tile (a broadcast load per FMA) that ran 1.5x as long as 4 x 3 (Ice Lake, warm)."""
+    return cpu.pointwise and reduction == c_in and reduction >= POINTWISE_MIN
 
 
 def pool_tile(channels: int, v: int) -> tuple[int, int]:
