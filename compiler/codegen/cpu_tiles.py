@@ -109,7 +109,7 @@ def tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
     SqueezeNet's 13x13 64->256 3x3 conv went from 26 GFLOP/s (1 x 4) to 120 (2 x 4 and a
     1 x 4 tail), its 13x13 512->1000 1x1 conv from 26 (1 x 5) to 103 (7 x 1, a 6 x 1 tail).
 
-    `pointwise` (a 1x1 conv on a `cpu.live` CPU): see candidates and tile_cost.
+    `pointwise` (a 1x1 conv on a `cpu.pointwise` CPU): see candidates and tile_cost.
     """
     pointwise = pointwise and cpu.pointwise
     v, shapes = candidates(width, channels, cpu, reduction, pointwise)
