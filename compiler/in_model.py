@@ -127,6 +127,7 @@ def check(model: onnx.ModelProto, target: Target, shapes: dict[str, list[int]], 
     from edgec import runtime
 
     from . import _tensor_specs  # the input specs compile writes to the manifest
+    from .codegen.stack_scratch import pipeline
 
     wanted = records - set(read(folder))
     names, with_db, rules, keys = (_candidates(model, target, shapes, database, wanted)
@@ -136,7 +137,9 @@ def check(model: onnx.ModelProto, target: Target, shapes: dict[str, list[int]], 
         return {}
     progress(f"timing {len(names)} tuned kernels against the rules inside the model")
     tvm_target = target.tvm_target()
-    builds = [tvm.compile(m, tvm_target, relax_pipeline=None) for m in (with_db, rules)]
+    builds = [tvm.compile(m, tvm_target, relax_pipeline=None,
+                          tir_pipeline=pipeline())
+              for m in (with_db, rules)]
     specs = _tensor_specs(list(model.graph.input), {t.name for t in model.graph.initializer})
     feed = [tvm.runtime.tensor(a) for a in runtime.random_inputs(specs).values()]
     tuned, rule = _medians(builds, feed, rounds, runs, target.effective_threads())

@@ -51,8 +51,10 @@ class Build:
         import tvm
         from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
+        from edgec.compiler.codegen.stack_scratch import pipeline
+
         mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
-        return tvm.tirx.build(mod, target=target)
+        return tvm.tirx.build(mod, target=target, pipeline=pipeline())
 
 
 def builder(target: Target, *, cc: str | None = None, workers: int = 1,

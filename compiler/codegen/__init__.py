@@ -79,8 +79,10 @@ def build(model: onnx.ModelProto, target: Target, input_shapes: dict[str, list[i
     """Build a Relax VM executable for `target`; nothing is written to disk."""
     import tvm
 
+    from .stack_scratch import pipeline
+
     lowered = lower(model, target, input_shapes, lowering)
-    return tvm.compile(lowered, target.tvm_target(), relax_pipeline=None)
+    return tvm.compile(lowered, target.tvm_target(), relax_pipeline=None, tir_pipeline=pipeline())
 
 
 def export(executable: Any, path: Path, target: Target, cc: str | None = None) -> Path:

@@ -92,7 +92,8 @@ def reduction_tile(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
     if width is None or channels is None:
         return None
     c_in = extent(sch, loops[-1]) or 0  # a conv's reduction is c_in only for a 1x1 conv
-    pointwise = n_s == 4 and pointwise_conv(cpu, red, c_in)
+    # a 1x1 conv (n, h, w, c) or a batched GEMM (Winograd's: a, tiles, c)
+    pointwise = n_s in (3, 4) and pointwise_conv(cpu, red, c_in)
     wi, v, u = tile(width, channels, cpu, red, tails=True, pointwise=pointwise)
     if not red and len(sch.get(block).reads) == 1:  # pooling: no weights
         wi, u = pool_tile(channels, v)

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .stack_scratch import STACK_BYTES
+
 L1_WEIGHTS = 24 * 1024  # bytes of a tile's weights kept in a 32 KiB L1 beside its inputs
 L2_WEIGHTS = 384 * 1024  # ... and in a 512 KiB L2, where the next tiles of a row re-read them
 FMA_IN_FLIGHT = 8  # accumulators that hide the FMA latency: 4 cycles x 2 pipes
@@ -85,18 +87,18 @@ def tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
          tails: bool = False, pointwise: bool = False) -> tuple[int, int, int]:
     """(w_i, v, u): output columns, vector length and vectors per column of one register tile.
 
-    Candidates keep their accumulators (w_i * u) in the register budget and under 1 KiB: TVM
-    keeps only smaller scratch buffers on the stack, where LLVM can promote them to registers;
-    bigger ones become one heap allocation per tile. With `reduction` (the length of a conv's
-    or dense's sum, whose input is broadcast across channels), in order of preference: at
+    Candidates keep their accumulators (w_i * u) in the register budget and STACK_BYTES (see
+    candidates). With `reduction` (the length of a conv's or dense's sum, whose input is
+    broadcast across channels), in order of preference: at
     least 8 accumulators (fewer, and FMA latency sets the pace); the tile's weights (u * v
     channels x `reduction`) in L1; among those, the fewest loads per FMA ((w_i + u) loads
     per w_i * u FMAs); then the most accumulators. Counting accumulators alone gave
     MobileNetV2's 7x7 160->960 conv a 1 x 240 tile, 150 KiB of weights re-read from L2 for
     each output column, at half the speed of a 7 x 32 tile. Where no tile's weights fit
-    (ResNet's 3x3 convs) the most accumulators win, as they do without `reduction`
-    (depthwise, pooling: nothing is broadcast) except on a `cpu.live` CPU, where a depthwise
-    tile keeps at most 8 and is ranked by depthwise_cost.
+    (ResNet's 3x3 convs) they stream from L2 and count as a pointwise conv's do (tile_cost).
+    Without `reduction` (depthwise, pooling: nothing is broadcast) the most accumulators
+    win, except on a `cpu.live` CPU, where a depthwise tile keeps at most 8 and is ranked by
+    depthwise_cost.
 
     With `cpu.live` (AVX2), a broadcast tile also keeps its w_i broadcast inputs and u weight
     vectors in registers beside the accumulators: past 16, LLVM spills an accumulator to the
@@ -109,7 +111,7 @@ def tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
     SqueezeNet's 13x13 64->256 3x3 conv went from 26 GFLOP/s (1 x 4) to 120 (2 x 4 and a
     1 x 4 tail), its 13x13 512->1000 1x1 conv from 26 (1 x 5) to 103 (7 x 1, a 6 x 1 tail).
 
-    `pointwise` (a 1x1 conv on a `cpu.pointwise` CPU): see candidates and tile_cost.
+    `pointwise` (a 1x1 conv or a GEMM on a `cpu.pointwise` CPU): see candidates and tile_cost.
     """
     pointwise = pointwise and cpu.pointwise
     v, shapes = candidates(width, channels, cpu, reduction, pointwise)
@@ -148,8 +150,11 @@ def candidates(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
                pointwise: bool = False) -> tuple[int, list[tuple[int, int]]]:
     """(v, [(w_i, u), ...]): the vector length and every register tile the CPU can hold.
 
-    Accumulators (w_i * u) within the register budget and under 1 KiB: TVM keeps only smaller
-    scratch buffers on the stack, where LLVM can promote them to registers. With `cpu.live`
+    Accumulators (w_i * u) within the register budget and STACK_BYTES: the scratch buffer a
+    tile sums into stays on the stack (stack_scratch.py), where LLVM promotes it to registers.
+    On AVX-512 that admits tiles of 16-24 accumulators, which TVM's own 1 KiB limit excluded:
+    6 x 4 ran ResNet-18's four Winograd GEMMs 12-38% faster than 7 x 2 and 8 x 1 (Ice Lake, 2
+    threads, warm). With `cpu.live`
     and a broadcast input, within `live` registers with the operands LLVM keeps live: in a
     k x k conv's unrolled loop all w_i broadcast inputs and u weight vectors (it hoists the
     broadcasts; an 8 x 1 tile spilled); in a `pointwise` (1x1) conv's, the u weight vectors
@@ -165,7 +170,7 @@ def candidates(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
         operands = u + 1 if pointwise and u > 1 else wi + u
         live = reduction and cpu.live and wi * u + operands > cpu.live
         spills = not reduction and cpu.live and wi * u > FMA_IN_FLIGHT  # see depthwise_cost
-        return wi * u * v * 4 < 1024 and not live and not spills
+        return wi * u * v * 4 <= STACK_BYTES and not live and not spills
 
     return v, [(wi, u) for u in range(1, cpu.registers + 1) if (channels // v) % u == 0
                for wi in range(min(width, cpu.registers // u), 0, -1) if allowed(wi, u)]
@@ -176,6 +181,12 @@ def tile_cost(wi: int, u: int, v: int, reduction: int, pointwise: bool = False,
     """tile()'s order of preference, lowest first: under 8 accumulators, weights outside L1,
     loads per FMA, fewer accumulators. Without `reduction` (depthwise), the most accumulators;
     on a `live` CPU (AVX2) depthwise_cost, then the fewest registers.
+
+    Weights outside L1 (a k x k conv's tile over many input channels) stream from L2 like a
+    pointwise conv's, and are counted alike. On AVX2 (12 accumulators, 16 live registers) the
+    fewest loads are the most accumulators there, as the rule was first written; on AVX-512
+    (24 accumulators) the most-accumulators rule gave ResNet-18's 7x7 3x3 convs 1 x 16 tiles
+    (16 weight vectors per broadcast; the model ran 1.26x the time of counting loads).
 
     A `pointwise` conv's tile is judged by loads per FMA wherever its weights are: walking
     the whole map (cpu_pixels) it streams them from L2, and 12-accumulator tiles that do so
@@ -189,11 +200,11 @@ def tile_cost(wi: int, u: int, v: int, reduction: int, pointwise: bool = False,
     if not reduction:
         return (False, False, depthwise_cost(wi, u), wi * u + u) if live \
             else (False, False, 0.0, -wi * u)
-    fits = pointwise or u * v * reduction * 4 <= L1_WEIGHTS
-    weight = max(1.0, v * 4 / STREAMED_BYTES) if pointwise else 1.0
-    loads = (wi + weight * u) / (wi * u) if fits else 0.0
+    fits = u * v * reduction * 4 <= L1_WEIGHTS
+    weight = 1.0 if fits and not pointwise else max(1.0, v * 4 / STREAMED_BYTES)
+    loads = (wi + weight * u) / (wi * u)
     # under 8 accumulators the FMA latency, not the loads, sets the pace
-    return (wi * u < FMA_IN_FLIGHT, not fits, loads, -wi * u)
+    return (wi * u < FMA_IN_FLIGHT, not (fits or pointwise), loads, -wi * u)
 
 
 def depthwise_cost(wi: int, u: int) -> float:
@@ -210,9 +221,10 @@ def depthwise_cost(wi: int, u: int) -> float:
 
 def pointwise_conv(cpu: CpuShape, reduction: int, c_in: int) -> bool:
     """Whether a conv's tile is judged by loads per FMA (tile(..., pointwise=True)): a 1x1 conv
-    (its reduction is its input channels) of at least POINTWISE_MIN, on a `cpu.pointwise` CPU
-    (x86). On AVX-512 the most-accumulators rule gave MobileNetV2's 14x14 576 -> 96 conv a
-    14 x 1 tile (a broadcast load per FMA) that ran 1.5x as long as 4 x 3 (Ice Lake, warm)."""
+    or a (batched) GEMM (its reduction is its input channels) of at least POINTWISE_MIN, on a
+    `cpu.pointwise` CPU (x86). On AVX-512 the most-accumulators rule gave MobileNetV2's 14x14
+    576 -> 96 conv a 14 x 1 tile (a broadcast load per FMA) that ran 1.5x as long as 4 x 3
+    (Ice Lake, warm), and ResNet-18's 7x7 Winograd GEMM (16 tiles, 512 -> 512) 16 x 1."""
     return cpu.pointwise and reduction == c_in and reduction >= POINTWISE_MIN
 
 
