@@ -154,8 +154,9 @@ def test_cpu_shape_follows_the_target_features(triple, cpu, mattr, lanes, regs, 
 
     tgt = Target({"kind": "llvm", "mtriple": triple, "mcpu": cpu,
                   **({"mattr": mattr} if mattr else {})})
-    assert cpu_shape(tgt) == CpuShape(lanes=lanes, registers=regs, live=live,
-                                      pointwise=triple.startswith("x86_64"))
+    x86 = triple.startswith("x86_64")
+    assert cpu_shape(tgt) == CpuShape(lanes=lanes, registers=regs, live=live, pointwise=x86,
+                                      columns=x86 and lanes == 16)
 
 
 @pytest.mark.parametrize("lanes, regs", [(16, 24), (8, 12), (4, 24)])
@@ -296,6 +297,22 @@ def test_avx512_pointwise_tiles_stream_few_weights(width, channels, reduction, w
     wi, v, u = tile(width, channels, AVX512, reduction=reduction, tails=True, pointwise=True)
     assert (wi, u) == wi_u and v == 16 and wi * u * v * 4 <= STACK_BYTES
     assert tile(14, 96, AVX512, reduction=576, tails=True)[0::2] != (14, 1)
+
+
+@pytest.mark.parametrize("width, channels, want", [
+    (7, 96, (7, 1)), (14, 384, (14, 1)), (56, 144, (14, 1)), (28, 192, (14, 1))])
+def test_avx512_depthwise_tile_takes_columns(width, channels, want):
+    """AVX-512 (`columns`): a depthwise tile is the most output columns of one vector, not the
+    most accumulators (7 x 3 on a 7-wide map, 2 x 12 on a 14-wide one); other CPUs keep
+    theirs (NEON: most accumulators, unmeasured there)."""
+    wi, v, u = tile(width, channels, CpuShape(lanes=16, registers=24, pointwise=True,
+                                              columns=True))
+    assert (wi, u) == want and v == 16 and width % wi == 0
+    assert tile(width, channels, AVX512) != (wi, v, u)
+    neon = CpuShape(lanes=4, registers=24)
+    wi, _, u = tile(width, channels, neon)
+    assert wi * u == max(w * uu for w, uu in candidates(width, channels, neon)[1]
+                         if width % w == 0)
 
 
 @pytest.mark.parametrize("hw, cin, cout, residual", [(7, 960, 160, True), (14, 576, 96, False),
