@@ -102,7 +102,7 @@ def tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
     (ResNet's 3x3 convs) they stream from L2 and count as a pointwise conv's do (tile_cost).
     Without `reduction` (depthwise, pooling: nothing is broadcast) the most accumulators
     win, except on a `cpu.live` CPU, where a depthwise tile keeps at most 8 and is ranked by
-    depthwise_cost.
+    depthwise_cost, and on a `cpu.columns` one (AVX-512): the most columns (tile_cost).
 
     With `cpu.live` (AVX2), a broadcast tile also keeps its w_i broadcast inputs and u weight
     vectors in registers beside the accumulators: past 16, LLVM spills an accumulator to the
@@ -191,13 +191,14 @@ def tile_cost(wi: int, u: int, v: int, reduction: int, pointwise: bool = False,
               live: bool = False, columns: bool = False) -> tuple[bool, bool, float, int]:
     """tile()'s order of preference, lowest first: under 8 accumulators, weights outside L1,
     loads per FMA, fewer accumulators. Without `reduction` (depthwise), the most accumulators;
-    on a `live` CPU (AVX2) depthwise_cost, then the fewest registers.
+    on a `live` CPU (AVX2) depthwise_cost, then the fewest registers; with `columns`
+    (AVX-512) the most columns, then the fewest accumulators.
 
     Weights outside L1 (a k x k conv's tile over many input channels) stream from L2 like a
     pointwise conv's, and are counted alike. On AVX2 (12 accumulators, 16 live registers) the
     fewest loads are the most accumulators there, as the rule was first written; on AVX-512
     (24 accumulators) the most-accumulators rule gave ResNet-18's 7x7 3x3 convs 1 x 16 tiles
-    (16 weight vectors per broadcast; the model ran 1.26x the time of counting loads).
+    (16 weight vectors per broadcast; the model ran 1.3x the time of counting loads).
 
     A `pointwise` conv's tile is judged by loads per FMA wherever its weights are: walking
     the whole map (cpu_pixels) it streams them from L2, and 12-accumulator tiles that do so
