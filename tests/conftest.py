@@ -104,9 +104,30 @@ def check_pass(run, model: onnx.ModelProto, expect_ops: dict[str, int]):
     return out, report
 
 
+def call_several(run, model: onnx.ModelProto, x_shape: list[int], calls: int = 3,
+                 rtol: float = 1e-4) -> None:
+    """Call `run(x) -> array` `calls` times with different inputs (seeded, scaled 1x, 10x,
+    100x) and check each output against onnxruntime within `rtol` x max|ref|, and that no
+    later call changed an array an earlier call returned (padding or scratch read from memory
+    a previous call wrote shows only on a second call)."""
+    kept = []
+    for call in range(calls):
+        x = (np.random.default_rng(call).standard_normal(x_shape) * 10.0 ** call).astype(
+            np.float32)
+        got = run(x)
+        want = ort_run(model, {"x": x})[0]
+        assert got.shape == want.shape, (call, got.shape, want.shape)
+        assert np.abs(got - want).max() <= rtol * np.abs(want).max(), \
+            (call, np.abs(got - want).max(), np.abs(want).max())
+        kept.append((got, got.copy()))
+    for call, (got, copy) in enumerate(kept):
+        assert np.array_equal(got, copy), f"call {call + 1}'s output changed by a later call"
+
+
 def build_and_check(model: onnx.ModelProto):
     """Build a one-input ("x") model for the host with the `cpu` pipeline, check its output
-    against onnxruntime within 1e-4 relative, and return the pipeline's Lowering."""
+    against onnxruntime within 1e-4 relative on several calls (call_several), and return the
+    pipeline's Lowering."""
     import tvm
     from tvm import relax
 
@@ -117,11 +138,7 @@ def build_and_check(model: onnx.ModelProto):
     lowering = codegen.Lowering()
     ex = codegen.build(model, targets.get("host"), {"x": x_shape}, lowering)
     vm = relax.VirtualMachine(ex, tvm.cpu())
-    x = np.random.default_rng(0).standard_normal(x_shape).astype(np.float32)
-    got = vm["main"](tvm.runtime.tensor(x)).numpy()
-    want = ort_run(model, {"x": x})[0]
-    assert got.shape == want.shape
-    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max(), np.abs(got - want).max()
+    call_several(lambda x: vm["main"](tvm.runtime.tensor(x)).numpy(), model, x_shape)
     return lowering
 
 

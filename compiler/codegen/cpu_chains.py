@@ -33,6 +33,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .cpu_loops import (
+    fusable_epilogue,
     pack_weights,
     reduction_length,
     register_tile,
@@ -152,7 +153,7 @@ def conv_depthwise(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
     padding = between[len(epilogue):]
     if any(_shape(sch, b) == mid_shape for b in padding):
         return None
-    after = [b for b, _ in blocks[reds[1] + 1:]]
+    after = fusable_epilogue(sch, dw, [b for b, _ in blocks[reds[1] + 1:]], cpu.lanes)
     for b in [b for b, _ in blocks[: reds[0]]] + epilogue[:-1] + padding + after[:-1]:
         sch.compute_inline(b)
     mid = epilogue[-1] if epilogue else None  # the block writing what the depthwise reads

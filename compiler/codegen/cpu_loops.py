@@ -40,11 +40,34 @@ def vectorize_inner(sch: Any, block: Any, lanes: int) -> None:
 
 def pads(block: Any) -> bool:
     """The block writes a bigger buffer than any it reads: padding (a transpose does not)."""
-    def size(buf: Any) -> int:
-        return math.prod(int(d) for d in buf.shape)
-
     return len(block.writes) == 1 and all(
-        size(block.writes[0].source) > size(r.source) for r in block.reads)
+        _size(block.writes[0].source) > _size(r.source) for r in block.reads)
+
+
+def _size(buffer: Any) -> int:
+    return math.prod(int(d) for d in buffer.shape)
+
+
+def fusable_epilogue(sch: Any, block: Any, after: list[Any], lanes: int) -> list[Any]:
+    """The epilogue blocks `after` of reduction `block` that may follow its tiles: `after`, or
+    [] where the last writes more elements than the block makes (a pad, a concat).
+
+    A block computed at a tile (reverse_compute_at) covers only the outputs that read that
+    tile, so a padding epilogue would never write its padding: later calls read what the
+    memory held before. Such an epilogue (the injective blocks before it inlined) stays a loop
+    nest of its own after the reduction, parallel and vectorized over the whole output.
+    """
+    if not after or _size(sch.get(after[-1]).writes[0].source) <= _size(
+            sch.get(block).writes[0].source):
+        return after
+    for b in after[:-1]:
+        sch.compute_inline(b)
+    loops = sch.get_loops(after[-1])
+    outer = loops[:-1] if len(loops) > 1 else loops
+    sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+    if len(outer) < len(loops):
+        vectorize_inner(sch, after[-1], lanes)
+    return []
 
 
 def top_blocks(sch: Any) -> list[tuple[Any, str]]:

@@ -27,6 +27,7 @@ from typing import Any
 from .cpu_chains import conv_depthwise
 from .cpu_loops import (
     extent,
+    fusable_epilogue,
     pack_weights,
     pads,
     reduction_length,
@@ -67,7 +68,7 @@ def reduction_tile(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
     if n_s < 2:
         return None
     before = [b for b, _ in blocks[: reds[0]]]
-    after = [b for b, _ in blocks[reds[0] + 1:]]
+    after = fusable_epilogue(sch, block, [b for b, _ in blocks[reds[0] + 1:]], cpu.lanes)
     for b in after[:-1]:
         sch.compute_inline(b)
     red = reduction_length(sch, block, n_s)
