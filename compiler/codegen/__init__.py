@@ -21,8 +21,13 @@ __all__ = ["PIPELINES", "Lowering", "build", "export", "import_model", "kernel_f
 
 
 def to_relax(model: onnx.ModelProto, input_shapes: dict[str, list[int]]) -> Any:
+    """The Relax module TVM's ONNX importer makes of `model`, auto_pad written out first
+    (explicit_pads.py)."""
     from tvm.relax.frontend.onnx import from_onnx
 
+    from .explicit_pads import explicit_pads
+
+    model, _ = explicit_pads(model)
     try:
         return from_onnx(model, shape_dict=input_shapes, keep_params_in_input=False)
     except Exception as err:

@@ -63,4 +63,6 @@ def clip_to_relax(mod: Any) -> Any:
 def channels_last(mod: Any) -> Any:
     from tvm import relax
 
-    return relax.transform.ConvertLayout(LAYOUTS)(clip_to_relax(mod))
+    from .unstack import unstack
+
+    return relax.transform.ConvertLayout(LAYOUTS)(unstack(clip_to_relax(mod)))
