@@ -4,14 +4,14 @@ onnxruntime, every artifact called several times with different inputs.
     python tests/fuzz.py --count 500            # seeds 0..499
     python tests/fuzz.py --seed 137 --save out/ # one graph, its model kept for a regression test
 
-A graph is a chain of random layers on one feature map (rank 3, 4 or 5: conv 1D/2D/3D, batch
-1-2, odd channel counts and sizes): conv with random stride, padding (explicit, asymmetric or
-auto_pad), dilation and groups (depthwise, channel multipliers), ConvTranspose, max / average /
-global / L2 (LpPool p=2) / GeM pooling, BatchNorm, activations, SE blocks, Add/Mul residuals,
-Concat branches, Pad (constant, reflect, edge), Resize, and a Flatten/Reshape + Gemm head. Each graph ends in one of four
-verdicts: "ok" (compiled, outputs within RTOL x max|ref| of onnxruntime on every call, no
-earlier output changed by a later call), "refused" (an EdgecError of one line naming the node
-and attribute), "wrong" or "crash" (anything else). The last two are defects.
+A graph is a chain of random layers on one feature map (rank 3, 4 or 5: conv 1D/2D/3D, batch 1-2,
+odd channel counts and sizes): conv with random stride, padding (explicit, asymmetric or auto_pad),
+dilation and groups (depthwise, channel multipliers), ConvTranspose, max / average / global / L2
+(LpPool p=2) / GeM pooling, BatchNorm, activations, SE blocks, Add/Mul residuals, Concat branches,
+Pad (constant, reflect, edge), Resize, and a Flatten/Reshape + Gemm head. Each graph ends in one of
+four verdicts: "ok" (compiled, outputs within RTOL x max|ref| of onnxruntime on every call, no
+earlier output changed by a later call), "refused" (an EdgecError of one line naming the node and
+attribute), "wrong" or "crash" (anything else). The last two are defects.
 """
 
 from __future__ import annotations
@@ -136,16 +136,18 @@ def conv_transpose(g: Graph) -> None:
     n, c, *sizes = g.shape
     ks = [int(g.rng.integers(1, 4)) for _ in sizes]
     ss = [int(g.rng.integers(1, 3)) for _ in sizes]
+    ds = [int(g.rng.integers(1, 3)) if g.rng.random() < 0.2 else 1 for _ in sizes]
     pads = [int(g.rng.integers(0, k)) for k in ks] * 2
-    extra = [int(g.rng.integers(0, s)) for s in ss]
-    out = [(m - 1) * s + k - pb - pe + e
-           for m, s, k, pb, pe, e in zip(sizes, ss, ks, pads[: len(ks)], pads[len(ks):], extra)]
+    extra = [int(g.rng.integers(0, s)) for s in ss]  # onnxruntime: below the stride
+    out = [(m - 1) * s + d * (k - 1) + 1 - pb - pe + e for m, s, d, k, pb, pe, e
+           in zip(sizes, ss, ds, ks, pads[: len(ks)], pads[len(ks):], extra)]
     if min(out) < 1 or max(out) > 40:
         return
-    c_out = int(g.rng.integers(1, 17))
-    w = g.weight((c, c_out, *ks), c)
+    groups = c if g.rng.random() < 0.25 else 1  # depthwise upsampling (detectors' necks)
+    c_out = groups * int(g.rng.integers(1, 3)) if groups > 1 else int(g.rng.integers(1, 17))
+    w = g.weight((c, c_out // groups, *ks), c // groups)
     g.add("ConvTranspose", [g.cur, w], [n, c_out, *out], kernel_shape=ks, strides=ss,
-          pads=pads, output_padding=extra)
+          dilations=ds, pads=pads, output_padding=extra, group=groups)
 
 
 def _ceil_sizes(sizes: list[int], attrs: dict) -> list[int] | None:
