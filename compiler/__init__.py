@@ -39,13 +39,18 @@ class CompileResult:
 
 
 def _tensor_specs(values: list[onnx.ValueInfoProto], skip: set[str]) -> list[dict[str, Any]]:
+    """Name, shape and dtype of each value, and the .npy file a bundle names it by ("file":
+    the device runner reads and writes that file, so it never encodes names itself)."""
+    from edgec.runtime.artifact import npy_file
+
     specs = []
     for vi in values:
         if vi.name in skip:
             continue
         t = vi.type.tensor_type
         specs.append({"name": vi.name, "shape": [d.dim_value for d in t.shape.dim],
-                      "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name})
+                      "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name,
+                      "file": npy_file(vi.name)})
     return specs
 
 

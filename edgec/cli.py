@@ -265,8 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run an artifact on this machine")
     r.add_argument("artifact")
-    r.add_argument("--input", action="append", metavar="NAME=FILE.npy")
-    r.add_argument("-o", "--output", help="write the outputs to this .npz")
+    r.add_argument("--input", action="append", metavar="NAME=FILE.npy",
+                   help="an input by name, or by its file stem (odd characters %%XX, as a "
+                        "bundle names its files; needed for a name holding '=')")
+    r.add_argument("-o", "--output", help="write the outputs to this .npz (keyed by output "
+                                          "name)")
     r.add_argument("--seed", type=int, default=0, help="seed of random inputs (when no --input)")
     r.add_argument("--threads", type=int)
     r.add_argument("--device", help="run the bundle on: qemu (emulated here), local, or "

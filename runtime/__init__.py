@@ -18,7 +18,7 @@ import numpy as np
 from edgec.compiler.codegen.unaligned_inputs import ALIGNED
 from edgec.compiler.errors import EdgecError
 
-from .artifact import check_runs_here, read_manifest, verify_library
+from .artifact import check_runs_here, npz_bytes, read_manifest, spec_name, verify_library
 
 __all__ = ["CompiledModel", "kernel_times", "load", "random_inputs"]
 
@@ -179,13 +179,18 @@ def run_files(folder: str | Path, *, input_files: dict[str, str] | None = None,
               warmup: int = 1) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
     """`edgec run`: inputs from .npy files (seeded random where none), outputs to an .npz.
 
+    `input_files` is keyed by input name or its file stem (runtime.artifact.file_stem: the
+    only form a name holding '=' can take on the command line); the .npz is keyed by the
+    output names themselves.
+
     Without `device` the artifact runs here, in this process; with one (qemu, local,
     ssh://...) its bundle runs there through run.sh. Returns the outputs and, with `repeat`,
     the latency statistics ("emulated": true under qemu).
     """
     manifest = read_manifest(Path(folder))
     feed = random_inputs(manifest["inputs"], seed) if not input_files else {}
-    for name, path in (input_files or {}).items():
+    for key, path in (input_files or {}).items():
+        name = spec_name(manifest["inputs"], key)
         try:
             feed[name] = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as err:
@@ -217,11 +222,7 @@ def run_files(folder: str | Path, *, input_files: dict[str, str] | None = None,
                        "min_ms": min(times), "max_ms": max(times), "threads": model.threads,
                        "device": "this machine (Python)", "emulated": False}
     if output is not None:
-        import io
-
         from edgec.compiler.fileio import atomic_write_bytes
 
-        buf = io.BytesIO()
-        np.savez(buf, **outputs)
-        atomic_write_bytes(Path(output), buf.getvalue())
+        atomic_write_bytes(Path(output), npz_bytes(outputs))
     return outputs, latency

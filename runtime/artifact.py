@@ -8,9 +8,13 @@ what the compiler proved about it (FLOPs, agreement and latency against onnxrunt
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from edgec.compiler.errors import EdgecError
 from edgec.targets import host_arch
@@ -20,6 +24,65 @@ MANIFEST = "manifest.json"
 # x86 flags LLVM's CPU models turn on that a CPU may lack; the artifact needs every one it saw.
 _X86_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512dq",
               "avx512vl", "avx512cd", "avx512_vnni", "avx512_bf16", "avx512vbmi", "amx_tile")
+
+
+# Bytes a tensor's file stem keeps as they are; every other byte is percent-encoded.
+_PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+_STEM_MAX = 200  # bytes; file systems cap one name at 255, and ".npy" follows
+
+
+def file_stem(name: str) -> str:
+    """The file name, without ".npy", that stands for tensor `name` in a bundle's files.
+
+    ONNX allows any string as a tensor name ("save_infer_model/scale_0.tmp_1", "x:0", spaces,
+    unicode), and a file name cannot hold all of them. Every UTF-8 byte outside
+    [A-Za-z0-9._-] becomes %XX, and so does a leading '.': the stem is one path component,
+    never hidden, never "." or "..", and a name of plain characters is its own stem. A stem
+    over 200 bytes keeps its first 180 and appends '~' and 16 hex digits of the name's
+    sha256 ('~' is always encoded, so it marks such stems apart). The empty name is "%".
+    Distinct names give distinct stems, so the manifest maps a stem back to its name.
+    This is the one definition: the compiler writes each stem into the manifest (a spec's
+    "file") and the device runner reads it from there.
+    """
+    raw = name.encode()
+    stem = "".join(chr(b) if b in _PLAIN and not (i == 0 and b == ord(".")) else f"%{b:02X}"
+                   for i, b in enumerate(raw))
+    if len(stem) > _STEM_MAX:
+        cut = stem[:180]
+        cut = cut[:cut.rfind("%")] if "%" in cut[-2:] else cut
+        stem = f"{cut}~{hashlib.sha256(raw).hexdigest()[:16]}"
+    return stem or "%"
+
+
+def npy_file(name: str) -> str:
+    """The .npy file name for tensor `name` (see file_stem)."""
+    return file_stem(name) + ".npy"
+
+
+def spec_name(specs: list[dict[str, Any]], key: str, what: str = "input") -> str:
+    """The name in `specs` that `key` stands for: the name itself or its file stem."""
+    for spec in specs:
+        if key == spec["name"]:
+            return key
+    for spec in specs:
+        if key == file_stem(spec["name"]):
+            return spec["name"]
+    names = ", ".join(s["name"] for s in specs)
+    raise EdgecError(f"unknown {what} '{key}'; the model's {what}s: {names}")
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An .npz of `arrays` keyed by their names as they are: np.load(...)[name] reads one back.
+
+    Written entry by entry rather than by np.savez(**arrays), whose own keyword arguments
+    ("file", "allow_pickle") cannot be tensor names there.
+    """
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for name, arr in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(arr), allow_pickle=False)
+    return buf.getvalue()
 
 
 def sha256_file(path: Path) -> str:

@@ -33,7 +33,7 @@ from edgec.compiler.errors import EdgecError
 from edgec.compiler.fileio import atomic_dir
 from edgec.targets import Target
 
-from .artifact import sha256_file
+from .artifact import file_stem, sha256_file
 
 RUNNER_SRC = Path(__file__).resolve().parent / "device"
 LIBS = {"apache-tvm": ("tvm", "libtvm_runtime.so"), "apache-tvm-ffi": ("tvm_ffi", "libtvm_ffi.so")}
@@ -161,12 +161,15 @@ _README = """edgec bundle: {name} for target {target} ({arch})
 
 Copy this folder to the board (scp -r) and run:
 
-    ./run.sh --input {first_input}=input.npy --output-dir out/    # writes out/<output>.npy
+    ./run.sh --input {first_input}=input.npy --output-dir out/    # writes out/<file>.npy
     ./run.sh --repeat 50 --threads {threads}                       # latency as JSON
     ./rpc.sh --tracker HOST:9190 --key {target}                    # a tuning node for a farm
 
 Inputs are .npy files (C order): {inputs}.
 Outputs: {outputs}.
+Files go by the tensor's name, each byte outside [A-Za-z0-9._-] (and a leading '.') as %XX,
+one over 200 bytes cut and ended with ~ and a hash; --input takes the name or that file stem
+(manifest.json: "file" of each input and output).
 Needs a 64-bit Linux with glibc >= 2.28 (Raspberry Pi OS 64-bit, Debian 11+, Ubuntu 20.04+);
 no Python. A board with Python can instead `pip install apache-tvm=={tvm}
 apache-tvm-ffi=={ffi}` and use `edgec.runtime`. Runtime libraries: lib/ (sha256 in
@@ -191,10 +194,12 @@ def add_bundle(folder: Path, target: Target, manifest: dict[str, Any],
                                          **values))
         path.chmod(0o755)
     spec = lambda specs: ", ".join(  # noqa: E731
-        f"{s['name']} {s['dtype']}{s['shape']}" for s in specs)
+        f"{s['name']} {s['dtype']}{s['shape']}" + (f" (file {s['file']})"
+                                                   if s["file"] != f"{s['name']}.npy" else "")
+        for s in specs)
     (folder / "README.txt").write_text(_README.format(
         name=Path(manifest["source"]["path"]).name, target=target.name, arch=target.arch,
-        first_input=manifest["inputs"][0]["name"], threads=target.threads or 4,
+        first_input=file_stem(manifest["inputs"][0]["name"]), threads=target.threads or 4,
         inputs=spec(manifest["inputs"]), outputs=spec(manifest["outputs"]),
         tvm=version("apache-tvm"), ffi=version("apache-tvm-ffi")))
     files = [*TOOLS, *[f"lib/{n}" for n in libs]]

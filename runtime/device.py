@@ -26,7 +26,7 @@ import numpy as np
 
 from edgec.compiler.errors import EdgecError
 
-from .artifact import read_manifest, verify_library
+from .artifact import file_stem, npy_file, read_manifest, spec_name, verify_library
 
 
 @dataclass
@@ -46,7 +46,8 @@ def _check(done: subprocess.CompletedProcess, what: str) -> None:
 
 def _runner_args(inputs: dict[str, str], out_dir: str, repeat: int, warmup: int,
                  threads: int | None) -> list[str]:
-    args = [a for name, path in inputs.items() for a in ("--input", f"{name}={path}")]
+    """The runner's arguments; inputs go by file stem, which holds no '=' and no space."""
+    args = [a for name, path in inputs.items() for a in ("--input", f"{file_stem(name)}={path}")]
     args += ["--output-dir", out_dir]
     if repeat:
         args += ["--repeat", str(repeat), "--warmup", str(warmup)]
@@ -58,7 +59,7 @@ def _runner_args(inputs: dict[str, str], out_dir: str, repeat: int, warmup: int,
 def _collect(out_dir: Path, manifest: dict, stdout: str, device: str, stderr: str) -> DeviceRun:
     outputs = {}
     for spec in manifest["outputs"]:
-        path = out_dir / f"{spec['name']}.npy"
+        path = out_dir / npy_file(spec["name"])
         if not path.is_file():
             raise EdgecError(f"the device wrote no output '{spec['name']}'")
         outputs[spec["name"]] = np.load(path, allow_pickle=False)
@@ -73,7 +74,7 @@ def _collect(out_dir: Path, manifest: dict, stdout: str, device: str, stderr: st
 def _write_inputs(folder: Path, feed: dict[str, np.ndarray]) -> dict[str, str]:
     paths = {}
     for name, arr in feed.items():
-        path = folder / f"in_{len(paths)}.npy"
+        path = folder / npy_file(name)
         np.save(path, np.ascontiguousarray(arr))
         paths[name] = str(path)
     return paths
@@ -141,13 +142,18 @@ def _run_ssh(bundle: Path, manifest: dict, url: str, feed, repeat, warmup,
 
 def run_bundle(bundle: str | Path, *, device: str, feed: dict[str, np.ndarray],
                repeat: int = 0, warmup: int = 1, threads: int | None = None) -> DeviceRun:
-    """Run `bundle` on `device` (qemu, local, ssh://...) with inputs `feed`."""
+    """Run `bundle` on `device` (qemu, local, ssh://...) with inputs `feed`.
+
+    `feed` is keyed by input name (or its file stem, runtime.artifact.file_stem); the outputs
+    come back keyed by output name, whatever file names the device used for them.
+    """
     bundle = Path(bundle).resolve()
     manifest = read_manifest(bundle)
     verify_library(bundle, manifest)
     if "bundle" not in manifest:
         raise EdgecError(f"'{bundle}' is an artifact without a device runner; compile it with "
                          "--bundle")
+    feed = {spec_name(manifest["inputs"], key): arr for key, arr in feed.items()}
     if device == "qemu":
         return _run_here(bundle, manifest, feed, repeat, warmup, threads, emulate=True)
     if device == "local":

@@ -71,8 +71,10 @@ def test_manifest_contents(artifacts):
     from edgec.runtime.artifact import sha256_file
 
     assert m["sha256"] == sha256_file(folder / "model.so")
-    assert m["inputs"] == [{"name": "input", "shape": [1, 1, 32, 32], "dtype": "float32"}]
-    assert m["outputs"] == [{"name": "output", "shape": [1, 10], "dtype": "float32"}]
+    assert m["inputs"] == [{"name": "input", "shape": [1, 1, 32, 32], "dtype": "float32",
+                            "file": "input.npy"}]
+    assert m["outputs"] == [{"name": "output", "shape": [1, 10], "dtype": "float32",
+                             "file": "output.npy"}]
     assert m["target"]["name"] == "host"
     assert set(m["versions"]) >= {"edgec", "apache-tvm", "apache-tvm-ffi", "onnx", "onnxruntime"}
     assert m["cost"]["before"]["params"] == 61706

@@ -3,10 +3,16 @@
 //   edgec-run --bundle DIR [--input NAME=FILE.npy ...] [--output-dir DIR]
 //             [--repeat N] [--warmup M] [--threads T]
 //
-// Reads DIR/manifest.json for the input/output names, shapes and dtypes, loads DIR/model.so
-// with the TVM runtime (libtvm_runtime.so + libtvm_ffi.so), checks every input against the
-// manifest, runs the Relax VM's "main", writes each output as OUTPUT_DIR/NAME.npy and, with
-// --repeat, prints latency statistics as one JSON line. Errors: one line on stderr, exit 2.
+// Reads DIR/manifest.json for the input/output names, shapes, dtypes and file names, loads
+// DIR/model.so with the TVM runtime (libtvm_runtime.so + libtvm_ffi.so), checks every input
+// against the manifest, runs the Relax VM's "main", writes each output to OUTPUT_DIR under its
+// manifest "file" and, with --repeat, prints latency statistics as one JSON line. Errors: one
+// line on stderr, exit 2.
+//
+// A tensor name may hold any character ("save_infer_model/scale_0.tmp_1"), so files go by the
+// name's file stem, which the compiler writes into the manifest (edgec.runtime.artifact.
+// file_stem: percent-encoded, one path component). --input takes the name or that stem (the
+// stem holds no '=', so a name with one is given by its stem).
 #include <dlpack/dlpack.h>
 #include <tvm/ffi/container/array.h>
 #include <tvm/ffi/container/map.h>
@@ -36,6 +42,8 @@ namespace {
 struct Spec {
   std::string name, dtype;  // dtype as numpy names it: float32, int8, ...
   std::vector<int64_t> shape;
+  std::string file;  // the .npy file name standing for `name`
+  std::string Stem() const { return file.substr(0, file.size() - 4); }
 };
 
 struct CPUAlloc {
@@ -75,9 +83,18 @@ std::vector<Spec> ReadSpecs(const ffi::json::Object& manifest, const char* key) 
   std::vector<Spec> specs;
   for (const ffi::Any& item : manifest.at(key).cast<ffi::json::Array>()) {
     auto obj = item.cast<ffi::json::Object>();
-    Spec s{obj.at("name").cast<ffi::String>(), obj.at("dtype").cast<ffi::String>(), {}};
+    Spec s{obj.at("name").cast<ffi::String>(), obj.at("dtype").cast<ffi::String>(), {}, {}};
     for (const ffi::Any& d : obj.at("shape").cast<ffi::json::Array>()) {
       s.shape.push_back(d.cast<int64_t>());
+    }
+    if (!obj.count("file")) {
+      Fail(std::string("manifest.json names no file for ") + key + " '" + s.name +
+           "'; recompile the bundle with this edgec");
+    }
+    s.file = std::string(obj.at("file").cast<ffi::String>());
+    if (s.file.size() < 5 || s.file.compare(s.file.size() - 4, 4, ".npy") != 0 ||
+        s.file[0] == '.' || s.file.find('/') != std::string::npos) {
+      Fail("manifest.json: bad file name '" + s.file + "' for '" + s.name + "'");
     }
     specs.push_back(s);
   }
@@ -119,7 +136,7 @@ void WriteOutput(const std::string& dir, const Spec& spec, const ffi::Tensor& t)
   arr.shape.assign(t.shape().begin(), t.shape().end());
   arr.data.resize(ffi::GetDataSize(t));
   std::memcpy(arr.data.data(), t.data_ptr(), arr.data.size());
-  edgec::WriteNpy(dir + "/" + spec.name + ".npy", arr);
+  edgec::WriteNpy(dir + "/" + spec.file, arr);
 }
 
 std::string Stats(std::vector<double> ms, int threads) {
@@ -185,21 +202,28 @@ int main(int argc, char** argv) {
   std::vector<Spec> inputs = ReadSpecs(manifest, "inputs");
   std::vector<Spec> outputs = ReadSpecs(manifest, "outputs");
 
-  std::vector<std::string> names;
-  for (const Spec& s : inputs) names.push_back(s.name);
-  for (const auto& [name, path] : input_files) {
-    if (std::find(names.begin(), names.end(), name) == names.end()) {
+  // Each --input by the name it stands for: the input's name, or its file stem.
+  std::map<std::string, std::string> input_paths;
+  for (const auto& [key, path] : input_files) {
+    auto named = [&](const Spec& s) { return s.name == key; };
+    auto stem = [&](const Spec& s) { return s.Stem() == key; };
+    auto spec = std::find_if(inputs.begin(), inputs.end(), named);
+    if (spec == inputs.end()) spec = std::find_if(inputs.begin(), inputs.end(), stem);
+    if (spec == inputs.end()) {
       std::string known;
-      for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
-      Fail("unknown input '" + name + "'; the model's inputs: " + known);
+      for (const Spec& s : inputs) known += (known.empty() ? "" : ", ") + s.name;
+      Fail("unknown input '" + key + "'; the model's inputs: " + known);
+    }
+    if (!input_paths.emplace(spec->name, path).second) {
+      Fail("input '" + spec->name + "' given twice");
     }
   }
   std::vector<ffi::Any> args;
   try {
     for (const Spec& s : inputs) {
-      auto it = input_files.find(s.name);
-      if (it == input_files.end() && !input_files.empty()) Fail("missing input '" + s.name + "'");
-      if (it == input_files.end()) {
+      auto it = input_paths.find(s.name);
+      if (it == input_paths.end() && !input_paths.empty()) Fail("missing input '" + s.name + "'");
+      if (it == input_paths.end()) {
         args.emplace_back(MakeInput(s, nullptr, ""));
       } else {
         NpyArray arr = edgec::ReadNpy(it->second);
