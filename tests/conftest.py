@@ -84,6 +84,24 @@ def ort_run(path_or_model, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
     return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"]).run(None, feed)
 
 
+def dead_values(model: onnx.ModelProto) -> list[str]:
+    """Initializers and Constant-node outputs of the main graph that nothing reads: no node at
+    any depth (If/Loop bodies read outer names), no graph output. A graph input backed by an
+    initializer counts as read (it is part of the interface)."""
+    def reads(graph: onnx.GraphProto) -> set[str]:
+        names = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        for n in graph.node:
+            for a in n.attribute:
+                for sub in [a.g] if a.HasField("g") else list(a.graphs):
+                    names |= reads(sub)
+        return names
+
+    g = model.graph
+    read = reads(g) | {i.name for i in g.input}
+    consts = [o for n in g.node if n.op_type == "Constant" for o in n.output]
+    return [name for name in [t.name for t in g.initializer] + consts if name not in read]
+
+
 def check_pass(run, model: onnx.ModelProto, expect_ops: dict[str, int]):
     """Run the pass `run(model) -> (model, report)` and check the pass-test contract: the
     checker, op counts, outputs within 1e-5 relative of ORT on the original (ORT_DISABLE_ALL),

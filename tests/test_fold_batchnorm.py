@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgec import models
 from edgec.compiler.passes import fold_batchnorm, run_passes
 
-from conftest import check_pass, ort_run, random_const, tiny_model
+from conftest import check_pass, dead_values, ort_run, random_const, tiny_model
 
 RNG = np.random.default_rng(0)
 
@@ -35,7 +35,15 @@ def _weights(w_shape, bias: int | None) -> list[onnx.TensorProto]:
 
 
 def _check(model: onnx.ModelProto, expect_ops: dict[str, int]):
-    return check_pass(fold_batchnorm, model, expect_ops)
+    """check_pass, and no weight left that nothing reads (the replaced weights, the BN's)."""
+    folded, report = check_pass(fold_batchnorm, model, expect_ops)
+    assert not dead_values(folded)
+    return folded, report
+
+
+def _folds(report) -> dict[str, int]:
+    """The report's rewrites without its dead-value counts."""
+    return {k: n for k, n in report.rewrites.items() if not k.startswith("dead ")}
 
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
@@ -50,7 +58,10 @@ def test_conv_then_bn(nd, bias, groups, stride, dilation):
     inits = _weights((cout, cin // groups, *[k] * nd), bias and cout) + bn_inits
     folded, report = _check(tiny_model([conv, bn], (1, cin, *[9] * nd), inits),
                             {"Conv": 1, "BatchNormalization": 0})
-    assert report.rewrites == {"conv+bn": 1}
+    assert _folds(report) == {"conv+bn": 1}
+    # the old w (and b) and the 4 BN parameters: replaced by the folded w and b
+    assert report.rewrites["dead initializers removed"] == len(inits)
+    assert len(folded.graph.initializer) == 2
 
 
 @pytest.mark.parametrize("groups", [1, 2])
@@ -64,7 +75,7 @@ def test_conv_transpose_then_bn(groups, bias):
     inits = _weights((cin, cout // groups, 4, 4), bias and cout) + bn_inits
     _, report = _check(tiny_model([node, bn], (1, cin, 5, 5), inits),
                        {"ConvTranspose": 1, "BatchNormalization": 0})
-    assert report.rewrites == {"convtranspose+bn": 1}
+    assert _folds(report) == {"convtranspose+bn": 1}
 
 
 @pytest.mark.parametrize("trans_b", [0, 1])
@@ -92,7 +103,7 @@ def test_bn_then_unpadded_conv(groups):
     inits = [_const("w", (6, 4 // groups, 3, 3)), _const("b", (6,)), *bn_inits]
     relu_free = tiny_model([bn, conv], (1, 4, 9, 9), inits)
     _, report = _check(relu_free, {"Conv": 1, "BatchNormalization": 0})
-    assert report.rewrites == {"bn+conv": 1}
+    assert _folds(report) == {"bn+conv": 1}
 
 
 def test_bn_then_padded_conv_is_not_folded_into_it():
@@ -100,7 +111,7 @@ def test_bn_then_padded_conv_is_not_folded_into_it():
     conv = helper.make_node("Conv", ["n", "w"], ["y"], pads=[1, 1, 1, 1])
     _, report = _check(tiny_model([bn, conv], (1, 4, 7, 7), [_const("w", (6, 4, 3, 3)), *bn_inits]),
                        {"Conv": 1, "BatchNormalization": 0, "Mul": 1, "Add": 1})
-    assert report.rewrites == {"bn->scale_shift": 1}
+    assert _folds(report) == {"bn->scale_shift": 1}
     assert "pads with zeros" in report.declined[0]
 
 
@@ -133,6 +144,9 @@ def test_every_reference_bn_folds_exactly():
         model = models.build(name)
         folded, reports = run_passes(model, ["cleanup", "fold_batchnorm"])
         assert not [n for n in folded.graph.node if n.op_type == "BatchNormalization"], name
+        assert not dead_values(folded), name
+        weights = lambda m: sum(t.ByteSize() for t in m.graph.initializer)  # noqa: E731
+        assert weights(folded) <= weights(model), name
         assert not any("scale_shift" in k for r in reports for k in r.rewrites), name
         shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
         x = np.random.default_rng(11).standard_normal(shape).astype(np.float32)

@@ -9,7 +9,10 @@ Patterns and why each rewrite is exact:
   MaxPool is not fused: its implicit padding is -inf, not 0.
 - Transpose(p1) -> Transpose(p2) with p2[p1] = identity: the pair is the identity.
 - Reshape whose output shape equals its input shape: y = x.
-- Finally, nodes and initializers nothing uses are dropped.
+- Finally, what nothing reads is dropped: nodes (Constant nodes among them) none of whose
+  outputs is read, then initializers no node, graph output or subgraph (If/Loop/Scan body
+  reading an outer name) reads. An initializer that is also a graph input is an overridable
+  input and stays. Counted as "dead ... removed".
 Declines: a Pad with a non-zero value, a non-constant mode or pads, pads on batch/channel dims
 or negative pads; a first Transpose or Pad whose output has other consumers.
 """
@@ -37,10 +40,11 @@ def _drop_noops(graph: onnx.GraphProto, shapes, report: PassReport) -> None:
             op == "Reshape" and node.input[0] in shapes and node.output[0] in shapes
             and shapes[node.input[0]] == shapes[node.output[0]])
         if noop:
-            if bypass(graph, node):
+            why = bypass(graph, node)
+            if why is None:
                 report.count(f"{op.lower()} removed")
             else:
-                report.decline(node.name or op, "connects a graph input to a graph output")
+                report.decline(node.name or op, why)
 
 
 def _pad_amounts(pad: onnx.NodeProto, index: GraphIndex, rank: int) -> list[int] | str:
@@ -70,7 +74,7 @@ def _fuse_pads(graph: onnx.GraphProto, shapes, report: PassReport) -> None:
     for pad in [n for n in graph.node if n.op_type == "Pad"]:
         index = GraphIndex(graph)
         users = index.consumers.get(pad.output[0], [])
-        if len(users) != 1 or pad.output[0] in index.outputs:
+        if len(users) != 1 or index.uses(pad.output[0]) != 1:
             continue
         user = users[0]
         if user.op_type not in ("Conv", "AveragePool") or user.input[0] != pad.output[0]:
@@ -116,7 +120,7 @@ def _cancel_transposes(graph: onnx.GraphProto, report: PassReport) -> None:
         graph.node.insert(list(graph.node).index(second), identity)
         graph.node.remove(second)
         graph.node.remove(first)
-        if bypass(graph, identity):
+        if bypass(graph, identity) is None:
             report.count("transpose pair removed")
         else:
             report.count("transpose pair -> identity")
@@ -132,9 +136,8 @@ def cleanup(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport]:
     _drop_noops(graph, shapes, report)
     _fuse_pads(graph, shapes, report)
     _cancel_transposes(graph, report)
-    dead = drop_dead(graph)
-    if dead:
-        report.count("dead nodes removed", dead)
+    for what, n in drop_dead(graph).items():
+        report.count(what, n)
     if report.changed:
         del graph.value_info[:]
         model = onnx.shape_inference.infer_shapes(model)

@@ -15,6 +15,9 @@ Patterns, tried in this order for each BN whose parameters are constants:
 3. Otherwise the BN becomes Mul(x, s) then Add(., t), broadcast over axis 1, and the report
    says why it could not fold into a neighbour.
 Declines, leaving the BN as it is: non-constant BN parameters, training mode, used mask outputs.
+A fold replaces the conv's weights and drops the BN, so the old weights and the BN parameters
+(often Constant nodes folded into initializers by cleanup) are then read by nothing: the pass
+removes them (graph.drop_dead) so the optimized model never carries both copies.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .graph import GraphIndex, attr, set_attr, set_const, unique_name
+from .graph import GraphIndex, attr, drop_dead, set_attr, set_const, unique_name
 from .report import PassReport
 
 _FOLD_INTO = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -170,8 +173,8 @@ def fold_batchnorm(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport]
                     graph.node.remove(bn)
                     report.count(f"{producer.op_type.lower()}+bn")
                     continue
-        if (len(users) == 1 and users[0].op_type == "Conv" and users[0].input[0] == bn.output[0]
-                and bn.output[0] not in index.outputs):
+        if (len(users) == 1 and index.uses(bn.output[0]) == 1 and users[0].op_type == "Conv"
+                and users[0].input[0] == bn.output[0]):
             why_after = _into_consumer(graph, index, users[0], s, t)
             if why_after is None:
                 users[0].input[0] = bn.input[0]
@@ -185,6 +188,8 @@ def fold_batchnorm(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport]
         else:
             report.decline(name, f"{why}; input rank unknown, left as is")
     if report.changed:
+        for what, n in drop_dead(graph).items():
+            report.count(what, n)
         del graph.value_info[:]
         model = onnx.shape_inference.infer_shapes(model)
     return model, report

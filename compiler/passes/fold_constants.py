@@ -1,12 +1,17 @@
 """fold_constants: evaluate every node whose inputs are known at compile time.
 
-Pattern: a node whose inputs are all initializers or outputs of already-folded nodes, or a
-`Shape`/`Size` whose input has a fully static shape. Rewrite: the node's outputs become
-initializers holding the values onnx's reference evaluator computes; the node is removed.
+Pattern: a node some output of which is read, whose inputs are all initializers or outputs
+of already-folded nodes, or a `Shape`/`Size` whose input has a fully static shape. Rewrite:
+the node's outputs become initializers holding the values onnx's reference evaluator
+computes; the node is removed.
 
 This is what turns exporter shape arithmetic (Paddle's and Keras' Shape -> Gather/Slice ->
 Concat -> Reshape chains, PyTorch's flatten-by-shape) into plain constants once the dynamic dims
 are pinned, so the TVM importer sees a static Reshape. The math is the op's own: folding is exact.
+
+The folded values that something still reads (a node, a graph output, a subgraph) become
+initializers; the initializers only folded nodes read go with them. Other unread initializers
+are left for cleanup's dead-value sweep, which counts them.
 
 Declines: nodes with a subgraph or a random output (no single value), QuantizeLinear /
 DequantizeLinear (a quantized model keeps its QDQ pairs for the backend to see), and any node
@@ -19,6 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference
 
+from .graph import read_names
 from .report import PassReport
 
 MAX_FOLD_BYTES = 16 << 20
@@ -62,9 +68,13 @@ def fold_constants(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport]
     graph_outputs = {o.name for o in g.output}
     keep: list[onnx.NodeProto] = []
     new_inits: list[onnx.TensorProto] = []
+    consumed: set[str] = set()  # inputs of folded nodes: dead now unless something else reads
+    read = read_names(g)
     for node in g.node:
         result = None
-        if node.op_type == "Shape" and node.input[0] in shapes:
+        if not any(o in read for o in node.output):
+            pass  # dead: cleanup's sweep removes and counts it
+        elif node.op_type == "Shape" and node.input[0] in shapes:
             dims = np.array(shapes[node.input[0]], np.int64)
             attrs = {a.name: a.i for a in node.attribute}
             result = [dims[attrs.get("start", 0): attrs.get("end", len(dims))]]
@@ -89,14 +99,15 @@ def fold_constants(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport]
             values[name] = value
             shapes[name] = list(value.shape)
             new_inits.append(numpy_helper.from_array(value, name))
+        consumed.update(node.input)
         report.count(node.op_type)
     if not report.changed:
         return model, report
-    used = {i for n in keep for i in n.input} | graph_outputs | {i.name for i in g.input}
     del g.node[:]
     g.node.extend(keep)
+    used = read_names(g)
     folded_names = {t.name for t in new_inits}
-    old = [t for t in g.initializer if t.name in used]
+    old = [t for t in g.initializer if t.name in used or t.name not in consumed]
     del g.initializer[:]
     g.initializer.extend(old + [t for t in new_inits if t.name in used])
     kept_vi = [vi for vi in g.value_info if vi.name not in folded_names]

@@ -25,8 +25,28 @@ def set_attr(node: onnx.NodeProto, name: str, value=None) -> None:
         node.attribute.append(helper.make_attribute(name, value))
 
 
+def subgraph_reads(graph: onnx.GraphProto) -> set[str]:
+    """Names read inside the subgraphs of `graph`'s nodes (If branches, Loop and Scan bodies, at
+    any depth): a subgraph may read, or return as its output, any name of an enclosing scope.
+
+    Names local to a subgraph are included too; a caller treats every one as read in `graph`,
+    which keeps a value at worst, never drops one a body needs.
+    """
+    names: set[str] = set()
+    for node in graph.node:
+        for a in node.attribute:
+            for sub in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+                names |= {i for n in sub.node for i in n.input if i}
+                names |= {o.name for o in sub.output} | subgraph_reads(sub)
+    return names
+
+
 class GraphIndex:
-    """Producer/consumer maps and initializer values of one graph, rebuilt after each rewrite."""
+    """Producer/consumer maps and initializer values of one graph, rebuilt after each rewrite.
+
+    `consumers` holds this graph's own nodes; `subgraph_reads` the names a subgraph reads,
+    which `uses` counts as one more use each (a rewrite must not rename or remove them).
+    """
 
     def __init__(self, graph: onnx.GraphProto):
         self.graph = graph
@@ -39,14 +59,17 @@ class GraphIndex:
         self.inits = {t.name: t for t in graph.initializer}
         self.outputs = {o.name for o in graph.output}
         self.inputs = {i.name for i in graph.input}
+        self.subgraph_reads = subgraph_reads(graph)
 
     def const(self, name: str) -> np.ndarray | None:
         t = self.inits.get(name)
         return None if t is None or name in self.inputs else numpy_helper.to_array(t)
 
     def uses(self, name: str) -> int:
-        """Consumers of a tensor, counting a graph output as one more use."""
-        return len(self.consumers.get(name, [])) + (name in self.outputs)
+        """Consumers of a tensor, counting a graph output and reads in subgraphs as one more
+        use each."""
+        return (len(self.consumers.get(name, [])) + (name in self.outputs)
+                + (name in self.subgraph_reads))
 
 
 def set_const(graph: onnx.GraphProto, name: str, value: np.ndarray) -> str:
@@ -69,18 +92,23 @@ def unique_name(graph: onnx.GraphProto, base: str) -> str:
     return name
 
 
-def bypass(graph: onnx.GraphProto, node: onnx.NodeProto) -> bool:
+def bypass(graph: onnx.GraphProto, node: onnx.NodeProto) -> str | None:
     """Remove a node whose first output equals its first input (Identity, Dropout, no-op
-    Reshape). Returns False, changing nothing, where the graph's interface forbids it."""
+    Reshape). Returns None when done, else why not, changing nothing: the graph's interface
+    forbids it, or a subgraph reads one of the two names (rewiring renames them)."""
     src, dst = node.input[0], node.output[0]
     index = GraphIndex(graph)
+    if src in index.subgraph_reads or dst in index.subgraph_reads:
+        return "a subgraph reads its input or output"
     if dst in index.outputs:
         # The graph output's name must survive: rename the producer's output instead.
-        if src in index.inputs or src in index.inits or src in index.outputs:
-            return False
+        if src in index.inputs:
+            return "connects a graph input to a graph output"
+        if src in index.inits or src in index.outputs:
+            return "connects a weight or another graph output to a graph output"
         producer = index.producer.get(src)
         if producer is None:
-            return False
+            return "its input has no producer to rename"
         producer.output[list(producer.output).index(src)] = dst
         for n in index.consumers.get(src, []):
             n.input[:] = [dst if i == src else i for i in n.input]
@@ -88,12 +116,26 @@ def bypass(graph: onnx.GraphProto, node: onnx.NodeProto) -> bool:
         for n in index.consumers.get(dst, []):
             n.input[:] = [src if i == dst else i for i in n.input]
     graph.node.remove(node)
-    return True
+    return None
 
 
-def drop_dead(graph: onnx.GraphProto) -> int:
-    """Remove nodes none of whose outputs is used, then unused initializers. Returns nodes cut."""
-    cut = 0
+def read_names(graph: onnx.GraphProto) -> set[str]:
+    """Every name `graph` reads: node inputs, graph outputs, subgraph reads, and its graph
+    inputs (the interface; an initializer that is also a graph input is an overridable input
+    and stays with it)."""
+    names = {i for n in graph.node for i in n.input if i} | {o.name for o in graph.output}
+    return names | {i.name for i in graph.input} | subgraph_reads(graph)
+
+
+def drop_dead(graph: onnx.GraphProto) -> dict[str, int]:
+    """Remove nodes none of whose outputs is read (Constant nodes among them), repeatedly, then
+    initializers nothing reads (read_names). Returns what it removed, as report counts.
+
+    A weight that a rewrite replaced (BN parameters folded into a conv, a Constant folded into
+    an initializer) is otherwise kept in the file: dead weights are what make an optimized
+    model larger than its input.
+    """
+    cut = {"nodes": 0, "Constant": 0}
     while True:
         index = GraphIndex(graph)
         dead = [n for n in graph.node if not any(index.uses(o) for o in n.output if o)]
@@ -101,14 +143,15 @@ def drop_dead(graph: onnx.GraphProto) -> int:
             break
         for n in dead:
             graph.node.remove(n)
-        cut += len(dead)
-    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-    used |= {i.name for i in graph.input}
+            cut["Constant" if n.op_type == "Constant" else "nodes"] += 1
+    used = read_names(graph)
     keep = [t for t in graph.initializer if t.name in used]
+    removed = {"dead nodes removed": cut["nodes"], "dead Constant nodes removed": cut["Constant"],
+               "dead initializers removed": len(graph.initializer) - len(keep)}
     if len(keep) != len(graph.initializer):
         del graph.initializer[:]
         graph.initializer.extend(keep)
-    return cut
+    return {what: n for what, n in removed.items() if n}
 
 
 def clear_value_info(model: onnx.ModelProto) -> onnx.ModelProto:
