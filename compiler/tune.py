@@ -31,7 +31,6 @@ tuned. With `tracker`/`key` the measurements run on boards behind TVM's RPC trac
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -145,108 +144,107 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
     folder = db_folder(Path(db_root) if db_root else default_db_root(), tgt)
     db = open_db(folder, create=True)
     report = TuneReport(database=folder)
-    bld = tuning.builder(tgt, cc=cc, workers=os.cpu_count() or 1)
-    run = (tuning.rpc_runner(tracker=tracker, key=key or tgt.name) if tracker
-           else tuning.local_runner())
-    cpu = cpu_shape(tvm_target)
-    progress(f"{len(tasks)} kernels; database {folder}")
+    with tuning.measuring(tgt, cc=cc, tracker=tracker, key=key) as (bld, run):
+        cpu = cpu_shape(tvm_target)
+        progress(f"{len(tasks)} kernels; database {folder}")
 
-    fresh, rules, varied, kept = [], {}, set(), {}
-    for task in tasks:
-        rep = TaskReport(task.task_name, int(task.weight), float("inf"), float("inf"), 0)
-        report.tasks.append(rep)
-        found = schedule(task.dispatched[0]["main"], cpu)
-        if found is not None:
-            rules[rep.name] = found[1]
-            if found[0] in KEEP:
-                kept[rep.name] = KEEP[found[0]]
-            if found[0] in VARIED:
-                varied.add(rep.name)
-            if not records(db, task.dispatched[0]):
-                fresh.append((task, found[1]))
-    if fresh:
-        progress(f"measuring edgec's own schedule of {len(fresh)} kernels (the baseline)")
-        measure_into(db, [(task.dispatched[0], sch) for task, sch in fresh], tvm_target, bld,
-                     run)
-    for task, rep in zip(tasks, report.tasks):
-        _refresh(rep, db, task.dispatched[0])
-        rep.baseline_us = rep.best_us
-
-    known = [t for t in report.tasks if t.baseline_us < float("inf")]
-    latency = sum(t.baseline_us * t.calls for t in known) or 1.0
-    for t in known:
-        t.share = t.baseline_us * t.calls / latency
-    progress(f"baseline (edgec rules, measured per kernel): {report.estimate_ms():.2f} ms")
-
-    # A time budget becomes a trial budget at ~1 s per trial (measured here: 16 candidates
-    # built and run in ~15 s on 2 cores); the deadline still cuts each task short.
-    # --trials counts the database's earlier trials of these kernels: rerunning an interrupted
-    # command finishes it instead of starting over; --time is this run's.
-    total = trials if trials is not None else max(BATCH, int(seconds or 0))
-    budget = total - (sum(t.trials for t in report.tasks) if trials is not None else 0)
-    order = sorted(zip(tasks, report.tasks), key=lambda p: -p[1].share)
-    searched = sum(t.share for t in report.tasks
-                   if not t.skipped and (knobs or t.name not in kept)) or 1.0
-    per_trial = None
-    phases = ["knobs", "search"] if knobs else ["search"]
-    for phase in phases:
-        last = phase == phases[-1]
-        for i, (task, rep) in enumerate(order, 1):
-            if rep.skipped or (phase == "knobs" and rep.name not in varied):
-                continue
-            if phase == "search" and rep.name in kept:
-                rep.skipped = kept[rep.name]
-                continue
-            if rep.share < MIN_SHARE and rep.baseline_us < float("inf"):
-                rep.skipped = f"{rep.share:.1%} of latency"
-                continue
-            share = max(rep.share, MIN_SHARE) / searched  # of the kernels searched
-            want = max(BATCH, int(round(total * share / BATCH)) * BATCH)
-            todo = want - rep.trials
-            if per_trial and deadline < float("inf"):
-                todo = min(todo, int((deadline - time.perf_counter()) / per_trial) // 8 * 8)
-            if todo <= 0:
-                if last:
-                    rep.skipped = rep.skipped or ("done earlier" if rep.trials >= want
-                                                  else "out of time")
-                continue
-            todo = min(todo, budget)
-            if todo <= 0:
-                rep.skipped = "out of trials" if last else ""
-                continue
-            # MetaSchedule sets its console handler to its logger's level, then sets that level
-            # to DEBUG: reset it before every call to keep its tables off the progress display.
-            logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-            t0 = time.perf_counter()
-            before = rep.trials
-            if phase == "knobs":
-                if not try_knobs(db, task.dispatched[0], cpu, todo, rep.baseline_us / 1e6,
-                                 tvm_target, bld, run):
-                    continue  # none left to try
-            else:
-                ctxs, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                    [task], work_dir=str(folder / "work"), space=_space())
-                ms.tune_tasks(tasks=ctxs, task_weights=[1.0], work_dir=str(folder / "work"),
-                              max_trials_global=todo, num_trials_per_iter=min(BATCH, todo),
-                              builder=bld, runner=run, database=db)
-            if rep.name in rules:
-                rematch(db, task.dispatched[0], rules[rep.name], tvm_target, bld, run)
+        fresh, rules, varied, kept = [], {}, set(), {}
+        for task in tasks:
+            rep = TaskReport(task.task_name, int(task.weight), float("inf"), float("inf"), 0)
+            report.tasks.append(rep)
+            found = schedule(task.dispatched[0]["main"], cpu)
+            if found is not None:
+                rules[rep.name] = found[1]
+                if found[0] in KEEP:
+                    kept[rep.name] = KEEP[found[0]]
+                if found[0] in VARIED:
+                    varied.add(rep.name)
+                if not records(db, task.dispatched[0]):
+                    fresh.append((task, found[1]))
+        if fresh:
+            progress(f"measuring edgec's own schedule of {len(fresh)} kernels (the baseline)")
+            measure_into(db, [(task.dispatched[0], sch) for task, sch in fresh], tvm_target, bld,
+                         run)
+        for task, rep in zip(tasks, report.tasks):
             _refresh(rep, db, task.dispatched[0])
-            # a small space (a transpose) runs out of candidates early: its unused trials go on
-            ran = max(1, rep.trials - before)
-            per_trial = (time.perf_counter() - t0) / ran
-            budget -= ran
-            # the search may time the rule's own schedule again, faster than its baseline
-            # read: no new schedule, and the in-model check will have nothing to time
-            own = rep.best_us < rep.baseline_us and rep.name in rules \
-                and best_other(db, task.dispatched[0], rules[rep.name]) is None
-            progress(f"[{i}/{len(order)}] {rep.name}: {rep.baseline_us:.1f} -> "
-                     f"{rep.best_us:.1f} us x{rep.calls}"
-                     f"{' (the rule, timed again)' if own else ''} ({rep.trials} trials"
-                     f"{', rule variants' if phase == 'knobs' else ''}); model estimate "
-                     f"{report.estimate_ms():.2f} ms; {time.perf_counter() - started:.0f} s")
-            if time.perf_counter() >= deadline:
-                break
+            rep.baseline_us = rep.best_us
+
+        known = [t for t in report.tasks if t.baseline_us < float("inf")]
+        latency = sum(t.baseline_us * t.calls for t in known) or 1.0
+        for t in known:
+            t.share = t.baseline_us * t.calls / latency
+        progress(f"baseline (edgec rules, measured per kernel): {report.estimate_ms():.2f} ms")
+
+        # A time budget becomes a trial budget at ~1 s per trial (measured here: 16 candidates
+        # built and run in ~15 s on 2 cores); the deadline still cuts each task short.
+        # --trials counts the database's earlier trials of these kernels: rerunning an interrupted
+        # command finishes it instead of starting over; --time is this run's.
+        total = trials if trials is not None else max(BATCH, int(seconds or 0))
+        budget = total - (sum(t.trials for t in report.tasks) if trials is not None else 0)
+        order = sorted(zip(tasks, report.tasks), key=lambda p: -p[1].share)
+        searched = sum(t.share for t in report.tasks
+                       if not t.skipped and (knobs or t.name not in kept)) or 1.0
+        per_trial = None
+        phases = ["knobs", "search"] if knobs else ["search"]
+        for phase in phases:
+            last = phase == phases[-1]
+            for i, (task, rep) in enumerate(order, 1):
+                if rep.skipped or (phase == "knobs" and rep.name not in varied):
+                    continue
+                if phase == "search" and rep.name in kept:
+                    rep.skipped = kept[rep.name]
+                    continue
+                if rep.share < MIN_SHARE and rep.baseline_us < float("inf"):
+                    rep.skipped = f"{rep.share:.1%} of latency"
+                    continue
+                share = max(rep.share, MIN_SHARE) / searched  # of the kernels searched
+                want = max(BATCH, int(round(total * share / BATCH)) * BATCH)
+                todo = want - rep.trials
+                if per_trial and deadline < float("inf"):
+                    todo = min(todo, int((deadline - time.perf_counter()) / per_trial) // 8 * 8)
+                if todo <= 0:
+                    if last:
+                        rep.skipped = rep.skipped or ("done earlier" if rep.trials >= want
+                                                      else "out of time")
+                    continue
+                todo = min(todo, budget)
+                if todo <= 0:
+                    rep.skipped = "out of trials" if last else ""
+                    continue
+                # MetaSchedule sets its console handler to its logger's level, then sets that level
+                # to DEBUG: reset it before every call to keep its tables off the progress display.
+                logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+                t0 = time.perf_counter()
+                before = rep.trials
+                if phase == "knobs":
+                    if not try_knobs(db, task.dispatched[0], cpu, todo, rep.baseline_us / 1e6,
+                                     tvm_target, bld, run):
+                        continue  # none left to try
+                else:
+                    ctxs, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                        [task], work_dir=str(folder / "work"), space=_space())
+                    ms.tune_tasks(tasks=ctxs, task_weights=[1.0], work_dir=str(folder / "work"),
+                                  max_trials_global=todo, num_trials_per_iter=min(BATCH, todo),
+                                  builder=bld, runner=run, database=db)
+                if rep.name in rules:
+                    rematch(db, task.dispatched[0], rules[rep.name], tvm_target, bld, run)
+                _refresh(rep, db, task.dispatched[0])
+                # a small space (a transpose) runs out of candidates early: its unused trials go on
+                ran = max(1, rep.trials - before)
+                per_trial = (time.perf_counter() - t0) / ran
+                budget -= ran
+                # the search may time the rule's own schedule again, faster than its baseline
+                # read: no new schedule, and the in-model check will have nothing to time
+                own = rep.best_us < rep.baseline_us and rep.name in rules \
+                    and best_other(db, task.dispatched[0], rules[rep.name]) is None
+                progress(f"[{i}/{len(order)}] {rep.name}: {rep.baseline_us:.1f} -> "
+                         f"{rep.best_us:.1f} us x{rep.calls}"
+                         f"{' (the rule, timed again)' if own else ''} ({rep.trials} trials"
+                         f"{', rule variants' if phase == 'knobs' else ''}); model estimate "
+                         f"{report.estimate_ms():.2f} ms; {time.perf_counter() - started:.0f} s")
+                if time.perf_counter() >= deadline:
+                    break
+
     # each kernel's best record, named once: the check commits nothing to the database
     keys = [record_key(db, task.dispatched[0], tvm_target) for task in tasks]
     if check_in_model:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from edgec.targets import Target
@@ -98,6 +100,34 @@ def rpc_runner(*, tracker: str, key: str, session_timeout_s: int = 120,
         ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=key,
                             session_timeout_sec=session_timeout_s),
         evaluator_config=evaluator(repeat=repeat), max_workers=1)
+
+
+def close(*parts: Any) -> None:
+    """Stop the worker processes of MetaSchedule runners (or builders) now.
+
+    LocalRunner and RPCRunner keep a pool of `python -m tvm.exec.popen_worker` processes for
+    their whole life, and TVM stops it only when the object is garbage-collected: a runner
+    kept alive (by a traceback, by a reference cycle through the FFI) keeps its worker.
+    LocalBuilder starts and stops a pool per build, so it has none to stop here.
+    """
+    for part in parts:
+        pool = getattr(part, "pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
+@contextmanager
+def measuring(target: Target, *, cc: str | None = None, tracker: str | None = None,
+              key: str | None = None) -> Iterator[tuple[Any, Any]]:
+    """(builder, runner) for `edgec tune`: a builder with a worker per core, a runner here or,
+    with `tracker`, on the boards registered there under `key` (default: the target's name).
+    Their worker processes are stopped on leaving, whether the block ends or raises."""
+    bld = builder(target, cc=cc, workers=os.cpu_count() or 1)
+    run = (rpc_runner(tracker=tracker, key=key or target.name) if tracker else local_runner())
+    try:
+        yield bld, run
+    finally:
+        close(run, bld)
 
 
 def measure(schs: list[Any], target: Any, builder: Any, runner: Any) -> list[float | None]:

@@ -1,8 +1,12 @@
-"""Shared fixtures: a CLI runner, an ELF reader, and a session cache of compiled artifacts
-(compiling is the slow part; tests that only read an artifact share one)."""
+"""Shared fixtures: a CLI runner, an ELF reader, a session cache of compiled artifacts
+(compiling is the slow part; tests that only read an artifact share one), and a session check
+that no TVM worker process outlives the tests."""
 
 from __future__ import annotations
 
+import os
+import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +16,53 @@ import pytest
 from edgec.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Every process this session starts inherits the mark, so its TVM workers can be told apart
+# from another session's on the same machine, even once orphaned (reparented to init).
+SESSION_MARK = ("EDGEC_TEST_SESSION", uuid.uuid4().hex)
+os.environ[SESSION_MARK[0]] = SESSION_MARK[1]
+
+
+def popen_workers() -> list[int]:
+    """PIDs of the live `tvm.exec.popen_worker` processes this session started, at any depth
+    and orphaned ones included (Linux /proc; none elsewhere)."""
+    mark = f"{SESSION_MARK[0]}={SESSION_MARK[1]}".encode()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if (b"tvm.exec.popen_worker" in (proc / "cmdline").read_bytes()
+                    and mark in (proc / "environ").read_bytes().split(b"\0")):
+                found.append(int(proc.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+def workers_left(timeout_s: float = 10.0) -> list[int]:
+    """popen_workers() still alive after up to `timeout_s` (a stopped pool's workers take a
+    moment to exit)."""
+    import gc
+
+    gc.collect()
+    deadline = time.monotonic() + timeout_s
+    while (left := popen_workers()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_worker_outlives_the_session():
+    """Fail the session when a TVM popen_worker it started (MetaSchedule's runners, the RPC
+    tracker's server) is still running at its end: such a process outlives pytest. The
+    leftovers are killed so that one failure does not leave them behind either."""
+    yield
+    left = workers_left()
+    for pid in left:
+        try:
+            os.kill(pid, 9)
+        except OSError:
+            pass
+    assert not left, f"TVM popen_worker processes outlived the tests: pids {left}"
 
 
 @pytest.fixture

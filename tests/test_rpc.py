@@ -4,7 +4,9 @@ task through them, and a model uploaded over RPC gives onnxruntime's outputs."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -40,23 +42,35 @@ def _wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 60
     pytest.fail(f"{what} did not open port {port}")
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
+def _stop(proc: subprocess.Popen, group: bool = False) -> None:
+    """Stop `proc`; with `group`, the process group it leads (start_new_session): everything
+    it started too."""
+    def send(sig: int) -> None:
+        try:
+            os.killpg(proc.pid, sig) if group else proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+    send(signal.SIGTERM)
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        send(signal.SIGKILL)
+        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
 def tracker():
+    """TVM's tracker, in a process group of its own: it serves from a popen_worker child that
+    SIGTERM to the tracker alone would leave running, orphaned."""
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host",
                              "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
     _wait_port(port, proc, "rpc_tracker")
     yield "127.0.0.1", port
-    _stop(proc)
+    _stop(proc, group=True)
 
 
 @pytest.fixture(scope="module")
@@ -117,11 +131,14 @@ def test_metaschedule_measures_a_conv_task_on_the_board(board, tracker, tmp_path
 
     key, _ = board
     target = targets.get("arm")
-    database = ms.tune_tir(
-        _conv_task(), target.tvm_target(), str(tmp_path / "ms"), max_trials_global=3,
-        num_trials_per_iter=3, builder=tuning.builder(target),
-        runner=tuning.rpc_runner(tracker=f"{tracker[0]}:{tracker[1]}", key=key, repeat=1),
-        strategy="replay-trace", cost_model="random", num_tuning_cores=1)
+    runner = tuning.rpc_runner(tracker=f"{tracker[0]}:{tracker[1]}", key=key, repeat=1)
+    try:
+        database = ms.tune_tir(
+            _conv_task(), target.tvm_target(), str(tmp_path / "ms"), max_trials_global=3,
+            num_trials_per_iter=3, builder=tuning.builder(target), runner=runner,
+            strategy="replay-trace", cost_model="random", num_tuning_cores=1)
+    finally:
+        tuning.close(runner)
     records = database.get_all_tuning_records()
     times = [float(t) for r in records for t in r.run_secs]
     assert len(records) == 3

@@ -14,7 +14,7 @@ from edgec.compiler import compile as compile_model
 from edgec.compiler import in_model
 from edgec.compiler.tune import KEEP, db_folder, tune
 
-from conftest import conv_relu_conv, save, tiny_model
+from conftest import conv_relu_conv, popen_workers, save, tiny_model, workers_left
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +27,7 @@ def test_tune_resume_and_compile(small, tmp_path):
 
     lines: list[str] = []
     first = tune(small, trials=16, db_root=tmp_path, progress=lines.append)
+    assert not workers_left(), "tune left MetaSchedule worker processes running"
     folder = db_folder(tmp_path, targets.get("host"))
     assert first.database == folder
     records = (folder / "records.json").read_text().splitlines()
@@ -101,6 +102,18 @@ def test_merged_conv_depthwise_gets_rule_variants_only(tmp_path):
     assert sum(t.trials for t in report.tasks) == 16, "\n".join(map(str, report.tasks))
     result = compile_model(model, output=tmp_path / "art", tuning_db=tmp_path / "db")
     assert result.manifest["validation"]["ok"], result.manifest["validation"]
+
+
+def test_close_stops_a_runners_worker_processes():
+    """A MetaSchedule runner keeps a popen_worker for its life; tuning.close stops it (tune
+    closes its runner on leaving, error or not, through tuning.measuring)."""
+    from edgec.compiler import tuning
+
+    before = set(popen_workers())
+    runner = tuning.local_runner()  # its pool starts a worker for a sanity check
+    assert set(popen_workers()) - before
+    tuning.close(runner)
+    assert not set(workers_left()) - before
 
 
 def test_tune_cli_errors(cli, small):
