@@ -90,13 +90,13 @@ def main() -> int:
     from edgec import models, targets
     from edgec.cli import parse_duration
     from edgec.compiler.bench import bench
-    from edgec.compiler.tune import tune
+    from edgec.compiler.tuning import tune
 
     host = targets.get("host")
     threads = host.effective_threads()
     # chains x lanes sized to the target's registers: 16-lane chains spill on AVX2 (88 GFLOP/s
     # read for a 158 GFLOP/s Zen 3)
-    from edgec.compiler.codegen.cpu_schedules import cpu_shape
+    from edgec.compiler.codegen.cpu.schedules import cpu_shape
 
     lanes = cpu_shape(host.tvm_target()).lanes
     peak = fma_peak_gflops(host.tvm_target(), threads, lanes=lanes)

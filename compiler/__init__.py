@@ -19,9 +19,10 @@ from typing import Any
 
 import onnx
 
+from edgec.errors import EdgecError
+from edgec.fileio import atomic_dir
+
 from . import analysis, codegen, frontend, passes
-from .errors import EdgecError
-from .fileio import atomic_dir
 from .report import codegen_line
 
 __all__ = ["CompileResult", "EdgecError", "compile", "inspect"]
@@ -38,11 +39,10 @@ class CompileResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _tensor_specs(values: list[onnx.ValueInfoProto], skip: set[str]) -> list[dict[str, Any]]:
+def tensor_specs(values: list[onnx.ValueInfoProto], skip: set[str]) -> list[dict[str, Any]]:
     """Name, shape and dtype of each value, and the .npy file a bundle names it by ("file":
     the device runner reads and writes that file, so it never encodes names itself)."""
     from edgec.runtime.artifact import npy_file
-
     specs = []
     for vi in values:
         if vi.name in skip:
@@ -127,7 +127,7 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
     after = analysis.analyze(model)
     lowering = codegen.Lowering()
     if use_tuned and tgt.pipeline == "cpu":
-        from .tuning_db import db_folder, default_db_root, use_database
+        from .tuning.db import db_folder, default_db_root, use_database
 
         db_dir = db_folder(Path(tuning_db or default_db_root()), tgt)
         use_database(lowering, db_dir)
@@ -139,8 +139,8 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
            "seconds": round(time.perf_counter() - started, 2)}
     notes.append(codegen_line(gen))
     weights = {t.name for t in model.graph.initializer}
-    inputs = _tensor_specs(list(model.graph.input), weights)
-    outputs = _tensor_specs(list(model.graph.output), set())
+    inputs = tensor_specs(list(model.graph.input), weights)
+    outputs = tensor_specs(list(model.graph.output), set())
     with atomic_dir(Path(output)) as tmp:
         codegen.export(executable, tmp / LIBRARY, tgt, cc)
         onnx.save_model(model, str(tmp / OPTIMIZED))

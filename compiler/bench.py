@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .errors import EdgecError
+from edgec.errors import EdgecError
 
 
 def _per_layer(model: Any, folder: Path, manifest: dict, feed: dict, target: Any) -> list[dict]:

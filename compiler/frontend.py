@@ -17,7 +17,8 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper, shape_inference, version_converter
 
-from .errors import EdgecError
+from edgec.errors import EdgecError
+
 from .passes.fold_constants import fold_constants, static_shapes
 
 MIN_OPSET = 11

@@ -13,9 +13,10 @@ from typing import Any
 
 import onnx
 
+from edgec.errors import EdgecError
+from edgec.fileio import atomic_write_bytes
+
 from . import analysis, frontend, passes, validate
-from .errors import EdgecError
-from .fileio import atomic_write_bytes
 
 MAX_IR = 10  # onnxruntime reads IR <= 13; 10 keeps older runtimes and Netron happy
 

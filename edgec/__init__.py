@@ -12,7 +12,7 @@ import os
 os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
 
 from edgec.compiler import CompileResult, compile  # noqa: E402
-from edgec.compiler.errors import EdgecError  # noqa: E402
+from edgec.errors import EdgecError  # noqa: E402
 
 __all__ = ["CompileResult", "EdgecError", "compile"]
 __version__ = "0.1.0"

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from edgec.compiler.errors import EdgecError
+from edgec.errors import EdgecError
 
 
 def _input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
@@ -76,7 +76,7 @@ def parse_duration(text: str) -> float:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from edgec.compiler.tune import tune
+    from edgec.compiler.tuning import tune
 
     report = tune(args.model, target=args.target, trials=args.trials,
                   seconds=parse_duration(args.time) if args.time else None, db_root=args.db,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import onnx
 
-from edgec.compiler.errors import EdgecError
+from edgec.errors import EdgecError
 
 from .classic import alexnet, lenet5, vgg11
 from .compact import shufflenet_v2, squeezenet1_1
@@ -49,7 +49,7 @@ def describe() -> dict[str, str]:
 
 def export(name: str, path: str | Path, seed: int = 0) -> Path:
     """Write model `name` to `path` (atomically) and return the path."""
-    from edgec.compiler.fileio import atomic_write_bytes
+    from edgec.fileio import atomic_write_bytes
 
     model = build(name, seed)
     return atomic_write_bytes(Path(path), model.SerializeToString())

@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from edgec.compiler.codegen.unaligned_inputs import ALIGNED
-from edgec.compiler.errors import EdgecError
+from edgec.errors import EdgecError
 
-from .artifact import check_runs_here, npz_bytes, read_manifest, spec_name, verify_library
+from .artifact import ALIGNED, check_runs_here, npz_bytes, read_manifest, spec_name, verify_library
 
 __all__ = ["CompiledModel", "kernel_times", "load", "random_inputs"]
 
@@ -97,7 +96,7 @@ class CompiledModel:
         """Input `i` as a TVM tensor without a fresh allocation per call.
 
         An array at an address the model's kernels take is passed by reference (DLPack):
-        64-byte aligned, or for a model compiled with unaligned_inputs.py its element size
+        64-byte aligned, or for a model compiled with tir_level/unaligned_inputs.py its element size
         (manifest codegen.input_alignment). Any other is copied into a tensor kept for that
         input. A new tensor per call (its pages faulted in anew each time) cost MobileNetV2
         2-4% of its latency in A/B runs against onnxruntime. The copy goes through numpy's
@@ -222,7 +221,7 @@ def run_files(folder: str | Path, *, input_files: dict[str, str] | None = None,
                        "min_ms": min(times), "max_ms": max(times), "threads": model.threads,
                        "device": "this machine (Python)", "emulated": False}
     if output is not None:
-        from edgec.compiler.fileio import atomic_write_bytes
+        from edgec.fileio import atomic_write_bytes
 
         atomic_write_bytes(Path(output), npz_bytes(outputs))
     return outputs, latency

@@ -16,11 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from edgec.compiler.errors import EdgecError
+from edgec.errors import EdgecError
 from edgec.targets import host_arch
 
 FORMAT = "edgec-artifact/1"
 MANIFEST = "manifest.json"
+# Bytes a tensor argument's data is aligned to, unless the manifest's codegen.input_alignment
+# lowers it for an input (codegen/tir_level/unaligned_inputs.py): TVM's default for kernels.
+ALIGNED = 64
 # x86 flags LLVM's CPU models turn on that a CPU may lack; the artifact needs every one it saw.
 _X86_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512dq",
               "avx512vl", "avx512cd", "avx512_vnni", "avx512_bf16", "avx512vbmi", "amx_tile")

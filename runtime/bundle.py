@@ -29,8 +29,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from edgec.compiler.errors import EdgecError
-from edgec.compiler.fileio import atomic_dir
+from edgec.errors import EdgecError
+from edgec.fileio import atomic_dir
 from edgec.targets import Target
 
 from .artifact import file_stem, sha256_file

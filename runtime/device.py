@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from edgec.compiler.errors import EdgecError
+from edgec.errors import EdgecError
 
 from .artifact import file_stem, npy_file, read_manifest, spec_name, verify_library
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import tomllib
 
-from edgec.compiler.errors import EdgecError
+from edgec.errors import EdgecError
 
 BUILTIN_DIR = Path(__file__).resolve().parent
 _ENV_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -219,7 +219,7 @@ def legalized(model: onnx.ModelProto, x_shape: list[int]):
 
     from edgec import targets
     from edgec.compiler import codegen
-    from edgec.compiler.codegen.layout import channels_last
+    from edgec.compiler.codegen.relax_level.layout import channels_last
 
     target = targets.get("host")
     with target.tvm_target():
@@ -244,7 +244,7 @@ def conv_kernels(lowering) -> dict[str, str]:
 def direct_convs():
     """The `cpu` pipeline without Winograd, for a test module: tests of the direct conv
     schedules, whose 3x3 stride-1 convs it would otherwise take."""
-    from edgec.compiler.codegen import winograd
+    from edgec.compiler.codegen.relax_level import winograd
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(winograd, "DEFAULT", winograd.WinogradOptions(min_tiles=2**62))

@@ -12,8 +12,9 @@ from onnx import helper
 
 from edgec import targets
 from edgec.compiler import codegen
-from edgec.compiler.codegen import cpu_knobs, cpu_schedules
-from edgec.compiler.codegen.cpu_tiles import CpuShape, Knobs
+from edgec.compiler.codegen.cpu import knobs as cpu_knobs
+from edgec.compiler.codegen.cpu import schedules as cpu_schedules
+from edgec.compiler.codegen.cpu.tiles import CpuShape, Knobs
 
 from conftest import build_and_check, random_const, tiny_model
 
@@ -43,7 +44,7 @@ def _pool(hw: int, channels: int):
 
 
 def _chain(hw: int, cin: int, mid: int):
-    """1x1 conv -> ReLU -> 3x3 depthwise -> ReLU: one merged kernel (cpu_chains.py)."""
+    """1x1 conv -> ReLU -> 3x3 depthwise -> ReLU: one merged kernel (cpu/chains.py)."""
     nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"]),
              helper.make_node("Relu", ["c1"], ["r1"]),
              helper.make_node("Conv", ["r1", "w2"], ["c2"], group=mid, pads=[1] * 4),

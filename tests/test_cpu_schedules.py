@@ -11,7 +11,7 @@ from onnx import helper, numpy_helper
 
 from edgec import targets
 from edgec.compiler import codegen
-from edgec.compiler.codegen.cpu_tiles import (
+from edgec.compiler.codegen.cpu.tiles import (
     FMA_IN_FLIGHT,
     L1_WEIGHTS,
     CpuShape,
@@ -20,7 +20,7 @@ from edgec.compiler.codegen.cpu_tiles import (
     k_block,
     tile,
 )
-from edgec.compiler.codegen.stack_scratch import STACK_BYTES
+from edgec.compiler.codegen.tir_level.stack_scratch import STACK_BYTES
 
 from conftest import build_and_check, conv_kernels, random_const, tiny_model
 
@@ -165,7 +165,7 @@ def test_cpu_shape_follows_the_target_features(triple, cpu, mattr, lanes, regs, 
 def test_tile_divides_and_fits(lanes, regs, width, channels):
     wi, v, u = tile(width, channels, CpuShape(lanes=lanes, registers=regs))
     assert width % wi == 0 and channels % (v * u) == 0
-    assert wi * u <= regs and wi * u * v * 4 <= STACK_BYTES  # registers; stack_scratch.py
+    assert wi * u <= regs and wi * u * v * 4 <= STACK_BYTES  # registers; tir_level/stack_scratch.py
     if channels % 4 == 0:
         assert v >= 4  # vectorized whenever the channels allow it
 
@@ -212,7 +212,7 @@ def test_long_1x1_conv_blocks_its_reduction(monkeypatch, hw, cin, cout):
     weights outgrow L1: the reduction is split in L1-sized blocks (_k_block), and the blocked
     kernel still matches onnxruntime. (On AVX2 such a conv walks the map unblocked:
     test_pixel_walks_match_onnxruntime.)"""
-    from edgec.compiler.codegen import cpu_schedules
+    from edgec.compiler.codegen.cpu import schedules as cpu_schedules
 
     avx2 = CpuShape(lanes=8, registers=12)
     _, v, u = tile(hw, cout, avx2, reduction=cin)
@@ -289,7 +289,7 @@ AVX512 = CpuShape(lanes=16, registers=24, pointwise=True)
 def test_avx512_pointwise_tiles_stream_few_weights(width, channels, reduction, wi_u):
     """AVX-512 (32 zmm, 16 lanes): a 1x1 conv's tile weighs a streamed weight vector (64
     bytes) as two broadcasts, among tiles of up to 24 accumulators (their 1-1.5 KiB of
-    scratch on the stack: stack_scratch.py). Never the broadcast-bound 14 x 1 that the
+    scratch on the stack: tir_level/stack_scratch.py). Never the broadcast-bound 14 x 1 that the
     most-accumulators rule gave MobileNetV2's 14x14 576 -> 96 conv (1.5x slower than 4 x 3);
     with the weights counted as streamed, the k x k rule no longer gives it either. The
     loads are the row's, its tail's included: on a 7x7 map 7 x 3 (no tail) loads as much as
@@ -321,7 +321,7 @@ def test_avx512_pointwise_convs_match_onnxruntime(monkeypatch, hw, cin, cout, re
     """The AVX-512 shape's 1x1 tiles (11 x 2 over a 7x7 map with a 5 x 2 tail, 8 x 3 and 6 x 4
     over 196 pixels with 4 x 3 and 4 x 4 tails: 1.5 KiB of scratch, on the stack): exact on
     any x86 host (16-lane vectors are legal LLVM IR everywhere)."""
-    from edgec.compiler.codegen import cpu_schedules
+    from edgec.compiler.codegen.cpu import schedules as cpu_schedules
 
     monkeypatch.setattr(cpu_schedules, "cpu_shape", lambda _target: AVX512)
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"])]
@@ -355,7 +355,7 @@ def test_pixel_walks_match_onnxruntime(monkeypatch, hw, cin, cout, k, stride, re
     ResNet's 7 and 14): whole tiles then one tail per row, or the map walked as one pixel loop
     with or without a tail. Every copy of the loop nest and the epilogue (bias, ReLU, a
     residual add) are exact."""
-    from edgec.compiler.codegen import cpu_schedules
+    from edgec.compiler.codegen.cpu import schedules as cpu_schedules
 
     monkeypatch.setattr(cpu_schedules, "cpu_shape", lambda _target: AVX2)
     taken = []

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from edgec.compiler.codegen.explicit_pads import explicit_pads, pads_for
+from edgec.compiler.codegen.onnx_level.explicit_pads import explicit_pads, pads_for
 
 from conftest import build_and_check, check_pass, random_const, tiny_model
 

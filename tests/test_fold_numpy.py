@@ -12,8 +12,8 @@ from onnx import helper, numpy_helper
 
 from edgec import targets
 from edgec.compiler import codegen
-from edgec.compiler.codegen.fold_numpy import fold_numpy
-from edgec.compiler.codegen.layout import channels_last
+from edgec.compiler.codegen.relax_level.fold_numpy import fold_numpy
+from edgec.compiler.codegen.relax_level.layout import channels_last
 
 from conftest import build_and_check, random_const, tiny_model
 

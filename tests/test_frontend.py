@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgec.compiler import frontend
-from edgec.compiler.errors import EdgecError
+from edgec.errors import EdgecError
 
 from conftest import ort_run, save
 

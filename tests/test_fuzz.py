@@ -3,11 +3,10 @@ called several times against onnxruntime. `python tests/fuzz.py --count 500` run
 
 from __future__ import annotations
 
+import fuzz
 import numpy as np
 import onnx
 import pytest
-
-import fuzz
 
 SEEDS = range(1000, 1040)  # not the seeds a developer's default run starts at
 

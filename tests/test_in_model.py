@@ -10,8 +10,8 @@ import pytest
 
 from edgec import targets
 from edgec.compiler import compile as compile_model
-from edgec.compiler import frontend, in_model, passes
-from edgec.compiler.tune import db_folder, open_db, tune
+from edgec.compiler import frontend, passes
+from edgec.compiler.tuning import db_folder, in_model, open_db, tune
 
 from conftest import conv_relu_conv
 
@@ -21,7 +21,7 @@ def _promote(db, secs: float, avoid: frozenset = frozenset()):
     its kernel's best record, by committing it again with a time of `secs`."""
     from tvm.s_tir import meta_schedule as ms
 
-    from edgec.compiler.codegen.cpu_schedules import cpu_shape, schedule
+    from edgec.compiler.codegen.cpu.schedules import cpu_shape, schedule
 
     cpu = cpu_shape(targets.get("host").tvm_target())
     records = [r for r in db.get_all_tuning_records() if r.run_secs and float(r.run_secs[0]) < 1]
@@ -55,7 +55,7 @@ def tuned(tmp_path_factory, direct_convs):
 
 def test_search_times_candidates_cold(tuned):
     """MetaSchedule's candidates are timed as the model runs them: 10 single calls, weights
-    flushed before each (tuning.evaluator), not its default 100 ms of back-to-back calls."""
+    flushed before each (measure.evaluator), not its default 100 ms of back-to-back calls."""
     folder = tuned[4]
     run_secs = [json.loads(line)[1][1] for line in
                 (folder / "records.json").read_text().splitlines()]

@@ -10,9 +10,9 @@ from onnx import helper, numpy_helper
 
 from edgec import targets
 from edgec.compiler import codegen
-from edgec.compiler.codegen.cpu_chains import MIN_CHUNKS, band_rows, chunk_channels, plan
-from edgec.compiler.codegen.cpu_tiles import CpuShape, Knobs
-from edgec.compiler.codegen.merge_chains import merge_conv_depthwise
+from edgec.compiler.codegen.cpu.chains import MIN_CHUNKS, band_rows, chunk_channels, plan
+from edgec.compiler.codegen.cpu.tiles import CpuShape, Knobs
+from edgec.compiler.codegen.relax_level.merge_chains import merge_conv_depthwise
 
 from conftest import (
     build_and_check,
@@ -77,7 +77,8 @@ def test_chain_conv_walks_the_map(monkeypatch, hw, cin, mid, stride, walk):
     """On AVX2 a chain's 1x1 conv takes reduction_tile's 1x1 rule inside each chunk: tiles by
     loads per FMA over the chunk's whole map, a tail where they do not divide it; the
     depthwise conv still reads the chunk by rows. Outputs match onnxruntime."""
-    from edgec.compiler.codegen import cpu_chains, cpu_schedules
+    from edgec.compiler.codegen.cpu import chains as cpu_chains
+    from edgec.compiler.codegen.cpu import schedules as cpu_schedules
 
     monkeypatch.setattr(cpu_schedules, "cpu_shape",
                         lambda _target: CpuShape(lanes=8, registers=12, live=16, pointwise=True))

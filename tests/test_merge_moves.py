@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from onnx import helper, numpy_helper
 
-from edgec.compiler.codegen.merge_moves import merge_moves
+from edgec.compiler.codegen.relax_level.merge_moves import merge_moves
 
 from conftest import build_and_check, kernel_names, legalized, random_const, tiny_model
 

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from edgec.compiler.codegen.pad_channels import pad_channels
+from edgec.compiler.codegen.onnx_level.pad_channels import pad_channels
 
 from conftest import build_and_check, check_pass, conv_kernels, random_const, tiny_model
 

@@ -64,7 +64,7 @@ def test_same_shape_epilogue_stays_fused():
     epilogue is still computed per tile, inside the conv's parallel loop."""
     from tvm import s_tir
 
-    from edgec.compiler.codegen.cpu_loops import fusable_epilogue, top_blocks
+    from edgec.compiler.codegen.cpu.loops import fusable_epilogue, top_blocks
 
     rng = np.random.default_rng(4)
     model = tiny_model([

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from edgec import models, runtime, targets
-from edgec.compiler import tuning
+from edgec.compiler.tuning import measure
 
 from conftest import ort_run
 
@@ -131,14 +131,14 @@ def test_metaschedule_measures_a_conv_task_on_the_board(board, tracker, tmp_path
 
     key, _ = board
     target = targets.get("arm")
-    runner = tuning.rpc_runner(tracker=f"{tracker[0]}:{tracker[1]}", key=key, repeat=1)
+    runner = measure.rpc_runner(tracker=f"{tracker[0]}:{tracker[1]}", key=key, repeat=1)
     try:
         database = ms.tune_tir(
             _conv_task(), target.tvm_target(), str(tmp_path / "ms"), max_trials_global=3,
-            num_trials_per_iter=3, builder=tuning.builder(target), runner=runner,
+            num_trials_per_iter=3, builder=measure.builder(target), runner=runner,
             strategy="replay-trace", cost_model="random", num_tuning_cores=1)
     finally:
-        tuning.close(runner)
+        measure.close(runner)
     records = database.get_all_tuning_records()
     times = [float(t) for r in records for t in r.run_secs]
     assert len(records) == 3

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgec import models, runtime
-from edgec.compiler.errors import EdgecError
+from edgec.errors import EdgecError
 
 from conftest import ort_run
 
@@ -65,10 +65,10 @@ def _record_by_reference(monkeypatch) -> list[int]:
 
 
 def test_inputs_anywhere_in_memory_give_onnxruntime_answers(lenet, monkeypatch):
-    """The artifact's kernels take the input at any float32 address (unaligned_inputs.py), so
-    writeable arrays are passed by reference wherever they lie; read-only ones are copied into
-    a tensor kept per input. Each placement, and a new input after an old one, must still
-    give onnxruntime's answer."""
+    """The artifact's kernels take the input at any float32 address (tir_level/unaligned_inputs.py),
+    so writeable arrays are passed by reference wherever they lie; read-only ones are copied into a
+    tensor kept per input. Each placement, and a new input after an old one, must still give
+    onnxruntime's answer."""
     manifest = json.loads((lenet / "manifest.json").read_text())
     assert manifest["codegen"]["input_alignment"] == [4]
     by_reference = _record_by_reference(monkeypatch)

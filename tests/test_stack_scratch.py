@@ -1,4 +1,5 @@
-"""stack_scratch.py: a register tile's scratch over TVM's 1 KiB stack limit stays a stack alloca.
+"""tir_level/stack_scratch.py: a register tile's scratch over TVM's 1 KiB stack limit stays a stack
+alloca.
 
 The kernel: a 1x1 conv (a GEMM over 49 pixels) with a bias epilogue, scheduled by the
 reduction rule with a fixed tile of 16-lane vectors: 7 x 4 (28 accumulators, 1.75 KiB of
@@ -10,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgec.compiler.codegen import stack_scratch
-from edgec.compiler.codegen.cpu_tiles import CpuShape, Knobs
+from edgec.compiler.codegen.cpu.tiles import CpuShape, Knobs
+from edgec.compiler.codegen.tir_level import stack_scratch
 
 AVX512 = CpuShape(lanes=16, registers=24, pointwise=True)
 RNG = np.random.default_rng(0)
@@ -22,7 +23,7 @@ def _kernel(tile: tuple[int, int]) -> tuple:
     import tvm
     from tvm import te
 
-    from edgec.compiler.codegen.cpu_schedules import reduction_tile
+    from edgec.compiler.codegen.cpu.schedules import reduction_tile
 
     x = te.placeholder((1, 7, 7, 64), name="x")
     w = te.placeholder((64, 64), name="w")

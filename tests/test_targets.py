@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edgec import targets
-from edgec.compiler.errors import EdgecError
+from edgec.errors import EdgecError
 
 
 @pytest.mark.parametrize("name", ["host", "arm", "rpi4", "rpi5", "android-arm64"])

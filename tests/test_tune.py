@@ -11,8 +11,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from edgec.compiler import compile as compile_model
-from edgec.compiler import in_model
-from edgec.compiler.tune import KEEP, db_folder, tune
+from edgec.compiler.tuning import KEEP, db_folder, in_model, tune
 
 from conftest import conv_relu_conv, popen_workers, save, tiny_model, workers_left
 
@@ -44,7 +43,7 @@ def test_tune_resume_and_compile(small, tmp_path):
     run_secs = [json.loads(line)[1][1] for line in records]
     assert {len(s) for s in run_secs} <= {1, 10}, run_secs
 
-    # A kernel whose best candidate beat the rule's schedule had both timed again (tuning.rematch):
+    # A kernel whose best candidate beat the rule's schedule had both timed again (measure.rematch):
     # the baseline's trace then has a second record.
     by_kernel: dict[int, list] = {}
     for line in records:
@@ -105,14 +104,14 @@ def test_merged_conv_depthwise_gets_rule_variants_only(tmp_path):
 
 
 def test_close_stops_a_runners_worker_processes():
-    """A MetaSchedule runner keeps a popen_worker for its life; tuning.close stops it (tune
-    closes its runner on leaving, error or not, through tuning.measuring)."""
-    from edgec.compiler import tuning
+    """A MetaSchedule runner keeps a popen_worker for its life; measure.close stops it (tune
+    closes its runner on leaving, error or not, through measure.measuring)."""
+    from edgec.compiler.tuning import measure
 
     before = set(popen_workers())
-    runner = tuning.local_runner()  # its pool starts a worker for a sanity check
+    runner = measure.local_runner()  # its pool starts a worker for a sanity check
     assert set(popen_workers()) - before
-    tuning.close(runner)
+    measure.close(runner)
     assert not set(workers_left()) - before
 
 
@@ -131,7 +130,7 @@ def test_best_other_tells_the_rule_timed_again_from_a_new_schedule():
     from tvm.s_tir import meta_schedule as ms
 
     from edgec import targets
-    from edgec.compiler.tuning_db import best_other
+    from edgec.compiler.tuning.db import best_other
 
     a = te.placeholder((64, 64), name="a")
     b = te.compute((64, 64), lambda i, j: a[i, j] * 2.0, name="b")

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 
 from edgec import targets
 from edgec.compiler import codegen
-from edgec.compiler.codegen.unaligned_inputs import unaligned_inputs
+from edgec.compiler.codegen.tir_level.unaligned_inputs import unaligned_inputs
 
 from conftest import ort_run, random_const, tiny_model
 

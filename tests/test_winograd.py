@@ -13,9 +13,9 @@ from onnx import helper
 
 from edgec import targets
 from edgec.compiler import codegen
-from edgec.compiler.codegen.fold_numpy import fold_numpy
-from edgec.compiler.codegen.layout import channels_last
-from edgec.compiler.codegen.winograd import WinogradOptions, transform_weights, winograd
+from edgec.compiler.codegen.relax_level.fold_numpy import fold_numpy
+from edgec.compiler.codegen.relax_level.layout import channels_last
+from edgec.compiler.codegen.relax_level.winograd import WinogradOptions, transform_weights, winograd
 
 from conftest import build_and_check, random_const, save, tiny_model
 

@@ -11,10 +11,9 @@ from typing import Any
 
 import onnx
 
-from edgec.compiler.errors import EdgecError
+from edgec.compiler.codegen.pipelines import PIPELINES, Lowering
+from edgec.errors import EdgecError
 from edgec.targets import Target
-
-from .pipelines import PIPELINES, Lowering
 
 __all__ = ["PIPELINES", "Lowering", "build", "export", "import_model", "kernel_flops", "lower",
            "to_relax"]
@@ -22,10 +21,10 @@ __all__ = ["PIPELINES", "Lowering", "build", "export", "import_model", "kernel_f
 
 def to_relax(model: onnx.ModelProto, input_shapes: dict[str, list[int]]) -> Any:
     """The Relax module TVM's ONNX importer makes of `model`, auto_pad written out first
-    (explicit_pads.py)."""
+    (onnx_level/explicit_pads.py)."""
     from tvm.relax.frontend.onnx import from_onnx
 
-    from .explicit_pads import explicit_pads
+    from edgec.compiler.codegen.onnx_level.explicit_pads import explicit_pads
 
     model, _ = explicit_pads(model)
     try:
@@ -84,7 +83,7 @@ def build(model: onnx.ModelProto, target: Target, input_shapes: dict[str, list[i
     """Build a Relax VM executable for `target`; nothing is written to disk."""
     import tvm
 
-    from .stack_scratch import pipeline
+    from edgec.compiler.codegen.tir_level.stack_scratch import pipeline
 
     lowered = lower(model, target, input_shapes, lowering)
     return tvm.compile(lowered, target.tvm_target(), relax_pipeline=None, tir_pipeline=pipeline())

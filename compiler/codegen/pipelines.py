@@ -1,13 +1,13 @@
 """Relax pipelines, by name; a target file picks one with `pipeline = "NAME"`.
 
 `cpu` (the default for llvm targets): before import, convs get channel counts the vector length
-divides (pad_channels.py); then channels-last layout (layout.py, its weight transposes folded by
-numpy: fold_numpy.py), 3x3 convs as Winograd transforms and GEMMs (winograd.py), TVM's
-legalization and fusion (conv + bias + activation + residual add become one kernel), each conv
-merged with the depthwise conv that reads its output (merge_chains.py) and each transpose or
-reshape kernel merged into the conv that reads it (merge_moves.py), then each kernel gets the
-schedule recorded for it in the tuning database when there is one, else edgec's schedule rules
-(cpu_schedules.py), then lowering to the VM.
+divides (onnx_level/pad_channels.py); then channels-last layout (relax_level/layout.py, its weight
+transposes folded by numpy: relax_level/fold_numpy.py), 3x3 convs as Winograd transforms and GEMMs
+(relax_level/winograd.py), TVM's legalization and fusion (conv + bias + activation + residual add
+become one kernel), each conv merged with the depthwise conv that reads its output
+(relax_level/merge_chains.py) and each transpose or reshape kernel merged into the conv that reads
+it (relax_level/merge_moves.py), then each kernel gets the schedule recorded for it in the tuning
+database when there is one, else edgec's schedule rules (cpu/schedules.py), then lowering to the VM.
 
 `tvm-default` is TVM's own default pipeline: NCHW, fused, and no schedules at all (serial,
 scalar loops). It stays as the baseline the benchmarks compare against.
@@ -34,7 +34,7 @@ class Lowering:
     records: dict[str, str] = field(default_factory=dict)  # kernel -> key of the record applied
     kept: list[str] = field(default_factory=list)  # kernels with a record a verdict turned down
     graph: list[str] = field(default_factory=list)  # what the pipeline's ONNX step changed
-    # bytes each input's data must be aligned to, in input order (unaligned_inputs.py);
+    # bytes each input's data must be aligned to, in input order (tir_level/unaligned_inputs.py);
     # empty: TVM's 64 for every input
     input_alignment: list[int] = field(default_factory=list)
 
@@ -62,12 +62,12 @@ def fused(tvm_target: Any, lowering: Lowering | None = None) -> Any:
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as stock
 
-    from .cpu_schedules import cpu_shape, schedule
-    from .fold_numpy import fold_numpy
-    from .layout import channels_last
-    from .merge_chains import merge_conv_depthwise
-    from .merge_moves import merge_moves
-    from .winograd import winograd
+    from edgec.compiler.codegen.cpu.schedules import cpu_shape, schedule
+    from edgec.compiler.codegen.relax_level.fold_numpy import fold_numpy
+    from edgec.compiler.codegen.relax_level.layout import channels_last
+    from edgec.compiler.codegen.relax_level.merge_chains import merge_conv_depthwise
+    from edgec.compiler.codegen.relax_level.merge_moves import merge_moves
+    from edgec.compiler.codegen.relax_level.winograd import winograd
 
     @tvm.transform.module_pass(opt_level=0, name="EdgecChannelsLast")
     def layout(mod: Any, _ctx: Any) -> Any:
@@ -102,8 +102,8 @@ def _cpu(tvm_target: Any, lowering: Lowering) -> Any:
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as stock
 
-    from .cpu_schedules import schedule_pass
-    from .unaligned_inputs import unaligned_inputs
+    from edgec.compiler.codegen.cpu.schedules import schedule_pass
+    from edgec.compiler.codegen.tir_level.unaligned_inputs import unaligned_inputs
 
     @tvm.transform.module_pass(opt_level=0, name="EdgecUnalignedInputs")
     def inputs(mod: Any, _ctx: Any) -> Any:
@@ -114,7 +114,7 @@ def _cpu(tvm_target: Any, lowering: Lowering) -> Any:
 
     tuned = []
     if lowering.database is not None:
-        from .tuned import apply_database
+        from edgec.compiler.codegen.tuned import apply_database
 
         tuned = [apply_database(tvm_target, lowering)]
     # Weight repacking blocks the schedules add become separate kernels on constants, which
@@ -128,8 +128,8 @@ def _cpu(tvm_target: Any, lowering: Lowering) -> Any:
 
 
 def _cpu_graph(model: onnx.ModelProto, tvm_target: Any) -> tuple[onnx.ModelProto, Any]:
-    from .cpu_schedules import cpu_shape
-    from .pad_channels import pad_channels
+    from edgec.compiler.codegen.cpu.schedules import cpu_shape
+    from edgec.compiler.codegen.onnx_level.pad_channels import pad_channels
 
     return pad_channels(model, multiple=cpu_shape(tvm_target).lanes)
 

@@ -1,7 +1,7 @@
 """Schedules from the tuning database (`edgec tune`), applied before edgec's own rules.
 
 A kernel whose loop nest (structural hash of its TIR) has a record in the target's database
-gets the best record's schedule replayed; the rest fall through to cpu_schedules.py. So does a
+gets the best record's schedule replayed; the rest fall through to cpu/schedules.py. So does a
 kernel whose best record was timed inside the model and lost there to the rule's schedule
 (a "rule" verdict, compiler/in_model.py).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from .pipelines import Lowering
+from edgec.compiler.codegen.pipelines import Lowering
 
 
 def record_key(database: Any, func: Any, tvm_target: Any) -> str | None:

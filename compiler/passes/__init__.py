@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 
 import onnx
 
-from edgec.compiler.errors import EdgecError
+from edgec.errors import EdgecError
 
 from .cleanup import cleanup
 from .fold_batchnorm import fold_batchnorm

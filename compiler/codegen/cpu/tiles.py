@@ -1,6 +1,6 @@
 """Which register tile a CPU kernel gets: the target's SIMD shape and the tile's cost.
 
-A tile is w_i output columns x u vectors of v channels (cpu_schedules.py): w_i * u
+A tile is w_i output columns x u vectors of v channels (cpu/schedules.py): w_i * u
 accumulators, and per reduction step w_i broadcast inputs and u weight vectors. The choice
 weighs, in order: enough accumulators to hide the FMA latency (4 cycles, 2 pipes: 8); the
 registers the tile keeps live; the tile's weights in L1; loads per FMA ((w_i + u) / (w_i u)).
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .stack_scratch import STACK_BYTES
+from edgec.compiler.codegen.tir_level.stack_scratch import STACK_BYTES
 
 L1_WEIGHTS = 24 * 1024  # bytes of a tile's weights kept in a 32 KiB L1 beside its inputs
 L2_WEIGHTS = 384 * 1024  # ... and in a 512 KiB L2, where the next tiles of a row re-read them
@@ -35,10 +35,10 @@ class Knobs:
     """Choices a rule otherwise makes by the cost model below, fixed (edgec tune tries them)."""
 
     tile: tuple[int, int] | None = None  # (w_i, u) register tile (of a chain: its conv's)
-    walk: str = ""  # "rows", "map" (cpu_pixels.py), or "": the rule's choice
+    walk: str = ""  # "rows", "map" (cpu/pixels.py), or "": the rule's choice
     k_block: bool = True  # 1x1 convs: block the reduction where k_block() says so
     depthwise: tuple[int, int] | None = None  # a conv -> depthwise chain's depthwise tile
-    chunk: int = 0  # ... and its channels per chunk (cpu_chains.py); 0: the rule's
+    chunk: int = 0  # ... and its channels per chunk (cpu/chains.py); 0: the rule's
     band: int = 0  # ... and its depthwise output rows per band; 0: the rule's, -1: the map
     pixels_outer: bool = False  # a conv's parallel loop over pixel tiles, then channel tiles
 
@@ -161,19 +161,18 @@ def candidates(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
                pointwise: bool = False) -> tuple[int, list[tuple[int, int]]]:
     """(v, [(w_i, u), ...]): the vector length and every register tile the CPU can hold.
 
-    Accumulators (w_i * u) within the register budget and STACK_BYTES: the scratch buffer a
-    tile sums into stays on the stack (stack_scratch.py), where LLVM promotes it to registers.
-    On AVX-512 that admits tiles of 16-24 accumulators, which TVM's own 1 KiB limit excluded:
-    6 x 4 ran ResNet-18's four Winograd GEMMs 12-38% faster than 7 x 2 and 8 x 1 (Ice Lake, 2
-    threads, warm). With `cpu.live`
-    and a broadcast input, within `live` registers with the operands LLVM keeps live: in a
-    k x k conv's unrolled loop all w_i broadcast inputs and u weight vectors (it hoists the
-    broadcasts; an 8 x 1 tile spilled); in a `pointwise` (1x1) conv's, the u weight vectors
-    and one broadcast, each issued just before its u FMAs (the asm of a 6 x 2 tile: 12
-    accumulators, 2 weights, 1 broadcast, no spill). Not for u = 1: there LLVM unrolls the
-    reduction by two and hoists the second step's broadcasts, as in a k x k conv; an 8 x 1
-    tile of ShuffleNetV2's 7x7 232 -> 232 conv spilled an accumulator (a store and reload in
-    its dependency chain each step) and ran 1.8x slower than 7 x 1.
+    Accumulators (w_i * u) within the register budget and STACK_BYTES: the scratch buffer a tile
+    sums into stays on the stack (tir_level/stack_scratch.py), where LLVM promotes it to registers.
+    On AVX-512 that admits tiles of 16-24 accumulators, which TVM's own 1 KiB limit excluded: 6 x 4
+    ran ResNet-18's four Winograd GEMMs 12-38% faster than 7 x 2 and 8 x 1 (Ice Lake, 2 threads,
+    warm). With `cpu.live` and a broadcast input, within `live` registers with the operands LLVM
+    keeps live: in a k x k conv's unrolled loop all w_i broadcast inputs and u weight vectors (it
+    hoists the broadcasts; an 8 x 1 tile spilled); in a `pointwise` (1x1) conv's, the u weight
+    vectors and one broadcast, each issued just before its u FMAs (the asm of a 6 x 2 tile: 12
+    accumulators, 2 weights, 1 broadcast, no spill). Not for u = 1: there LLVM unrolls the reduction
+    by two and hoists the second step's broadcasts, as in a k x k conv; an 8 x 1 tile of
+    ShuffleNetV2's 7x7 232 -> 232 conv spilled an accumulator (a store and reload in its dependency
+    chain each step) and ran 1.8x slower than 7 x 1.
     """
     v = next((n for n in (cpu.lanes, cpu.lanes // 2, 4) if n >= 4 and channels % n == 0), 1)
 

@@ -1,7 +1,7 @@
 """What `edgec tune` varies in edgec's own conv schedules, besides MetaSchedule's search.
 
-reduction_tile (cpu_schedules.py) picks its register tile, its pixel walk (rows, or the whole
-map as one loop: cpu_pixels.py) and a 1x1 conv's K-blocking by a cost model: accumulators
+reduction_tile (cpu/schedules.py) picks its register tile, its pixel walk (rows, or the whole
+map as one loop: cpu/pixels.py) and a 1x1 conv's K-blocking by a cost model: accumulators
 against FMA latency, weights against L1 and L2, loads per FMA. The model ranks; it does not
 time. Here the best-ranked alternatives to its pick are made, by the same rule with its knobs
 fixed (cpu_tiles.Knobs), for tune to time:
@@ -15,7 +15,7 @@ fixed (cpu_tiles.Knobs), for tune to time:
     order    the rule's tile and walk with the pixel tiles outermost in the parallel loop
              (channel tiles first is the rule's: a thread's tiles share a slice of the
              weights; pixels first, a thread reads the rows the kernel before it wrote)
-    chains   a conv -> depthwise kernel (cpu_chains.py): the conv's tile (PER_CHAIN, ranked as
+    chains   a conv -> depthwise kernel (cpu/chains.py): the conv's tile (PER_CHAIN, ranked as
              above; over the chunk's map where the rule walks it, with the rows as one more
              variant), the depthwise tile (PER_CHAIN, ranked by cpu_tiles.tile_cost), the chunk
              halved or doubled, the band (rows) halved or doubled or the whole map; one knob
@@ -32,11 +32,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .cpu_chains import chain_dims, plan
-from .cpu_loops import reduction_length, spatial_prefix, top_blocks
-from .cpu_pixels import MAP_MIN_TILES
-from .cpu_schedules import RULES, schedule
-from .cpu_tiles import (
+from edgec.compiler.codegen.cpu.chains import chain_dims, plan
+from edgec.compiler.codegen.cpu.loops import reduction_length, spatial_prefix, top_blocks
+from edgec.compiler.codegen.cpu.pixels import MAP_MIN_TILES
+from edgec.compiler.codegen.cpu.schedules import RULES, schedule
+from edgec.compiler.codegen.cpu.tiles import (
     FMA_IN_FLIGHT,
     L2_WEIGHTS,
     CpuShape,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .relax_rewrite import rewrite_functions
+from edgec.compiler.codegen.relax_level.rewrite import rewrite_functions
 
 _BINARY = {"relax.max": "maximum", "relax.min": "minimum", "relax.sum": "add",
            "relax.mean": "add"}

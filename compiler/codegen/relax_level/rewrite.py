@@ -1,4 +1,4 @@
-"""What edgec's Relax rewrites (layout.py, fold_numpy.py, winograd.py) share."""
+"""What the Relax rewrites of this package (layout, fold_numpy, winograd, unstack) share."""
 
 from __future__ import annotations
 

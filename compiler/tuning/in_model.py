@@ -2,7 +2,7 @@
 it wins there.
 
 `edgec tune` times each candidate alone: one kernel, its weights flushed from cache
-(tuning.evaluator). Inside the model a kernel finds the caches as the kernels before it left
+(measure.evaluator). Inside the model a kernel finds the caches as the kernels before it left
 them, and the two orders disagree. On MobileNetV2 the search's winners on two 1x1 convs ran
 34% and 40% slower per call in the model than the rule's schedules (conv2d13 64 vs 48 us,
 conv2d29 282 vs 202 us), and the tuned model was slower than the untuned one.
@@ -35,9 +35,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from edgec.compiler import codegen
 from edgec.targets import Target
-
-from . import codegen
 
 VERDICTS = "in_model.json"
 MARGIN = 0.03
@@ -125,9 +124,8 @@ def check(model: onnx.ModelProto, target: Target, shapes: dict[str, list[int]], 
     import tvm
 
     from edgec import runtime
-
-    from . import _tensor_specs  # the input specs compile writes to the manifest
-    from .codegen.stack_scratch import pipeline
+    from edgec.compiler import tensor_specs  # the input specs compile writes to the manifest
+    from edgec.compiler.codegen.tir_level.stack_scratch import pipeline
 
     wanted = records - set(read(folder))
     names, with_db, rules, keys = (_candidates(model, target, shapes, database, wanted)
@@ -140,7 +138,7 @@ def check(model: onnx.ModelProto, target: Target, shapes: dict[str, list[int]], 
     builds = [tvm.compile(m, tvm_target, relax_pipeline=None,
                           tir_pipeline=pipeline())
               for m in (with_db, rules)]
-    specs = _tensor_specs(list(model.graph.input), {t.name for t in model.graph.initializer})
+    specs = tensor_specs(list(model.graph.input), {t.name for t in model.graph.initializer})
     feed = [tvm.runtime.tensor(a) for a in runtime.random_inputs(specs).values()]
     tuned, rule = _medians(builds, feed, rounds, runs, target.effective_threads())
     verdicts = {}

@@ -1,4 +1,4 @@
-"""Schedules for the transform kernels of winograd.py, found by their TE op names.
+"""Schedules for the transform kernels of relax_level/winograd.py, found by their TE op names.
 
 Input (pad, then V[a, p, c]): the padded copy is parallel over rows and vectorized along c;
 V runs a tile p per iteration, c by vectors, and its 16 components a unrolled innermost but
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cpu_loops import extent, top_blocks, vectorize_inner
-from .cpu_tiles import CpuShape
-from .winograd import INPUT, OUTPUT, PAD
+from edgec.compiler.codegen.cpu.loops import extent, top_blocks, vectorize_inner
+from edgec.compiler.codegen.cpu.tiles import CpuShape
+from edgec.compiler.codegen.relax_level.winograd import INPUT, OUTPUT, PAD
 
 
 def _loops(sch: Any, block: Any) -> tuple[list[Any], list[int]]:

@@ -1,6 +1,6 @@
 """Where tuning records live: one MetaSchedule database folder per target, under
 $EDGEC_CACHE/tuning (default ~/.cache/edgec/tuning), and how compile is handed one with the
-verdicts of its in-model check (in_model.py).
+verdicts of its in-model check (tuning/in_model.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def default_db_root() -> Path:
 
 
 # Part of the database's key: records timed another way do not compare with these
-# (tuning.evaluator; databases from before cold single runs are left behind, not mixed in).
+# (measure.evaluator; databases from before cold single runs are left behind, not mixed in).
 MEASURE = "cold-single-runs"
 
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 from typing import Any
 
 from edgec.compiler.passes.report import PassReport
+from edgec.runtime.artifact import ALIGNED  # what TVM's kernels assume of every argument
 
-ALIGNED = 64  # what TVM's kernels assume of every tensor argument by default
 # The VM's checks of a parameter, which read its metadata, not its data.
 _CHECKS = ("vm.builtin.check_tensor_info", "vm.builtin.match_shape")
 

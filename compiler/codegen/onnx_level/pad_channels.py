@@ -1,6 +1,6 @@
 """pad_channels: give convolutions a channel count the target's vectors divide.
 
-The CPU schedules (cpu_schedules.py) vectorize a channels-last kernel along its output
+The CPU schedules (cpu/schedules.py) vectorize a channels-last kernel along its output
 channels, which needs the vector length to divide them. ShuffleNetV2's 58-channel branches do
 not (58 = 2 x 29): they ran scalar at a tenth of the speed of their neighbours. This pass pads
 them before import; it is part of the `cpu` pipeline, never of the user's optimized model.

@@ -4,7 +4,7 @@
                loop nest, with the number of times the model calls it
     baseline = each task under edgec's own schedule rule, measured, committed as a record:
                the database's best is never worse than what compile would do without it
-    measure  = single runs with the weights flushed from cache before each (tuning.evaluator):
+    measure  = single runs with the weights flushed from cache before each (measure.evaluator):
                cold, as a model's layers find them
     share    = baseline seconds x calls / sum over tasks; tasks under 1% are skipped.
                Kernels of rules whose schedule MetaSchedule's space cannot express (KEEP)
@@ -19,7 +19,7 @@
                again side by side and both times committed (a busy machine during the
                baseline's single timing had let slower candidates win)
     check    = the best records that are not the rule's are timed inside the model against
-               the rules (in_model.py); compile uses only those that win there. The search
+               the rules (tuning/in_model.py); compile uses only those that win there. The search
                ends early enough to leave time for it.
 
 Records are committed as they are measured and the database is keyed by kernel (structural
@@ -37,14 +37,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import EdgecError
-from .tuning import measure_into, rematch, try_knobs
-from .tuning_db import best_other, db_folder, default_db_root, mean_secs, open_db, records
+from edgec.errors import EdgecError
+
+from .db import best_other, db_folder, default_db_root, mean_secs, open_db, records
+from .measure import measure_into, rematch, try_knobs
 
 BATCH = 16
 MIN_SHARE = 0.01
 DEFAULT_TRIALS = 1280
-# Merged conv -> depthwise kernels are made one channel chunk at a time (cpu_chains.py);
+# Merged conv -> depthwise kernels are made one channel chunk at a time (cpu/chains.py);
 # MetaSchedule's space has no such loop. With 16 trials on each of MobileNetV2's four largest,
 # its best candidates took 1.9-2.0x the rule's time (128.5 vs 67.7 us, 473.4 vs 264.4 us).
 KEEP = {"conv_depthwise": "edgec's channel-chunked schedule"}
@@ -94,7 +95,7 @@ def _space() -> Any:
 
 def _refresh(rep: TaskReport, db: Any, mod: Any) -> None:
     """Best time and trial count (schedules tried besides the baseline) of a kernel from its
-    records; a schedule timed again (tuning.rematch) counts once."""
+    records; a schedule timed again (measure.rematch) counts once."""
     recs = records(db, mod)
     secs = [mean_secs(r.run_secs) for r in recs if r.run_secs]
     rep.best_us = min(secs) * 1e6 if secs else float("inf")
@@ -111,12 +112,13 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
     from tvm.s_tir import meta_schedule as ms
 
     from edgec import targets
+    from edgec.compiler import codegen, frontend, passes
+    from edgec.compiler.codegen.cpu.knobs import VARIED
+    from edgec.compiler.codegen.cpu.schedules import cpu_shape, schedule
+    from edgec.compiler.codegen.pipelines import fused
+    from edgec.compiler.codegen.tuned import record_key
 
-    from . import codegen, frontend, in_model, passes, tuning
-    from .codegen.cpu_knobs import VARIED
-    from .codegen.cpu_schedules import cpu_shape, schedule
-    from .codegen.pipelines import fused
-    from .codegen.tuned import record_key
+    from . import in_model, measure
 
     tgt = targets.get(target)
     if tgt.pipeline != "cpu":
@@ -144,7 +146,7 @@ def tune(model_path: str | Path, *, target: str = "host", trials: int | None = N
     folder = db_folder(Path(db_root) if db_root else default_db_root(), tgt)
     db = open_db(folder, create=True)
     report = TuneReport(database=folder)
-    with tuning.measuring(tgt, cc=cc, tracker=tracker, key=key) as (bld, run):
+    with measure.measuring(tgt, cc=cc, tracker=tracker, key=key) as (bld, run):
         cpu = cpu_shape(tvm_target)
         progress(f"{len(tasks)} kernels; database {folder}")
 

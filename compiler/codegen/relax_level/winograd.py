@@ -32,9 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from edgec.compiler.codegen.relax_level.rewrite import bound_constant, rewrite_functions
 from edgec.compiler.passes.report import PassReport
-
-from .relax_rewrite import bound_constant, rewrite_functions
 
 B_T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])

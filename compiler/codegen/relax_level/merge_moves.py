@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .cpu_loops import top_blocks
-from .merge_chains import merge_pairs
+from edgec.compiler.codegen.cpu.loops import top_blocks
+from edgec.compiler.codegen.relax_level.merge_chains import merge_pairs
 
 
 def moves_data(func: Any) -> bool:

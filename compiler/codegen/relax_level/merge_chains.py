@@ -6,7 +6,7 @@
 
 This is the expand -> depthwise pair of every inverted residual block (MobileNetV2/V3) and the
 pointwise -> depthwise pair of MobileNetV1 and ShuffleNetV2. TVM's FuseOps never puts two
-convs in one kernel; here the pair becomes one, so its schedule (cpu_chains.py) can produce y
+convs in one kernel; here the pair becomes one, so its schedule (cpu/chains.py) can produce y
 one channel chunk at a time and hand it to the depthwise conv while it is in cache. The
 arithmetic is unchanged, so outputs are the same to the last bit: only where y lives changes.
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .cpu_chains import kind
+from edgec.compiler.codegen.cpu.chains import kind
 
 
 def _call_tir(expr: Any) -> Any | None:

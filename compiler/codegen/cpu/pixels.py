@@ -1,5 +1,5 @@
 """How a conv's register tiles walk its output pixels: along each row, or the whole map as one
-pixel loop, and how a walk that the tile does not divide ends (cpu_schedules.py tiles it).
+pixel loop, and how a walk that the tile does not divide ends (cpu/schedules.py tiles it).
 
 A row of W columns takes only tiles w_i that divide W or leave a narrower tail; 7- and
 13-wide rows leave few (7 x 1: 7 accumulators, under the 8 that hide the FMA latency). Indexed
@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .cpu_loops import order_tile, vectorize_inner
-from .cpu_tiles import busy, tile
+from edgec.compiler.codegen.cpu.loops import order_tile, vectorize_inner
+from edgec.compiler.codegen.cpu.tiles import busy, tile
 
 if TYPE_CHECKING:
-    from .cpu_tiles import CpuShape
+    from edgec.compiler.codegen.cpu.tiles import CpuShape
 
 MAP_MIN_TILES = 8  # channel tiles a map with a tail needs: they are its only parallel loop
 

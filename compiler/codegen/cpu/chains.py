@@ -1,5 +1,5 @@
 """Schedule for a conv kernel merged with the depthwise conv that reads its output
-(merge_chains.py): the conv's output is made and consumed one channel chunk at a time.
+(relax_level/merge_chains.py): the conv's output is made and consumed one channel chunk at a time.
 
     parallel for chunk:                            # `chunk` channels of the conv's output
         for (n, h, w_o, c_o):  conv tile + epilogue -> mid[n, h, w, chunk]   (all pixels)
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .cpu_loops import (
+from edgec.compiler.codegen.cpu.loops import (
     fusable_epilogue,
     pack_weights,
     reduction_length,
@@ -41,11 +41,11 @@ from .cpu_loops import (
     top_blocks,
     vectorize_inner,
 )
-from .cpu_pixels import index_by_pixel, row_with_tail
-from .cpu_tiles import RULE, Knobs, pointwise_conv, tile
+from edgec.compiler.codegen.cpu.pixels import index_by_pixel, row_with_tail
+from edgec.compiler.codegen.cpu.tiles import RULE, Knobs, pointwise_conv, tile
 
 if TYPE_CHECKING:
-    from .cpu_tiles import CpuShape
+    from edgec.compiler.codegen.cpu.tiles import CpuShape
 
 CHUNK_BYTES = 512 * 1024  # of a 1 MiB L2, leaving room for the conv's input and weights
 MIN_CHUNKS = 8  # measured on MobileNetV2: 4 gave 3.88 ms, 8 and 16 3.68 ms (2 threads)
@@ -133,7 +133,7 @@ def _c_in(sch: Any, conv: Any) -> int:
 def conv_depthwise(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
     """A merged conv -> depthwise kernel: blocks [conv prologue], conv, conv epilogue,
     [depthwise padding], depthwise, depthwise epilogue. `knobs` fix the chunk or either
-    tile instead of the cost model (edgec tune's variants: cpu_knobs.py)."""
+    tile instead of the cost model (edgec tune's variants: cpu/knobs.py)."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)

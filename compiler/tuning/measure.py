@@ -21,7 +21,7 @@ from typing import Any
 
 from edgec.targets import Target
 
-from .tuning_db import best_other, commit, mean_secs, records
+from .db import best_other, commit, mean_secs, records
 
 
 class CrossExport:
@@ -53,7 +53,7 @@ class Build:
         import tvm
         from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
-        from edgec.compiler.codegen.stack_scratch import pipeline
+        from edgec.compiler.codegen.tir_level.stack_scratch import pipeline
 
         mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
         return tvm.tirx.build(mod, target=target, pipeline=pipeline())
@@ -188,7 +188,7 @@ def try_knobs(db: Any, mod: Any, cpu: Any, limit: int, rule_secs: float, target:
     """Time up to `limit` of the rule's variants (codegen/cpu_knobs.py) that the database has
     not seen, best-ranked first, then the winners' knobs combined, and commit them; returns
     how many were tried."""
-    from .codegen.cpu_knobs import combined, variants
+    from edgec.compiler.codegen.cpu.knobs import combined, variants
 
     found = variants(mod["main"], cpu)
     seen = {str(r.trace) for r in records(db, mod)}

@@ -1,7 +1,7 @@
 """Schedules for CPU kernels: register-tiled, vectorized, parallel — no tuning needed.
 
-The kernels come from a channels-last graph (layout.py), so every CNN hot op is the same loop
-nest: out[n, h, w, c] = epilogue(sum_R in[...] * w[..., c]) with c contiguous in the output and
+The kernels come from a channels-last graph (relax_level/layout.py), so every CNN hot op is the same
+loop nest: out[n, h, w, c] = epilogue(sum_R in[...] * w[..., c]) with c contiguous in the output and
 in the weights. Conv (k x k and 1 x 1), depthwise/grouped conv, dense (out[0, j]) and pooling
 (out[n, h, w, c] = max/sum_R in[...]) all fit it.
 
@@ -12,10 +12,10 @@ in the weights. Conv (k x k and 1 x 1), depthwise/grouped conv, dense (out[0, j]
         out[...] = epilogue(acc)              # bias, activation, residual add: fused
 
 The tile is c_i = v * u lanes (v: the target's vector length in floats, u: vectors per row) by
-w_i output columns, with u * w_i accumulators kept under the register file's size (cpu_tiles.py
+w_i output columns, with u * w_i accumulators kept under the register file's size (cpu/tiles.py
 chooses it). u * v divides the channels; w_i divides the row, or the row ends in one narrower
 tail tile whose loop nest is a separate copy, so no predicate reaches an inner loop. Where a
-tile over the whole map beats the row's, a conv's h and w are one pixel loop (cpu_pixels.py).
+tile over the whole map beats the row's, a conv's h and w are one pixel loop (cpu/pixels.py).
 Elementwise kernels get fused, parallel, vectorized loops. A kernel that matches no rule keeps
 TVM's default schedule.
 """
@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cpu_chains import conv_depthwise
-from .cpu_loops import (
+from edgec.compiler.codegen.cpu.chains import conv_depthwise
+from edgec.compiler.codegen.cpu.loops import (
     extent,
     fusable_epilogue,
     pack_weights,
@@ -36,8 +36,8 @@ from .cpu_loops import (
     top_blocks,
     vectorize_inner,
 )
-from .cpu_pixels import row_with_tail, whole_map
-from .cpu_tiles import (
+from edgec.compiler.codegen.cpu.pixels import row_with_tail, whole_map
+from edgec.compiler.codegen.cpu.tiles import (
     RULE,
     CpuShape,
     Knobs,
@@ -47,7 +47,7 @@ from .cpu_tiles import (
     pool_tile,
     tile,
 )
-from .cpu_winograd import winograd_transforms
+from edgec.compiler.codegen.cpu.winograd_transforms import winograd_transforms
 
 PAD_COPY_MIN = 64  # a conv's reduction length from which its padded input is copied once
 

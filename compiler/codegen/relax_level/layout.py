@@ -1,9 +1,9 @@
 """Channels-last: the imported NCHW graph rewritten to NHWC activations and HWIO weights.
 
 With channels innermost, every conv, depthwise conv, pool and elementwise op reads and writes
-contiguous vectors along C, and the weights of a conv are contiguous along C_out: the layout
-the schedules in cpu_schedules.py vectorize over. Relax's ConvertLayout does the rewrite and
-moves the transposes to the graph's edges; fold_numpy.py then transposes the weights once.
+contiguous vectors along C, and the weights of a conv are contiguous along C_out: the layout the
+schedules in cpu/schedules.py vectorize over. Relax's ConvertLayout does the rewrite and moves the
+transposes to the graph's edges; relax_level/fold_numpy.py then transposes the weights once.
 
 One obstacle is removed first. TVM's ONNX importer lowers Clip (ReLU6 in MobileNets) straight
 to TIR kernels (`maximum`/`minimum` via emit_te), which ConvertLayout cannot see through: every
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cpu_loops import top_blocks
-from .relax_rewrite import rewrite_functions
+from edgec.compiler.codegen.cpu.loops import top_blocks
+from edgec.compiler.codegen.relax_level.rewrite import rewrite_functions
 
 # conv2d_transpose stays NCHW: TVM legalizes it only in that layout (transposes go around it).
 LAYOUTS = {"relax.nn.conv2d": ["NHWC", "HWIO"], "relax.nn.conv2d_transpose": ["NCHW", "IOHW"]}
@@ -63,6 +63,6 @@ def clip_to_relax(mod: Any) -> Any:
 def channels_last(mod: Any) -> Any:
     from tvm import relax
 
-    from .unstack import unstack
+    from edgec.compiler.codegen.relax_level.unstack import unstack
 
     return relax.transform.ConvertLayout(LAYOUTS)(unstack(clip_to_relax(mod)))

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .relax_rewrite import bound_constant, rewrite_functions
+from edgec.compiler.codegen.relax_level.rewrite import bound_constant, rewrite_functions
 
 
 def _axes(call: Any) -> Any:

@@ -1,0 +1,1 @@
+"""CPU schedule rules: register-tiled, vectorized, parallel kernels (schedules.py is the entry)."""

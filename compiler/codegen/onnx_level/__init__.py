@@ -1,0 +1,1 @@
+"""ONNX rewrites a pipeline applies before TVM imports the graph (exact numerics)."""

@@ -1,0 +1,1 @@
+"""Relax module rewrites: layout, Winograd, kernel merges (before and after legalization)."""

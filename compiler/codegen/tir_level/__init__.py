@@ -1,0 +1,1 @@
+"""Rewrites of lowered TIR kernels and the finalized module."""
