@@ -11,6 +11,9 @@ Two placeholders keep host-specific facts out of the files: the value "detect" (
 `tvm.mtriple`, `tvm.mcpu`) is replaced by what this machine is, and `{ENV_VAR}` in `cc` by the
 environment variable (a clear error when unset).
 
+The CPU models the schedule rules read (vector width, register budget; compiler/codegen/cpu/)
+are data too: cpu/models.toml, picked by what the TVM target is (cpu_model).
+
 Users add targets without touching code: drop `NAME.toml` into a folder listed in
 EDGEC_TARGET_PATH (os.pathsep-separated) or ~/.config/edgec/targets, or pass the file's path
 as the target name. User files win over the built-in ones of the same name.
@@ -181,3 +184,39 @@ def describe_all() -> list[dict[str, str]]:
             }
         )
     return rows
+
+
+@dataclass(frozen=True)
+class CpuModel:
+    """One entry of cpu/models.toml: when it applies (`match`) and what the CPU is."""
+
+    name: str
+    match: dict[str, Any]
+    vector_bits: int
+    registers: int
+    live: int
+    pointwise: bool
+    columns: bool
+
+
+def cpu_models() -> list[CpuModel]:
+    """The CPU models of cpu/models.toml, in file order (the order they are matched in)."""
+    data = tomllib.loads((BUILTIN_DIR / "cpu" / "models.toml").read_text())
+    return [CpuModel(name=name, **entry) for name, entry in data.items()]
+
+
+def cpu_model(tvm_target: Any) -> CpuModel:
+    """The first CPU model whose match the TVM target satisfies: mtriple prefix, mcpu (any
+    of), features (all of, as LLVM names them: the target's mcpu and mattr imply them)."""
+    from tvm.target.codegen import target_has_features
+
+    triple = str(tvm_target.attrs.get("mtriple", ""))
+    mcpu = str(tvm_target.attrs.get("mcpu", ""))
+    for model in cpu_models():
+        m = model.match
+        if triple.startswith(m.get("mtriple", "")) \
+                and (not m.get("mcpu") or mcpu in m["mcpu"]) \
+                and all(target_has_features(f, tvm_target) for f in m.get("features", [])):
+            return model
+    raise EdgecError(f"no CPU model in {BUILTIN_DIR / 'cpu' / 'models.toml'} matches "
+                     f"mtriple '{triple}' (the file should end in a catch-all entry)")

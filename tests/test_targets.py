@@ -76,3 +76,20 @@ def test_broken_target_file(tmp_path):
     bad.write_text("[tvm\n")
     with pytest.raises(EdgecError, match="cannot read target file"):
         targets.get(str(bad))
+
+
+@pytest.mark.parametrize("name, model", [("arm", "aarch64-neon"), ("rpi4", "aarch64-neon"),
+                                         ("rpi5", "aarch64-neon"),
+                                         ("android-arm64", "aarch64-neon")])
+def test_cpu_model_is_data_picked_by_the_tvm_target(name, model):
+    assert targets.cpu_model(targets.get(name).tvm_target()).name == model
+
+
+def test_cpu_models_end_in_a_catch_all():
+    """A target no model names (ARMv7, RISC-V) still gets one: the last matches anything."""
+    from tvm.target import Target
+
+    models = targets.cpu_models()
+    assert models[-1].match == {}
+    riscv = Target({"kind": "llvm", "mtriple": "riscv64-linux-gnu"})
+    assert targets.cpu_model(riscv).name == models[-1].name

@@ -63,28 +63,18 @@ class CpuShape:
 
 
 def cpu_shape(tvm_target: Any) -> CpuShape:
-    """SIMD width and accumulator budget of the target's CPU, from its features.
+    """SIMD width and accumulator budget of the target's CPU: its model in
+    targets/cpu/models.toml, matched by triple, mcpu and features.
 
     Not llvm_get_vector_width: in TVM 0.27 it answers 512 for every x86-64 mcpu (znver3 and
     haswell included), and tiles sized for 32 zmm registers ran MobileNetV2 1.9x slower than
     ORT on an AVX2-only Zen 3 (the accumulators spilled to the stack).
     """
-    from tvm.target.codegen import target_has_features
+    from edgec.targets import cpu_model
 
-    triple = str(tvm_target.attrs.get("mtriple", ""))
-    if triple.startswith("x86_64"):
-        bits = (512 if target_has_features("avx512f", tvm_target)
-                else 256 if target_has_features("avx", tvm_target) else 128)
-    else:  # NEON (AArch64, ARMv7), RISC-V without V: 128-bit registers or none
-        bits = 128
-    # AVX-512 and AArch64 have 32 vector registers, AVX2/SSE/ARMv7 16; leave room for operands.
-    wide = bits >= 512 or triple.startswith("aarch64")
-    # AVX2 has no FMA with a broadcast memory operand: each broadcast input takes a register
-    # (LLVM loads all of a step's before its FMAs), and they count against the 16.
-    x86 = triple.startswith("x86_64")
-    live = 16 if x86 and not wide else 0
-    return CpuShape(lanes=bits // 32, registers=24 if wide else 12, live=live, pointwise=x86,
-                    columns=x86 and wide)
+    m = cpu_model(tvm_target)
+    return CpuShape(lanes=m.vector_bits // 32, registers=m.registers, live=m.live,
+                    pointwise=m.pointwise, columns=m.columns)
 
 
 def tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
