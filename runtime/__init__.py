@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgec.errors import EdgecError
+from edgec.targets import DEVICES
 
 from .artifact import ALIGNED, check_runs_here, npz_bytes, read_manifest, spec_name, verify_library
 
@@ -85,8 +86,10 @@ class CompiledModel:
         self.inputs: list[dict[str, Any]] = manifest["inputs"]
         self.outputs: list[dict[str, Any]] = manifest["outputs"]
         self.threads = threads
+        self.device = device_of(manifest)
         lib = tvm.runtime.load_module(str(folder / manifest["library"]))
-        self._vm = relax.VirtualMachine(lib, tvm.cpu())
+        self._dev = tvm.device(self.device)
+        self._vm = relax.VirtualMachine(lib, self._dev)
         self._main = self._vm["main"]
         self._staging: list[Any] = [None] * len(self.inputs)
         self._alignment: list[int] = list(manifest.get("codegen", {}).get("input_alignment")
@@ -106,6 +109,8 @@ class CompiledModel:
         import tvm
         import tvm_ffi
 
+        if self.device != "cpu":  # the kernels read device memory: one copy there per call
+            return tvm.runtime.tensor(arr, device=self._dev)
         need = self._alignment[i] if i < len(self._alignment) else ALIGNED
         if arr.ctypes.data % need == 0 and arr.flags.writeable:
             return tvm_ffi.from_dlpack(arr, require_alignment=need, require_contiguous=True)
@@ -159,6 +164,21 @@ def _to_numpy(tensor: Any) -> np.ndarray:
         return np.from_dlpack(tensor).copy()
     except (BufferError, TypeError, RuntimeError):  # a dtype numpy's DLPack does not take
         return tensor.numpy()
+
+
+def device_of(manifest: dict[str, Any]) -> str:
+    """The device an artifact's kernels run on (manifest target.device; artifacts written
+    before the field existed are CPU ones), checked to exist on this machine."""
+    import tvm
+
+    device = manifest["target"].get("device", "cpu")
+    if device not in DEVICES:
+        raise EdgecError(f"artifact is for device '{device}', which this runtime does not know "
+                         f"({', '.join(DEVICES)})")
+    if device != "cpu" and not tvm.device(device).exist:
+        raise EdgecError(f"artifact runs on {device}, and this machine has no {device} device "
+                         "TVM can open")
+    return device
 
 
 def load(folder: str | Path, *, threads: int | None = None) -> CompiledModel:

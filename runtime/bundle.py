@@ -180,6 +180,10 @@ manifest.json under "bundle").
 def add_bundle(folder: Path, target: Target, manifest: dict[str, Any],
                cc: str | None = None) -> dict[str, Any]:
     """Put the programs, the runtime libraries, the launchers and README.txt into a folder."""
+    if target.device != "cpu":  # edgec-run opens the CPU (runtime/device/runner.cc)
+        raise EdgecError(f"target '{target.name}' runs on {target.device}; device bundles run "
+                         "CPU artifacts only: compile without --bundle and load the artifact "
+                         "with edgec.runtime")
     libs = runtime_libs(target)
     (folder / "lib").mkdir(exist_ok=True)
     for name, path in libs.items():

@@ -1,7 +1,8 @@
 """Targets are data: one TOML file each, read here into a `Target`.
 
 A file names the TVM target dict (`[tvm]`), the C++ compiler that links the artifact
-(`[toolchain] cc`), the CPU architecture the artifact runs on and the default thread count.
+(`[toolchain] cc`), the CPU architecture the artifact runs on, the device its kernels run on
+(`device`: one of DEVICES, "cpu" by default) and the default thread count.
 
 `[deploy]` says where the bundle's TVM runtime libraries come from (`wheel_platform`: a PyPI
 platform tag, or "installed" for this machine's) and how to emulate the target here
@@ -36,6 +37,7 @@ from edgec.errors import EdgecError
 BUILTIN_DIR = Path(__file__).resolve().parent
 _ENV_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ARCH_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
+DEVICES = ("cpu", "opencl", "cuda")  # TVM device names the runtime opens (tvm.device(name))
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class Target:
     cpu_detected: bool = False
     wheel_platform: str | None = None
     emulator: tuple[str, ...] = ()
+    device: str = "cpu"
 
     def tvm_target(self) -> Any:
         """The `tvm.target.Target` for codegen (TVM is imported only here)."""
@@ -127,6 +130,10 @@ def _read(path: Path) -> Target:
     arch = data.get("arch", "detect")
     arch = _detect("arch") if arch == "detect" else arch
     cc = (data.get("toolchain") or {}).get("cc")
+    device = str(data.get("device", "cpu"))
+    if device not in DEVICES:
+        raise EdgecError(f"target file {path}: device '{device}' is not one of "
+                         f"{', '.join(DEVICES)}")
     cpu_detected = (data.get("tvm") or {}).get("mcpu") == "detect"
     return Target(
         name=path.stem,
@@ -140,6 +147,7 @@ def _read(path: Path) -> Target:
         cpu_detected=cpu_detected,
         wheel_platform=(data.get("deploy") or {}).get("wheel_platform"),
         emulator=tuple((data.get("deploy") or {}).get("emulator", ())),
+        device=device,
     )
 
 

@@ -198,3 +198,23 @@ def test_tvm_thread_pool_gets_every_core():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout.strip()) == os.cpu_count()
+
+
+def test_manifest_and_runtime_carry_the_device(lenet):
+    """The artifact says which device its kernels run on; the runtime opens that one."""
+    assert json.loads((lenet / "manifest.json").read_text())["target"]["device"] == "cpu"
+    assert runtime.load(lenet, threads=1).device == "cpu"
+
+
+@pytest.mark.parametrize("device, match", [("vulkan", "does not know"),
+                                           ("opencl", "no opencl device")])
+def test_device_this_machine_lacks_refused(lenet, device, match):
+    import tvm
+
+    if device == "opencl" and tvm.device("opencl").exist:
+        pytest.skip("this machine has an OpenCL device")
+    manifest = json.loads((lenet / "manifest.json").read_text())
+    manifest["target"]["device"] = device
+    (lenet / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EdgecError, match=match):
+        runtime.load(lenet)

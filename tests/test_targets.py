@@ -93,3 +93,13 @@ def test_cpu_models_end_in_a_catch_all():
     assert models[-1].match == {}
     riscv = Target({"kind": "llvm", "mtriple": "riscv64-linux-gnu"})
     assert targets.cpu_model(riscv).name == models[-1].name
+
+
+def test_target_device_is_data(tmp_path):
+    (tmp_path / "gpu.toml").write_text('arch = "aarch64"\ndevice = "opencl"\n'
+                                       '[tvm]\nkind = "opencl"\n')
+    assert targets.get(str(tmp_path / "gpu.toml")).device == "opencl"
+    assert targets.get("arm").device == "cpu"
+    (tmp_path / "bad.toml").write_text('device = "tpu"\n[tvm]\nkind = "llvm"\n')
+    with pytest.raises(EdgecError, match="device 'tpu' is not one of cpu, opencl, cuda"):
+        targets.get(str(tmp_path / "bad.toml"))
