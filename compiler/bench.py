@@ -46,6 +46,15 @@ def _per_layer(model: Any, folder: Path, manifest: dict, feed: dict, target: Any
     return sorted(rows, key=lambda r: -r["ms"])
 
 
+def _runs_here(target: dict[str, Any]) -> None:
+    from edgec.targets import host_arch
+
+    if target["arch"] != host_arch():
+        raise EdgecError(f"target '{target['name']}' ({target['arch']}) does not run here; time "
+                         "it on the device: edgec run BUNDLE --device ssh://user@board "
+                         "--repeat 50")
+
+
 def bench(model: str | Path, *, target: str = "host", threads: int | None = None,
           input_shapes: dict[str, list[int]] | None = None, per_layer: bool = False,
           budget_s: float = 10.0, seed: int = 0) -> dict[str, Any]:
@@ -59,16 +68,16 @@ def bench(model: str | Path, *, target: str = "host", threads: int | None = None
     path = Path(model)
     with tempfile.TemporaryDirectory(prefix="edgec-bench-") as tmp:
         if path.is_dir():
-            folder = path
+            folder, manifest = path, read_manifest(path)
+            _runs_here(manifest["target"])
+            tgt = targets.get(manifest["target"]["name"])
         else:
+            tgt = targets.get(target)
+            _runs_here({"name": tgt.name, "arch": tgt.arch})  # before the slow compile
             folder = Path(tmp) / "artifact"
             compile_model(path, output=folder, target=target, input_shapes=input_shapes,
                           validate=False)
-        manifest = read_manifest(folder)
-        tgt = targets.get(manifest["target"]["name"])
-        if not tgt.runs_here():
-            raise EdgecError(f"target '{tgt.name}' does not run here; time it on the device: "
-                             "edgec run BUNDLE --device ssh://user@board --repeat 50")
+            manifest = read_manifest(folder)
         source = Path(manifest["source"]["path"])
         reference = source if source.is_file() else folder / manifest["optimized_onnx"]
         threads = threads or manifest["target"]["threads"]

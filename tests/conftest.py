@@ -77,6 +77,22 @@ def cli(capsys):
     return run
 
 
+def foreign_arch() -> str:
+    """An architecture this machine is not (tests of refusals run on x86-64 and aarch64)."""
+    from edgec.targets import host_arch
+
+    return "x86_64" if host_arch() == "aarch64" else "aarch64"
+
+
+def foreign_target(folder: Path) -> str:
+    """The path of a target file for foreign_arch(), as a target name (nothing is built)."""
+    arch = foreign_arch()
+    path = folder / f"foreign-{arch}.toml"
+    path.write_text(f'arch = "{arch}"\n[tvm]\nkind = "llvm"\nmtriple = "{arch}-linux-gnu"\n'
+                    f'[toolchain]\ncc = "{arch}-linux-gnu-g++"\n')
+    return str(path)
+
+
 def elf_machine(path: Path) -> str:
     """The ELF header's e_machine as a name: what the library runs on."""
     head = Path(path).read_bytes()[:20]

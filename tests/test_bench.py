@@ -10,6 +10,8 @@ import pytest
 from edgec import models, runtime
 from edgec.compiler import validate
 
+from conftest import foreign_target
+
 
 @pytest.fixture
 def lenet(tmp_path):
@@ -47,8 +49,8 @@ def test_bench_artifact_folder_and_table(cli, lenet, tmp_path):
     assert "edgec / onnxruntime =" in out and ": OK" in out
 
 
-def test_bench_refuses_foreign_target(cli, lenet):
-    code, _, err = cli("bench", lenet, "--target", "arm", "--seconds", "0.5")
+def test_bench_refuses_foreign_target(cli, lenet, tmp_path):
+    code, _, err = cli("bench", lenet, "--target", foreign_target(tmp_path), "--seconds", "0.5")
     assert code == 2 and "--device ssh://" in err
 
 

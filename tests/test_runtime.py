@@ -11,7 +11,7 @@ import pytest
 from edgec import models, runtime
 from edgec.errors import EdgecError
 
-from conftest import ort_run
+from conftest import foreign_arch, ort_run
 
 
 @pytest.fixture
@@ -124,10 +124,15 @@ def test_tampered_library_refused(lenet, cli):
     assert code == 2 and "does not match its manifest" in err
 
 
-def test_foreign_arch_refused(artifacts, cli):
-    code, _, err = cli("run", artifacts("lenet5", "arm"))
+def test_foreign_arch_refused(lenet, cli):
+    from edgec.targets import host_arch
+
+    manifest = json.loads((lenet / "manifest.json").read_text())
+    manifest["target"]["arch"] = foreign_arch()
+    (lenet / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = cli("run", lenet)
     assert code == 2
-    assert "built for aarch64" in err and "this machine is x86_64" in err
+    assert f"built for {foreign_arch()}" in err and f"this machine is {host_arch()}" in err
 
 
 def test_missing_cpu_feature_refused(lenet):
