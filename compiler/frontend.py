@@ -89,7 +89,7 @@ def _check_external_data(model: onnx.ModelProto, base: Path) -> None:
     onnx.load_external_data_for_model(model, str(base))
 
 
-def _check_versions(model: onnx.ModelProto, report: FrontendReport) -> onnx.ModelProto:
+def check_versions(model: onnx.ModelProto, report: FrontendReport) -> onnx.ModelProto:
     if model.ir_version > onnx.IR_VERSION:
         raise EdgecError(
             f"ONNX IR version {model.ir_version} is newer than this onnx ({onnx.__version__}) "
@@ -205,7 +205,7 @@ def load(path: str | Path, *, input_shapes: dict[str, list[int]] | None = None,
     path = Path(path)
     report = FrontendReport(source=str(path))
     model = _read(path)
-    model = _check_versions(model, report)
+    model = check_versions(model, report)
     _check_external_data(model, path.parent)
     if check_ops:
         _check_ops(model)

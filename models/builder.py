@@ -33,13 +33,13 @@ class GraphBuilder:
         self._count: dict[str, int] = {}
 
     # -- bookkeeping -------------------------------------------------------------------------
-    def _name(self, op: str) -> str:
+    def node_name(self, op: str) -> str:
         n = self._count.get(op, 0) + 1
         self._count[op] = n
         return f"{op.lower()}_{n}"
 
     def _node(self, op: str, inputs: list[str], shape: list[int], **attrs) -> str:
-        name = self._name(op)
+        name = self.node_name(op)
         out = f"{name}_out"
         self.nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
         self.shapes[out] = shape

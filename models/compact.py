@@ -41,7 +41,7 @@ def _shuffle_block(g: GraphBuilder, x: str, cout: int, stride: int) -> str:
     if stride == 1:
         n, c, h, w = g.shapes[x]
         split = g.const("split", np.array([c // 2, c // 2], np.int64))
-        name = g._name("Split")
+        name = g.node_name("Split")
         left, right = f"{name}_a", f"{name}_b"
         g.nodes.append(onnx.helper.make_node("Split", [x, split], [left, right], name=name, axis=1))
         g.shapes[left] = g.shapes[right] = [n, c // 2, h, w]

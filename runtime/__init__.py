@@ -22,7 +22,7 @@ from .artifact import ALIGNED, check_runs_here, npz_bytes, read_manifest, spec_n
 
 __all__ = ["CompiledModel", "kernel_times", "load", "random_inputs"]
 
-def _set_threads(threads: int) -> None:
+def set_threads(threads: int) -> None:
     # The pool's size was fixed by TVM_NUM_THREADS (see edgec/__init__.py); this picks how
     # many of its threads run.
     import tvm  # noqa: F401  (loads libtvm_runtime, which registers the thread-pool functions)
@@ -188,7 +188,7 @@ def load(folder: str | Path, *, threads: int | None = None) -> CompiledModel:
     verify_library(folder, manifest)
     check_runs_here(manifest)
     threads = threads or manifest["target"].get("threads") or os.cpu_count() or 1
-    _set_threads(threads)
+    set_threads(threads)
     return CompiledModel(folder, manifest, threads)
 
 

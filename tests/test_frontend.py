@@ -66,7 +66,7 @@ def test_ir_version_too_new(cli, tmp_path):
 def test_old_opset_is_converted():
     model = _conv_model(batch=1, opset=9)
     report = frontend.FrontendReport(source="in-memory")
-    converted = frontend._check_versions(model, report)
+    converted = frontend.check_versions(model, report)
     assert converted.opset_import[0].version == frontend.CONVERT_TO_OPSET
     assert "converted opset 9" in report.notes[0]
 

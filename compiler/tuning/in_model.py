@@ -101,7 +101,7 @@ def _medians(builds: list[Any], feed: list[Any], rounds: int, runs: int,
 
     from edgec import runtime
 
-    runtime._set_threads(threads)
+    runtime.set_threads(threads)
     vms = [relax.VirtualMachine(b, tvm.cpu()) for b in builds]
     for vm in vms:
         for _ in range(5):
