@@ -28,7 +28,7 @@ def _per_layer(model: Any, folder: Path, manifest: dict, feed: dict, target: Any
     lowering = codegen.Lowering()
     db = (manifest.get("codegen") or {}).get("tuning_db")
     if db:
-        from .tuning_db import use_database
+        from .tuning.db import use_database
 
         use_database(lowering, Path(db))
     flops = codegen.kernel_flops(codegen.lower(lowered_from, target, shapes, lowering))
