@@ -1,11 +1,18 @@
-"""ONNX -> ONNX passes. Each is a pure `fn(model) -> (model, PassReport)`, one per module.
+"""ONNX -> ONNX passes: named objects in one flat registry, run in its order.
 
-`PASSES` is the flat registry the compile pipeline and `edgec optimize` run, in this order.
+Each pass is a pure `run(model) -> (model, PassReport)` in its own module, whose docstring
+states its patterns and their math; rule-based passes use rules.py (match -> check ->
+rewrite, every declined match with its reason). `Pass` adds what a pipeline must know before
+running one: whether it is exact (outputs equal up to float rounding, checked against
+onnxruntime) or lossy (judged by accuracy on the user's data), whether it needs data, and
+the dataclass of its options. `PASSES` is the registry compile and `edgec optimize` run.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import onnx
 
@@ -15,24 +22,43 @@ from .cleanup import cleanup
 from .fold_batchnorm import fold_batchnorm
 from .fold_constants import fold_constants
 from .report import PassReport
+from .rules import Rule, apply_rules
 
-Pass = Callable[[onnx.ModelProto], tuple[onnx.ModelProto, PassReport]]
 
-PASSES: dict[str, Pass] = {
-    "cleanup": cleanup,
-    "fold_batchnorm": fold_batchnorm,
-}
+@dataclass(frozen=True)
+class Pass:
+    """A registered pass and its metadata."""
 
-__all__ = ["PASSES", "PassReport", "cleanup", "describe", "fold_batchnorm", "fold_constants",
-           "run_passes"]
+    name: str
+    run: Callable[[onnx.ModelProto], tuple[onnx.ModelProto, PassReport]]
+    exact: bool = True  # False: lossy, judged by task accuracy, never by tolerance alone
+    needs_data: bool = False  # needs the user's inputs (calibration, accuracy budget)
+    options: type | None = None  # the dataclass of its options, if it has any
+
+    def __call__(self, model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport]:
+        return self.run(model)
+
+    @property
+    def summary(self) -> str:
+        """The first line of its module's docstring."""
+        doc = sys.modules[self.run.__module__].__doc__ or ""
+        return doc.strip().splitlines()[0] if doc.strip() else self.name
+
+
+PASSES: dict[str, Pass] = {p.name: p for p in [
+    Pass("cleanup", cleanup),
+    Pass("fold_batchnorm", fold_batchnorm),
+]}
+
+__all__ = ["PASSES", "Pass", "PassReport", "Rule", "apply_rules", "cleanup", "describe",
+           "fold_batchnorm", "fold_constants", "run_passes", "select"]
 
 
 def describe() -> dict[str, str]:
-    """Pass name -> the first line of its module docstring (for --list-passes)."""
-    import sys
-
-    return {name: (sys.modules[fn.__module__].__doc__ or "").strip().splitlines()[0]
-            for name, fn in PASSES.items()}
+    """Pass name -> its summary and kind (for --list-passes)."""
+    return {name: f"{p.summary} [{'exact' if p.exact else 'lossy'}"
+                  f"{', needs data' if p.needs_data else ''}]"
+            for name, p in PASSES.items()}
 
 
 def select(only: Iterable[str] | None = None, skip: Iterable[str] = ()) -> list[str]:

@@ -24,27 +24,28 @@ import onnx
 from onnx import helper
 
 from .fold_constants import fold_constants, static_shapes
-from .graph import GraphIndex, attr, bypass, drop_dead, set_attr
+from .graph import GraphIndex, attr, bypass, bypass_reason, drop_dead, set_attr
 from .report import PassReport
+from .rules import Rule, apply_rules
 
 
-def _drop_noops(graph: onnx.GraphProto, shapes, report: PassReport) -> None:
-    for node in list(graph.node):
-        index = GraphIndex(graph)
-        op = node.op_type
-        if op == "Dropout" and len(node.output) > 1 and node.output[1] and index.uses(
-                node.output[1]):
-            report.decline(node.name or op, "Dropout mask is used")
-            continue
-        noop = op in ("Identity", "Dropout") or (
-            op == "Reshape" and node.input[0] in shapes and node.output[0] in shapes
+def _noop_rule(graph: onnx.GraphProto, shapes: dict) -> Rule:
+    def match(node, index) -> bool:
+        return node.op_type in ("Identity", "Dropout") or (
+            node.op_type == "Reshape" and node.input[0] in shapes and node.output[0] in shapes
             and shapes[node.input[0]] == shapes[node.output[0]])
-        if noop:
-            why = bypass(graph, node)
-            if why is None:
-                report.count(f"{op.lower()} removed")
-            else:
-                report.decline(node.name or op, why)
+
+    def check(node, index) -> str | None:
+        if node.op_type == "Dropout" and len(node.output) > 1 and node.output[1] \
+                and index.uses(node.output[1]):
+            return "Dropout mask is used"
+        return bypass_reason(index, node)
+
+    def rewrite(node, index) -> str:
+        bypass(graph, node)
+        return f"{node.op_type.lower()} removed"
+
+    return Rule("no-op removed", match, check, rewrite)
 
 
 def _pad_amounts(pad: onnx.NodeProto, index: GraphIndex, rank: int) -> list[int] | str:
@@ -70,60 +71,66 @@ def _pad_amounts(pad: onnx.NodeProto, index: GraphIndex, rank: int) -> list[int]
     return pads
 
 
-def _fuse_pads(graph: onnx.GraphProto, shapes, report: PassReport) -> None:
-    for pad in [n for n in graph.node if n.op_type == "Pad"]:
-        index = GraphIndex(graph)
-        users = index.consumers.get(pad.output[0], [])
-        if len(users) != 1 or index.uses(pad.output[0]) != 1:
-            continue
-        user = users[0]
-        if user.op_type not in ("Conv", "AveragePool") or user.input[0] != pad.output[0]:
-            continue
-        rank = len(shapes.get(pad.input[0], []))
-        amounts = _pad_amounts(pad, index, rank)
+def _pad_rule(graph: onnx.GraphProto, shapes: dict) -> Rule:
+    def user(node, index) -> onnx.NodeProto:
+        return index.consumers[node.output[0]][0]
+
+    def match(node, index) -> bool:
+        users = index.consumers.get(node.output[0], []) if node.op_type == "Pad" else []
+        return (len(users) == 1 and index.uses(node.output[0]) == 1
+                and users[0].op_type in ("Conv", "AveragePool")
+                and users[0].input[0] == node.output[0])
+
+    def check(node, index) -> str | None:
+        amounts = _pad_amounts(node, index, len(shapes.get(node.input[0], [])))
         if isinstance(amounts, str):
-            report.decline(pad.name or "Pad", amounts)
-            continue
-        if attr(user, "auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID"):
-            report.decline(pad.name or "Pad", f"{user.op_type} uses auto_pad SAME")
-            continue
-        nd = rank - 2
-        own = list(attr(user, "pads", [0] * 2 * nd))
-        if user.op_type == "AveragePool" and any(own) and not attr(user, "count_include_pad", 0):
-            report.decline(pad.name or "Pad", "AveragePool excludes its own pads from the mean")
-            continue
+            return amounts
+        u = user(node, index)
+        if attr(u, "auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID"):
+            return f"{u.op_type} uses auto_pad SAME"
+        if u.op_type == "AveragePool" and any(attr(u, "pads", [])) \
+                and not attr(u, "count_include_pad", 0):
+            return "AveragePool excludes its own pads from the mean"
+        return None
+
+    def rewrite(node, index) -> str:
+        u, rank = user(node, index), len(shapes[node.input[0]])
+        amounts, nd = _pad_amounts(node, index, rank), rank - 2
+        own = list(attr(u, "pads", [0] * 2 * nd))
         begin, end = amounts[2:rank], amounts[rank + 2:]
-        set_attr(user, "pads", [int(own[i] + begin[i]) for i in range(nd)]
+        set_attr(u, "pads", [int(own[i] + begin[i]) for i in range(nd)]
                  + [int(own[nd + i] + end[i]) for i in range(nd)])
-        if user.op_type == "AveragePool":
-            set_attr(user, "count_include_pad", 1)
-        if attr(user, "auto_pad", b"NOTSET") == b"VALID":
-            set_attr(user, "auto_pad")
-        user.input[0] = pad.input[0]
-        graph.node.remove(pad)
-        report.count(f"pad->{user.op_type.lower()}")
+        if u.op_type == "AveragePool":
+            set_attr(u, "count_include_pad", 1)
+        if attr(u, "auto_pad", b"NOTSET") == b"VALID":
+            set_attr(u, "auto_pad")
+        u.input[0] = node.input[0]
+        graph.node.remove(node)
+        return f"pad->{u.op_type.lower()}"
+
+    return Rule("pad fused", match, check, rewrite)
 
 
-def _cancel_transposes(graph: onnx.GraphProto, report: PassReport) -> None:
-    for first in [n for n in graph.node if n.op_type == "Transpose"]:
-        index = GraphIndex(graph)
-        if first not in graph.node or index.uses(first.output[0]) != 1:
-            continue
-        users = index.consumers.get(first.output[0], [])
-        if not users or users[0].op_type != "Transpose":
-            continue
-        second = users[0]
-        p1, p2 = attr(first, "perm", None), attr(second, "perm", None)
-        if p1 is None or p2 is None or [p1[i] for i in p2] != list(range(len(p1))):
-            continue
+def _transpose_rule(graph: onnx.GraphProto) -> Rule:
+    """Transpose(p1) -> Transpose(p2) composing to the identity (the match is the pattern)."""
+    def match(node, index) -> bool:
+        users = index.consumers.get(node.output[0], [])
+        if node.op_type != "Transpose" or index.uses(node.output[0]) != 1 or not users \
+                or users[0].op_type != "Transpose":
+            return False
+        p1, p2 = attr(node, "perm", None), attr(users[0], "perm", None)
+        return p1 is not None and p2 is not None and [p1[i] for i in p2] == list(range(len(p1)))
+
+    def rewrite(first, index) -> str:
+        second = index.consumers[first.output[0]][0]
         identity = helper.make_node("Identity", [first.input[0]], [second.output[0]])
         graph.node.insert(list(graph.node).index(second), identity)
         graph.node.remove(second)
         graph.node.remove(first)
-        if bypass(graph, identity) is None:
-            report.count("transpose pair removed")
-        else:
-            report.count("transpose pair -> identity")
+        return ("transpose pair removed" if bypass(graph, identity) is None
+                else "transpose pair -> identity")
+
+    return Rule("transpose pair", match, lambda n, i: None, rewrite)
 
 
 def cleanup(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport]:
@@ -133,9 +140,8 @@ def cleanup(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport]:
         report.count(f"{op.lower()} folded", n)
     graph = model.graph
     shapes = static_shapes(model)
-    _drop_noops(graph, shapes, report)
-    _fuse_pads(graph, shapes, report)
-    _cancel_transposes(graph, report)
+    for rule in (_noop_rule(graph, shapes), _pad_rule(graph, shapes), _transpose_rule(graph)):
+        apply_rules(graph, [rule], report)
     for what, n in drop_dead(graph).items():
         report.count(what, n)
     if report.changed:

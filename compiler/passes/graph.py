@@ -92,23 +92,34 @@ def unique_name(graph: onnx.GraphProto, base: str) -> str:
     return name
 
 
-def bypass(graph: onnx.GraphProto, node: onnx.NodeProto) -> str | None:
-    """Remove a node whose first output equals its first input (Identity, Dropout, no-op
-    Reshape). Returns None when done, else why not, changing nothing: the graph's interface
-    forbids it, or a subgraph reads one of the two names (rewiring renames them)."""
+def bypass_reason(index: GraphIndex, node: onnx.NodeProto) -> str | None:
+    """Why `node` (first output equal to its first input) cannot be bypassed, else None: the
+    graph's interface forbids it, or a subgraph reads one of the two names (rewiring renames
+    them)."""
     src, dst = node.input[0], node.output[0]
-    index = GraphIndex(graph)
     if src in index.subgraph_reads or dst in index.subgraph_reads:
         return "a subgraph reads its input or output"
     if dst in index.outputs:
-        # The graph output's name must survive: rename the producer's output instead.
         if src in index.inputs:
             return "connects a graph input to a graph output"
         if src in index.inits or src in index.outputs:
             return "connects a weight or another graph output to a graph output"
-        producer = index.producer.get(src)
-        if producer is None:
+        if index.producer.get(src) is None:
             return "its input has no producer to rename"
+    return None
+
+
+def bypass(graph: onnx.GraphProto, node: onnx.NodeProto) -> str | None:
+    """Remove a node whose first output equals its first input (Identity, Dropout, no-op
+    Reshape). Returns None when done, else why not (bypass_reason), changing nothing."""
+    src, dst = node.input[0], node.output[0]
+    index = GraphIndex(graph)
+    why = bypass_reason(index, node)
+    if why is not None:
+        return why
+    if dst in index.outputs:
+        # The graph output's name must survive: rename the producer's output instead.
+        producer = index.producer[src]
         producer.output[list(producer.output).index(src)] = dst
         for n in index.consumers.get(src, []):
             n.input[:] = [dst if i == src else i for i in n.input]
