@@ -2,10 +2,12 @@
 
     result = edgec.compile("model.onnx", output="out/", target="arm")
 
-Data flow (../ARCHITECTURE.md): frontend (load, check, pin, fold) -> analysis (FLOPs, params)
--> passes -> codegen (Relax, target pipeline, build, link) -> artifact folder written atomically
-(model.so, model.onnx as optimized, manifest.json) -> validation against onnxruntime when this
-machine can run the artifact. A failure anywhere leaves no output folder behind.
+The phases, in order (PHASES; docs/ARCHITECTURE.md): frontend (load, check, pin, fold; FLOPs
+before) -> passes (ONNX -> ONNX; FLOPs after) -> codegen (the target's pipeline: ONNX rewrites,
+Relax, schedules, TIR, build) -> artifact (link model.so, model.onnx as optimized, the bundle)
+-> validate (against onnxruntime where the artifact runs here or under the target's emulator).
+The manifest records each phase's seconds. The folder is written atomically: a failure
+anywhere leaves no output folder behind.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,23 @@ __all__ = ["CompileResult", "EdgecError", "compile", "inspect"]
 
 LIBRARY = "model.so"
 OPTIMIZED = "model.onnx"
+PHASES = ("frontend", "passes", "codegen", "artifact", "validate")
+
+
+class _Phases:
+    """Times the named phases of one compile: `with phases("codegen"): ...`."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        assert name in PHASES, name
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - started, 2)
 
 
 @dataclass
@@ -101,6 +122,64 @@ def inspect(model_path: str | Path, *,
     return analysis.analyze(model)
 
 
+def _codegen(model: onnx.ModelProto, tgt: Any, shapes: dict[str, list[int]],
+             tuning_db: str | Path | None, use_tuned: bool) -> tuple[Any, dict[str, Any]]:
+    """The built executable, and the manifest's record of how its kernels were made."""
+    lowering, db_dir = codegen.Lowering(), None
+    if use_tuned and tgt.pipeline == "cpu":
+        from .tuning.db import db_folder, default_db_root, use_database
+
+        db_dir = db_folder(Path(tuning_db or default_db_root()), tgt)
+        use_database(lowering, db_dir)
+    executable = codegen.build(model, tgt, shapes, lowering)
+    return executable, {
+        "pipeline": tgt.pipeline, "kernels": lowering.kernels, "graph": lowering.graph,
+        "tuning_db": str(db_dir) if lowering.database is not None else None,
+        "kept_rule": lowering.kept, "input_alignment": lowering.input_alignment}
+
+
+def _manifest(tmp: Path, tgt: Any, model: onnx.ModelProto, source: Path,
+              facts: dict[str, Any], validate: bool) -> dict[str, Any]:
+    from edgec.runtime.artifact import FORMAT, cpu_flags, sha256_file
+
+    weights = {t.name for t in model.graph.initializer}
+    return {
+        "format": FORMAT,
+        "library": LIBRARY,
+        "sha256": sha256_file(tmp / LIBRARY),
+        "optimized_onnx": OPTIMIZED,
+        "inputs": tensor_specs(list(model.graph.input), weights),
+        "outputs": tensor_specs(list(model.graph.output), set()),
+        "target": {"name": tgt.name, "arch": tgt.arch, "device": tgt.device, "tvm": tgt.tvm,
+                   "threads": tgt.effective_threads() if tgt.runs_here() else tgt.threads,
+                   "cpu_flags": cpu_flags() if tgt.cpu_detected else []},
+        "versions": _versions(),
+        "source": {"path": str(source), "sha256": sha256_file(source)},
+        **facts,
+        "validation": {"skipped": "disabled (--no-validate)" if not validate else
+                       f"this {tgt.arch} artifact does not run on this machine "
+                       f"({platform.machine()}); run it on the device"},
+    }
+
+
+def _check(tmp: Path, tgt: Any, manifest: dict[str, Any], source: Path, emulate: bool,
+           seed: int, checks: int) -> dict[str, Any]:
+    """The validate phase: agreement with onnxruntime, or an EdgecError naming the output."""
+    from edgec.runtime.artifact import MANIFEST
+
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))  # what the runtime loads
+    threads, inputs = manifest["target"]["threads"], manifest["inputs"]
+    check = (_validate_emulated(tmp, source, inputs, threads, seed, checks) if emulate
+             else _validate(tmp, source, inputs, threads, seed, checks))
+    if not check["ok"]:
+        bad = next(r for r in check["outputs"] if not r["ok"])
+        raise EdgecError(
+            f"compiled model disagrees with onnxruntime on output '{bad['name']}': "
+            f"max |diff| {bad['max_abs_diff']:.3g} > {check['rtol']} x max|ref| "
+            f"{bad['max_abs_ref']:.3g}; no artifact written")
+    return check
+
+
 def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
             input_shapes: dict[str, list[int]] | None = None, cc: str | None = None,
             validate: bool = True, checks: int = 2, seed: int = 0,
@@ -114,72 +193,37 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
     database (`edgec tune`; `tuning_db` is its root folder) use the tuned schedules.
     """
     from edgec import targets
-    from edgec.runtime.artifact import FORMAT, MANIFEST, cpu_flags, sha256_file
+    from edgec.runtime.artifact import MANIFEST
 
-    source = Path(model_path)
-    tgt = targets.get(target)
+    source, tgt, phases = Path(model_path), targets.get(target), _Phases()
     tgt.compiler(cc)  # fail on a missing toolchain before the slow steps
     pass_names = passes.select(skip=skip_passes or ())
-    model, front = frontend.load(source, input_shapes=input_shapes)
-    before = analysis.analyze(model)
-    model, reports = passes.run_passes(model, pass_names)
-    notes = list(front.notes) + [r.summary() for r in reports]
-    after = analysis.analyze(model)
-    lowering = codegen.Lowering()
-    if use_tuned and tgt.pipeline == "cpu":
-        from .tuning.db import db_folder, default_db_root, use_database
-
-        db_dir = db_folder(Path(tuning_db or default_db_root()), tgt)
-        use_database(lowering, db_dir)
-    started = time.perf_counter()
-    executable = codegen.build(model, tgt, front.input_shapes, lowering)
-    gen = {"pipeline": tgt.pipeline, "kernels": lowering.kernels, "graph": lowering.graph,
-           "tuning_db": str(db_dir) if lowering.database is not None else None,
-           "kept_rule": lowering.kept, "input_alignment": lowering.input_alignment,
-           "seconds": round(time.perf_counter() - started, 2)}
-    notes.append(codegen_line(gen))
-    weights = {t.name for t in model.graph.initializer}
-    inputs = tensor_specs(list(model.graph.input), weights)
-    outputs = tensor_specs(list(model.graph.output), set())
+    with phases("frontend"):
+        model, front = frontend.load(source, input_shapes=input_shapes)
+        before = analysis.analyze(model)
+    with phases("passes"):
+        model, reports = passes.run_passes(model, pass_names)
+        after = analysis.analyze(model)
+    with phases("codegen"):
+        executable, gen = _codegen(model, tgt, front.input_shapes, tuning_db, use_tuned)
+    gen["seconds"] = phases.seconds["codegen"]
+    notes = list(front.notes) + [r.summary() for r in reports] + [codegen_line(gen)]
+    facts = {"cost": {"before": before.totals(), "after": after.totals()},
+             "passes": [r.to_json() for r in reports], "codegen": gen}
     with atomic_dir(Path(output)) as tmp:
-        codegen.export(executable, tmp / LIBRARY, tgt, cc)
-        onnx.save_model(model, str(tmp / OPTIMIZED))
-        manifest: dict[str, Any] = {
-            "format": FORMAT,
-            "library": LIBRARY,
-            "sha256": sha256_file(tmp / LIBRARY),
-            "optimized_onnx": OPTIMIZED,
-            "inputs": inputs,
-            "outputs": outputs,
-            "target": {"name": tgt.name, "arch": tgt.arch, "device": tgt.device, "tvm": tgt.tvm,
-                       "threads": tgt.effective_threads() if tgt.runs_here() else tgt.threads,
-                       "cpu_flags": cpu_flags() if tgt.cpu_detected else []},
-            "versions": _versions(),
-            "source": {"path": str(source), "sha256": sha256_file(source)},
-            "cost": {"before": before.totals(), "after": after.totals()},
-            "passes": [r.to_json() for r in reports],
-            "codegen": gen,
-            "validation": {"skipped": "disabled (--no-validate)" if not validate else
-                           f"this {tgt.arch} artifact does not run on this machine "
-                           f"({platform.machine()}); run it on the device"},
-        }
-        if bundle:
-            from edgec.runtime.bundle import add_bundle
+        with phases("artifact"):
+            codegen.export(executable, tmp / LIBRARY, tgt, cc)
+            onnx.save_model(model, str(tmp / OPTIMIZED))
+            manifest = _manifest(tmp, tgt, model, source, facts, validate)
+            if bundle:
+                from edgec.runtime.bundle import add_bundle
 
-            manifest["bundle"] = add_bundle(tmp, tgt, manifest, cc)
+                manifest["bundle"] = add_bundle(tmp, tgt, manifest, cc)
         emulate = bundle and not tgt.runs_here() and bool(tgt.emulator)
         if validate and (tgt.runs_here() or emulate):
-            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-            threads = manifest["target"]["threads"]
-            check = (_validate_emulated(tmp, source, inputs, threads, seed, checks) if emulate
-                     else _validate(tmp, source, inputs, threads, seed, checks))
-            manifest["validation"] = check
-            if not check["ok"]:
-                bad = next(r for r in check["outputs"] if not r["ok"])
-                raise EdgecError(
-                    f"compiled model disagrees with onnxruntime on output '{bad['name']}': "
-                    f"max |diff| {bad['max_abs_diff']:.3g} > {check['rtol']} x max|ref| "
-                    f"{bad['max_abs_ref']:.3g}; no artifact written"
-                )
+            with phases("validate"):
+                manifest["validation"] = _check(tmp, tgt, manifest, source, emulate, seed,
+                                                checks)
+        manifest["phases"] = phases.seconds
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return CompileResult(Path(output), manifest, front.warnings, notes)

@@ -76,7 +76,11 @@ def test_manifest_contents(artifacts):
                             "file": "input.npy"}]
     assert m["outputs"] == [{"name": "output", "shape": [1, 10], "dtype": "float32",
                              "file": "output.npy"}]
-    assert m["target"]["name"] == "host"
+    assert m["target"]["name"] == "host" and m["target"]["device"] == "cpu"
+    from edgec.compiler import PHASES
+
+    assert list(m["phases"]) == list(PHASES)  # each phase ran, in order, and was timed
+    assert all(s >= 0 for s in m["phases"].values())
     assert set(m["versions"]) >= {"edgec", "apache-tvm", "apache-tvm-ffi", "onnx", "onnxruntime"}
     assert m["cost"]["before"]["params"] == 61706
     assert m["cost"]["before"]["macs"] > 0
