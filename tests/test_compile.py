@@ -112,3 +112,17 @@ def test_recompile_replaces_folder_atomically(tmp_path):
     assert not (out / "stale.txt").exists()
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "model.so"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_cpu_pipeline_names_its_phases():
+    """The phases the pipelines docstring lists, in its order; tuning's prefix ends before
+    the schedules."""
+    from edgec import targets
+    from edgec.compiler.codegen.pipelines import PIPELINES, Lowering, fused_phases
+
+    t = targets.get("host").tvm_target()
+    with t:
+        names = [n for n, _ in PIPELINES["cpu"].phases(t, Lowering())]
+        assert names == ["dispatch", "layout", "legalize", "merge", "constants", "tuned",
+                         "schedule", "prepack", "lower", "inputs"]
+        assert [n for n, _ in fused_phases(t)] == names[:5]

@@ -1,13 +1,25 @@
 """Relax pipelines, by name; a target file picks one with `pipeline = "NAME"`.
 
-`cpu` (the default for llvm targets): before import, convs get channel counts the vector length
-divides (onnx_level/pad_channels.py); then channels-last layout (relax_level/layout.py, its weight
-transposes folded by numpy: relax_level/fold_numpy.py), 3x3 convs as Winograd transforms and GEMMs
-(relax_level/winograd.py), TVM's legalization and fusion (conv + bias + activation + residual add
-become one kernel), each conv merged with the depthwise conv that reads its output
-(relax_level/merge_chains.py) and each transpose or reshape kernel merged into the conv that reads
-it (relax_level/merge_moves.py), then each kernel gets the schedule recorded for it in the tuning
-database when there is one, else edgec's schedule rules (cpu/schedules.py), then lowering to the VM.
+`cpu` (the default for llvm targets). Its ONNX step, before import (onnx_level/): convs get
+channel counts the vector length divides (pad_channels); at import, auto_pad is written out
+(explicit_pads). Then its named phases, in order:
+
+    dispatch   TVM's library dispatch
+    layout     channels-last (relax_level/layout, unstack), weight transposes folded by numpy
+               (fold_numpy), 3x3 convs as Winograd transforms and GEMMs (winograd)
+    legalize   TVM's legalization to TIR kernels and fusion (conv + bias + activation +
+               residual add become one kernel)
+    merge      each conv merged with the depthwise conv that reads it (merge_chains), each
+               transpose or reshape kernel into the conv that reads it (merge_moves)
+    constants  the kernel parameters that are constants marked (the schedules repack them)
+    tuned      the tuning database's records, where the in-model verdict keeps them
+    schedule   edgec's schedule rules (cpu/schedules.py) for every other kernel
+    prepack    the weight repacking the schedules add, run once at compile time
+    lower      TVM's lowering to the VM
+    inputs     kernels reading the model's inputs take them unaligned (tir_level/)
+
+The TIR build after them keeps register-tile scratch on the stack (tir_level/stack_scratch).
+Tuning extracts its tasks after `constants` (fused_phases).
 
 `tvm-default` is TVM's own default pipeline: NCHW, fused, and no schedules at all (serial,
 scalar loops). It stays as the baseline the benchmarks compare against.
@@ -39,43 +51,40 @@ class Lowering:
     input_alignment: list[int] = field(default_factory=list)
 
 
+Phases = list[tuple[str, list[Any]]]  # (phase name, its TVM module passes), in order
+
+
 @dataclass(frozen=True)
 class Pipeline:
-    relax: Callable[[Any, Lowering], Any]  # TVM target, lowering -> Relax module transform
+    # TVM target, lowering -> the named phases of the Relax module's transformation
+    phases: Callable[[Any, Lowering], Phases]
     # ONNX rewrite before import, for this TVM target (layout-level choices, exact numerics)
     graph: Callable[[onnx.ModelProto, Any], tuple[onnx.ModelProto, Any]] | None = None
 
-
-def _tvm_default(tvm_target: Any, lowering: Lowering) -> Any:
-    from tvm import relax
-
-    return relax.get_default_pipeline(tvm_target)
+    def relax(self, tvm_target: Any, lowering: Lowering) -> Any:
+        """All phases as one TVM module transform."""
+        return sequential(self.phases(tvm_target, lowering))
 
 
-def fused(tvm_target: Any, lowering: Lowering | None = None) -> Any:
-    """The `cpu` pipeline up to its kernels: channels-last, legalized, fused, unscheduled.
-
-    Tuning extracts its tasks here, so the kernels it tunes are exactly the ones compile
-    looks up in the database. Graph rewrites (Winograd) are noted in `lowering.graph`.
-    """
+def sequential(phases: Phases) -> Any:
     import tvm
+
+    return tvm.transform.Sequential([t for _, passes in phases for t in passes])
+
+
+def _tvm_default(tvm_target: Any, lowering: Lowering) -> Phases:
     from tvm import relax
-    from tvm.relax.backend.cpu_generic import pipeline as stock
+
+    return [("tvm-default", [relax.get_default_pipeline(tvm_target)])]
+
+
+def _merge_pass(tvm_target: Any) -> Any:
+    """Kernel merges: conv -> depthwise chains a schedule takes, moves into their readers."""
+    import tvm
 
     from edgec.compiler.codegen.cpu.schedules import cpu_shape, schedule
-    from edgec.compiler.codegen.relax_level.fold_numpy import fold_numpy
-    from edgec.compiler.codegen.relax_level.layout import channels_last
     from edgec.compiler.codegen.relax_level.merge_chains import merge_conv_depthwise
     from edgec.compiler.codegen.relax_level.merge_moves import merge_moves
-    from edgec.compiler.codegen.relax_level.winograd import winograd
-
-    @tvm.transform.module_pass(opt_level=0, name="EdgecChannelsLast")
-    def layout(mod: Any, _ctx: Any) -> Any:
-        # the weight transposes it adds are folded by numpy, not by one LLVM build each
-        mod, report = winograd(fold_numpy(channels_last(mod))[0])
-        if lowering is not None and report.changed and report.summary() not in lowering.graph:
-            lowering.graph.append(report.summary())
-        return mod
 
     cpu = cpu_shape(tvm_target)
 
@@ -91,13 +100,47 @@ def fused(tvm_target: Any, lowering: Lowering | None = None) -> Any:
     def merge(mod: Any, _ctx: Any) -> Any:
         return merge_moves(merge_conv_depthwise(mod, accept=scheduled), accept=reduced)
 
-    # Marks which kernel parameters are constants: the schedules may repack those.
-    free = relax.transform.AttachAttrLayoutFreeBuffers()
-    return tvm.transform.Sequential(stock.library_dispatch_passes(tvm_target) + [layout]
-                                    + stock.legalize_passes(tvm_target) + [merge, free])
+    return merge
 
 
-def _cpu(tvm_target: Any, lowering: Lowering) -> Any:
+def fused_phases(tvm_target: Any, lowering: Lowering | None = None) -> Phases:
+    """The `cpu` pipeline up to its kernels: channels-last, legalized, fused, unscheduled.
+
+    Tuning extracts its tasks here, so the kernels it tunes are exactly the ones compile
+    looks up in the database. Graph rewrites (Winograd) are noted in `lowering.graph`.
+    """
+    import tvm
+    from tvm import relax
+    from tvm.relax.backend.cpu_generic import pipeline as stock
+
+    from edgec.compiler.codegen.relax_level.fold_numpy import fold_numpy
+    from edgec.compiler.codegen.relax_level.layout import channels_last
+    from edgec.compiler.codegen.relax_level.winograd import winograd
+
+    @tvm.transform.module_pass(opt_level=0, name="EdgecChannelsLast")
+    def layout(mod: Any, _ctx: Any) -> Any:
+        # the weight transposes it adds are folded by numpy, not by one LLVM build each
+        mod, report = winograd(fold_numpy(channels_last(mod))[0])
+        if lowering is not None and report.changed and report.summary() not in lowering.graph:
+            lowering.graph.append(report.summary())
+        return mod
+
+    return [
+        ("dispatch", stock.library_dispatch_passes(tvm_target)),
+        ("layout", [layout]),  # channels-last, weights folded, 3x3 convs as Winograd
+        ("legalize", stock.legalize_passes(tvm_target)),  # TIR kernels, fused by TVM
+        ("merge", [_merge_pass(tvm_target)]),
+        # marks which kernel parameters are constants: the schedules may repack those
+        ("constants", [relax.transform.AttachAttrLayoutFreeBuffers()]),
+    ]
+
+
+def fused(tvm_target: Any, lowering: Lowering | None = None) -> Any:
+    """fused_phases as one TVM module transform."""
+    return sequential(fused_phases(tvm_target, lowering))
+
+
+def _cpu(tvm_target: Any, lowering: Lowering) -> Phases:
     import tvm
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as stock
@@ -117,14 +160,15 @@ def _cpu(tvm_target: Any, lowering: Lowering) -> Any:
         from edgec.compiler.codegen.tuned import apply_database
 
         tuned = [apply_database(tvm_target, lowering)]
-    # Weight repacking blocks the schedules add become separate kernels on constants, which
-    # FoldConstant runs once here instead of at every inference.
-    prepack = [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()]
-    return tvm.transform.Sequential(
-        [fused(tvm_target, lowering)] + tuned + [schedule_pass(tvm_target, lowering.kernels)]
-        + prepack + stock.dataflow_lower_passes(tvm_target) + stock.finalize_passes(tvm_target)
-        + [inputs]
-    )
+    return fused_phases(tvm_target, lowering) + [
+        ("tuned", tuned),  # records of the tuning database, where a verdict keeps them
+        ("schedule", [schedule_pass(tvm_target, lowering.kernels)]),  # edgec's rules
+        # weight repacking the schedules add becomes kernels on constants: run once, here
+        ("prepack", [relax.transform.SplitLayoutRewritePreproc(),
+                     relax.transform.FoldConstant()]),
+        ("lower", stock.dataflow_lower_passes(tvm_target) + stock.finalize_passes(tvm_target)),
+        ("inputs", [inputs]),  # input kernels take unaligned data (no copy per call)
+    ]
 
 
 def _cpu_graph(model: onnx.ModelProto, tvm_target: Any) -> tuple[onnx.ModelProto, Any]:
@@ -135,6 +179,6 @@ def _cpu_graph(model: onnx.ModelProto, tvm_target: Any) -> tuple[onnx.ModelProto
 
 
 PIPELINES: dict[str, Pipeline] = {
-    "cpu": Pipeline(relax=_cpu, graph=_cpu_graph),
-    "tvm-default": Pipeline(relax=_tvm_default),
+    "cpu": Pipeline(phases=_cpu, graph=_cpu_graph),
+    "tvm-default": Pipeline(phases=_tvm_default),
 }
