@@ -22,11 +22,16 @@ def default_db_root() -> Path:
 # Part of the database's key: records timed another way do not compare with these
 # (measure.evaluator; databases from before cold single runs are left behind, not mixed in).
 MEASURE = "cold-single-runs"
+# Also part of the key: the version of edgec's schedule rules, raised when what their traces
+# do changes. Records hold whole schedule traces, the rules' baselines and knob variants
+# included, and a trace of an older rule must not come back through the database.
+RULES_VERSION = 2
 
 
 def db_folder(root: Path, target: Target) -> Path:
     """One database per target: MetaSchedule looks records up by kernel, not by target."""
-    spec = json.dumps([target.tvm_target().export(), MEASURE], sort_keys=True, default=str)
+    spec = json.dumps([target.tvm_target().export(), MEASURE, RULES_VERSION], sort_keys=True,
+                      default=str)
     return Path(root) / f"{target.name}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
 
 

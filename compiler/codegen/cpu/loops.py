@@ -1,8 +1,8 @@
-"""Loop and block primitives the CPU schedule rules share (cpu_schedules, cpu_chains,
-cpu_pixels, cpu_winograd, cpu_knobs): reading a kernel's blocks and extents, the register
+"""Loop and block primitives the CPU schedule rules share (schedules, chains,
+pixels, winograd_transforms, knobs): reading a kernel's blocks and extents, the register
 tile's loop order, vectorizing an inner loop, and repacking constant weights by tile.
 
-The register tile (register_tile) of an S..SR..R block, as cpu_schedules' docstring draws it:
+The register tile (register_tile) of an S..SR..R block, as schedules' docstring draws it:
 
     outer loops [c_o, *spatial, w_o]  ->  reduction  ->  w_i (unrolled) x c_u (unrolled) x c_v
                                                          (vectorized: the target's lanes)
@@ -48,25 +48,61 @@ def _size(buffer: Any) -> int:
     return math.prod(int(d) for d in buffer.shape)
 
 
-def fusable_epilogue(sch: Any, block: Any, after: list[Any], lanes: int) -> list[Any]:
-    """The epilogue blocks `after` of reduction `block` that may follow its tiles: `after`, or
-    [] where the last writes more elements than the block makes (a pad, a concat).
+def _selects_by_index(expr: Any, index_vars: list[Any]) -> bool:
+    """`expr` holds an if_then_else or Select whose condition reads one of `index_vars`."""
+    from tvm import ir, tirx
+    from tvm.tirx.analysis import undefined_vars
 
-    A block computed at a tile (reverse_compute_at) covers only the outputs that read that
-    tile, so a padding epilogue would never write its padding: later calls read what the
-    memory held before. Such an epilogue (the injective blocks before it inlined) stays a loop
-    nest of its own after the reduction, parallel and vectorized over the whole output.
+    cond = None
+    if isinstance(expr, tirx.Select):
+        cond = expr.condition
+    elif isinstance(expr, ir.Call) and getattr(expr.op, "name", "").endswith("if_then_else"):
+        cond = expr.args[0]
+    if cond is not None and any(v.same_as(i) for v in undefined_vars(cond, [])
+                                for i in index_vars):
+        return True
+    children = []
+    for name in ("a", "b", "value", "condition", "true_value", "false_value"):
+        child = getattr(expr, name, None)
+        if isinstance(child, ir.Expr):
+            children.append(child)
+    children += [x for x in (getattr(expr, "args", None) or []) if isinstance(x, ir.Expr)]
+    children += list(getattr(expr, "indices", None) or [])
+    return any(_selects_by_index(c, index_vars) for c in children)
+
+
+def parallel_vectorized(sch: Any, block: Any, lanes: int) -> None:
+    """A block's loops but the innermost fused and parallel, the innermost vectorized (an
+    innermost loop under 4 joins the parallel ones)."""
+    loops = sch.get_loops(block)
+    inner = extent(sch, loops[-1]) or 0
+    outer = loops[:-1] if inner >= 4 and len(loops) > 1 else loops
+    sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+    if len(outer) < len(loops):
+        vectorize_inner(sch, block, lanes)
+
+
+def fusable_epilogue(sch: Any, block: Any, after: list[Any], lanes: int) -> list[Any]:
+    """The epilogue of reduction `block` that may be computed at its tiles: the blocks
+    `after` it inlined into the last, which is returned as [last]; or [] where the last
+    selects by index (a pad, a concat: a value chosen by where the output is), which then
+    stays a loop nest of its own after the reduction, parallel and vectorized.
+
+    A block computed at a tile (reverse_compute_at) covers only the outputs whose values read
+    that tile. An output a select fills from elsewhere (a pad's constant, a concat's other
+    input) reads no tile, so it would never be written: later calls read what the memory held
+    before. Where each output reads the tile (bias, activation, residual add, a broadcast), the
+    epilogue follows each tile.
     """
-    if not after or _size(sch.get(after[-1]).writes[0].source) <= _size(
-            sch.get(block).writes[0].source):
+    if not after:
         return after
     for b in after[:-1]:
         sch.compute_inline(b)
-    loops = sch.get_loops(after[-1])
-    outer = loops[:-1] if len(loops) > 1 else loops
-    sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
-    if len(outer) < len(loops):
-        vectorize_inner(sch, after[-1], lanes)
+    last = sch.get(after[-1])
+    value = getattr(last.body, "value", None)  # a BufferStore's; else not an epilogue we know
+    if value is not None and not _selects_by_index(value, [iv.var for iv in last.iter_vars]):
+        return [after[-1]]
+    parallel_vectorized(sch, after[-1], lanes)
     return []
 
 

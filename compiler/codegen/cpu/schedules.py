@@ -30,6 +30,7 @@ from edgec.compiler.codegen.cpu.loops import (
     fusable_epilogue,
     pack_weights,
     pads,
+    parallel_vectorized,
     reduction_length,
     register_tile,
     spatial_prefix,
@@ -146,15 +147,9 @@ def elementwise(func: Any, cpu: CpuShape) -> Any | None:
     for b, _ in blocks[:-1]:
         sch.compute_inline(b)
     block = blocks[-1][0]
-    loops = sch.get_loops(block)
-    if not loops:
+    if not sch.get_loops(block):
         return None
-    inner = extent(sch, loops[-1]) or 0
-    outer = loops[:-1] if inner >= 4 and len(loops) > 1 else loops
-    fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
-    sch.parallel(fused)
-    if len(outer) < len(loops):
-        vectorize_inner(sch, block, cpu.lanes)
+    parallel_vectorized(sch, block, cpu.lanes)
     return sch
 
 
