@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -189,23 +191,30 @@ def check_pass(run, model: onnx.ModelProto, expect_ops: dict[str, int]):
     return out, report
 
 
-def call_several(run, model: onnx.ModelProto, x_shape: list[int], calls: int = 3,
-                 rtol: float = 1e-4) -> None:
-    """Call `run(x) -> array` `calls` times with different inputs (seeded) and check each
-    output against onnxruntime within `rtol` x max|ref|, and that no later call changed an
-    array an earlier call returned (padding or scratch read from memory a previous call wrote
-    shows only on a second call)."""
+def _as_numpy(out) -> np.ndarray:
+    return out.numpy() if hasattr(out, "numpy") else np.asarray(out)
+
+
+def call_several(run: Callable[[np.ndarray], Any], model: onnx.ModelProto,
+                 x_shape: list[int], calls: int = 3, rtol: float = 1e-4) -> None:
+    """Call `run(x)` `calls` times with different inputs (seeded) and check each output (an
+    array, or a TVM tensor as the VM returns it) against onnxruntime within `rtol` x max|ref|,
+    and that no later call changed what an earlier call returned (padding or scratch read from
+    memory a previous call wrote shows only on a second call; an output whose storage the VM
+    reuses shows as a changed earlier result)."""
     kept = []
     for call in range(calls):
         x = np.random.default_rng(call).standard_normal(x_shape).astype(np.float32)
-        got = run(x)
+        out = run(x)
+        got = _as_numpy(out).copy()
         want = ort_run(model, {"x": x})[0]
         assert got.shape == want.shape, (call, got.shape, want.shape)
         assert np.abs(got - want).max() <= rtol * np.abs(want).max(), \
             (call, np.abs(got - want).max(), np.abs(want).max())
-        kept.append((got, got.copy()))
-    for call, (got, copy) in enumerate(kept):
-        assert np.array_equal(got, copy), f"call {call + 1}'s output changed by a later call"
+        kept.append((out, got))
+    for call, (out, got) in enumerate(kept):
+        assert np.array_equal(_as_numpy(out), got), \
+            f"call {call + 1}'s output changed by a later call"
 
 
 def build_and_check(model: onnx.ModelProto):
@@ -222,7 +231,7 @@ def build_and_check(model: onnx.ModelProto):
     lowering = codegen.Lowering()
     ex = codegen.build(model, targets.get("host"), {"x": x_shape}, lowering)
     vm = relax.VirtualMachine(ex, tvm.cpu())
-    call_several(lambda x: vm["main"](tvm.runtime.tensor(x)).numpy(), model, x_shape)
+    call_several(lambda x: vm["main"](tvm.runtime.tensor(x)), model, x_shape)
     return lowering
 
 

@@ -17,6 +17,7 @@ attribute), "wrong" or "crash" (anything else). The last two are defects.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -80,7 +81,8 @@ def check(seed: int, save: Path | None = None) -> Verdict:
             edgec.compile(src, output=Path(tmp) / "out", validate=False)
         except EdgecError as err:
             line = str(err)
-            named = "\n" not in line and any(n.name in line for n in model.graph.node)
+            named = "\n" not in line and any(re.search(rf"\b{re.escape(n.name)}\b", line)
+                                              for n in model.graph.node)
             return Verdict(seed, "refused" if named else "crash", line)
         except Exception as err:  # noqa: BLE001 - the fuzzer's job is to report these
             return Verdict(seed, "crash", f"{type(err).__name__}: {str(err)[:300]}")

@@ -46,3 +46,20 @@ def test_explicit_pads_left_alone():
                        [1, 3, 6, 6], [random_const("w", (4, 3, 3, 3), rng)])
     out, report = explicit_pads(model)
     assert not report.changed and out is model
+
+
+def test_conv_without_kernel_shape_takes_it_from_the_weights():
+    rng = np.random.default_rng(3)
+    model = tiny_model([helper.make_node("Conv", ["x", "w"], ["y"], auto_pad="SAME_UPPER",
+                                         strides=[2, 2])],
+                       [1, 3, 7, 6], [random_const("w", (4, 3, 3, 2), rng)])
+    out, report = check_pass(explicit_pads, model, {"Conv": 1})
+    assert report.rewrites == {"Conv SAME_UPPER": 1}, report.summary()
+
+
+def test_ceil_mode_with_auto_pad_declined_with_its_reason():
+    model = tiny_model([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2],
+                                         strides=[2, 2], auto_pad="SAME_UPPER", ceil_mode=1,
+                                         name="pool")], [1, 3, 7, 7])
+    out, report = explicit_pads(model)
+    assert out is model and report.declined == ["pool: ceil_mode with auto_pad"]

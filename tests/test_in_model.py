@@ -1,4 +1,4 @@
-"""The in-model check of tuned records (compiler/in_model.py), for real: MetaSchedule's own
+"""The in-model check of tuned records (compiler/tuning/in_model.py), for real: MetaSchedule's own
 candidates, kernels timed inside a built model, compile honouring the verdicts and still
 matching onnxruntime."""
 

@@ -1,4 +1,4 @@
-"""merge_chains + cpu_chains: a conv and the depthwise conv reading its output become one
+"""merge_chains + cpu/chains: a conv and the depthwise conv reading its output become one
 kernel, scheduled one channel chunk at a time; tiny graphs from onnx.helper, outputs against
 onnxruntime (ORT_DISABLE_ALL) within 1e-4 relative."""
 

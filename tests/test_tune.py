@@ -5,6 +5,7 @@ records up and still matches onnxruntime; bad requests are one-line errors."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -35,7 +36,9 @@ def test_tune_resume_and_compile(small, tmp_path):
     for t in first.tasks:  # the baseline record makes best <= what compile does without tuning
         assert 0 < t.best_us <= t.baseline_us < float("inf")
     assert len(records) >= 16 + len(first.tasks)
-    assert any(line.startswith("[1/") and "trials" in line for line in lines), lines
+    # a progress line per kernel tuned ([i/n]: which kernel comes first depends on the timed
+    # shares, and the first may be skipped as kept or too small on a loaded machine)
+    assert any(re.match(r"\[\d+/\d+\] ", line) and "trials" in line for line in lines), lines
     # the rule's own variants (codegen/cpu_knobs.py) come first, and count as trials
     assert any("trials, rule variants)" in line for line in lines), lines
     # edgec's own schedules (baseline, rule variants) are committed as one mean; MetaSchedule's

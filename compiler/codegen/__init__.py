@@ -20,13 +20,9 @@ __all__ = ["PIPELINES", "Lowering", "build", "export", "import_model", "kernel_f
 
 
 def to_relax(model: onnx.ModelProto, input_shapes: dict[str, list[int]]) -> Any:
-    """The Relax module TVM's ONNX importer makes of `model`, auto_pad written out first
-    (onnx_level/explicit_pads.py)."""
+    """The Relax module TVM's ONNX importer makes of `model`."""
     from tvm.relax.frontend.onnx import from_onnx
 
-    from edgec.compiler.codegen.onnx_level.explicit_pads import explicit_pads
-
-    model, _ = explicit_pads(model)
     try:
         return from_onnx(model, shape_dict=input_shapes, keep_params_in_input=False)
     except Exception as err:
@@ -44,9 +40,16 @@ def _pipeline(target: Target) -> Any:
 
 def import_model(model: onnx.ModelProto, target: Target, input_shapes: dict[str, list[int]],
                  lowering: Lowering | None = None) -> Any:
-    """The Relax module of `model` after the target pipeline's ONNX step (call within the
-    TVM target's scope); what that step changed is added to `lowering.graph`."""
+    """The Relax module of `model` after the ONNX steps (explicit_pads, then the target
+    pipeline's; call within the TVM target's scope); what they changed or declined is added to
+    `lowering.graph`."""
+    from edgec.compiler.codegen.onnx_level.explicit_pads import explicit_pads
+
     pipeline = _pipeline(target)
+    # every pipeline: the importer's own padding is not trusted, so a decline is worth a line
+    model, report = explicit_pads(model)
+    if lowering is not None and (report.changed or report.declined):
+        lowering.graph.append(report.summary())
     if pipeline.graph is not None:
         model, report = pipeline.graph(model, target.tvm_target())
         if lowering is not None and report.changed:

@@ -41,7 +41,7 @@ class Lowering:
     kernels: dict[str, str] = field(default_factory=dict)
     database: Any = None  # a MetaSchedule database whose records take precedence
     # record key (codegen.tuned.record_key) -> "rule" or "tuned", as timed in the model
-    # (compiler/in_model.py): a "rule" record is not applied
+    # (compiler/tuning/in_model.py): a "rule" record is not applied
     verdicts: dict[str, str] = field(default_factory=dict)
     records: dict[str, str] = field(default_factory=dict)  # kernel -> key of the record applied
     kept: list[str] = field(default_factory=list)  # kernels with a record a verdict turned down

@@ -3,7 +3,7 @@
 A kernel whose loop nest (structural hash of its TIR) has a record in the target's database
 gets the best record's schedule replayed; the rest fall through to cpu/schedules.py. So does a
 kernel whose best record was timed inside the model and lost there to the rule's schedule
-(a "rule" verdict, compiler/in_model.py).
+(a "rule" verdict, compiler/tuning/in_model.py).
 """
 
 from __future__ import annotations

@@ -140,8 +140,10 @@ def cleanup(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport]:
         report.count(f"{op.lower()} folded", n)
     graph = model.graph
     shapes = static_shapes(model)
-    for rule in (_noop_rule(graph, shapes), _pad_rule(graph, shapes), _transpose_rule(graph)):
-        apply_rules(graph, [rule], report)
+    for rule, ops in ((_noop_rule(graph, shapes), ("Identity", "Dropout", "Reshape")),
+                      (_pad_rule(graph, shapes), ("Pad",)),
+                      (_transpose_rule(graph), ("Transpose",))):
+        apply_rules(graph, [rule], report, anchors=lambda n, ops=ops: n.op_type in ops)
     for what, n in drop_dead(graph).items():
         report.count(what, n)
     if report.changed:

@@ -103,9 +103,9 @@ def _consumer_reason(index: GraphIndex, conv: onnx.NodeProto) -> str | None:
         return "the following Conv pads with zeros (folding would change its border)"
     w = index.const(conv.input[1])
     if w is None:
-        return "Conv weights are not constants"
+        return "the following Conv's weights are not constants"
     if _bias(index, conv, 2, w.shape[0]) is None:
-        return "Conv bias is not a constant"
+        return "the following Conv's bias is not a constant"
     return None
 
 
@@ -175,11 +175,10 @@ def _rules(model: onnx.ModelProto) -> list[Rule]:
 
     def into_producer(node, index) -> str:
         p = index.producer[node.input[0]]
-        op = p.op_type.lower()
-        _into_producer(graph, index, p, *_affine(node, index))
+        _into_producer(graph, index, p, *_affine(node, index))  # a MatMul becomes a Gemm
         p.output[0] = node.output[0]
         graph.node.remove(node)
-        return f"{op}+bn"
+        return f"{p.op_type.lower()}+bn"
 
     def single_conv_user(node, index) -> bool:
         users = index.consumers.get(node.output[0], [])
@@ -193,7 +192,8 @@ def _rules(model: onnx.ModelProto) -> list[Rule]:
         graph.node.remove(node)
 
     def rank_known(node, index) -> str | None:
-        return None if _rank(model, node.input[0]) else "input rank unknown, left as is"
+        known = _rank(model, node.input[0]) is not None
+        return None if known else "input rank unknown, left as is"
 
     def scale_shift(node, index) -> None:
         s, t = _affine(node, index)

@@ -34,13 +34,14 @@ class Rule:
 
 def apply_rules(graph: onnx.GraphProto, rules: list[Rule], report: PassReport,
                 anchors: Callable[[onnx.NodeProto], bool] = lambda n: True) -> None:
-    """Apply `rules` to each anchor node of `graph` (nodes as they stood before any rewrite;
-    the index is rebuilt for each, so a rewrite sees the graph the previous ones left)."""
+    """Apply `rules` to each anchor node of `graph` (nodes as they stood before any rewrite).
+    The index is rebuilt after each rewrite, so a rule sees the graph the previous ones left.
+    A node is named in the report by its name, else its op type."""
+    index = GraphIndex(graph)
     for node in [n for n in graph.node if anchors(n)]:
         if not any(node is n for n in graph.node):
             continue  # removed by an earlier rewrite
-        index = GraphIndex(graph)
-        why: list[str] = []
+        name, why = node.name or node.op_type, []
         for rule in rules:
             if not rule.match(node, index):
                 continue
@@ -49,11 +50,11 @@ def apply_rules(graph: onnx.GraphProto, rules: list[Rule], report: PassReport,
                 if reason not in why:  # rules sharing a precondition decline alike
                     why.append(reason)
                 continue
-            name = node.name or node.output[0]
             report.count(rule.rewrite(node, index) or rule.name)
+            index = GraphIndex(graph)
             if rule.fallback and why:
                 report.decline(name, f"became {rule.fallback}: {'; '.join(why)}")
             why = []
             break
         if why:
-            report.decline(node.name or node.output[0], "; ".join(why))
+            report.decline(name, "; ".join(why))

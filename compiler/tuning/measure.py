@@ -138,7 +138,7 @@ def measure(schs: list[Any], target: Any, builder: Any, runner: Any) -> list[flo
     built = builder.build([ms.builder.BuilderInput(s.mod, target) for s in schs])
     device = "cpu" if target.kind.name == "llvm" else target.kind.name
     ok = [(i, b) for i, b in enumerate(built) if not b.error_msg]
-    # Arguments as the built kernel takes them: repacked weights (cpu_loops.pack_weights)
+    # Arguments as the built kernel takes them: repacked weights (cpu/loops.pack_weights)
     # arrive in their packed shape, the repacking itself being folded at compile time.
     unpacked = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)
     futures = runner.run([ms.runner.RunnerInput(

@@ -11,7 +11,7 @@ conv writes the whole H x W x C tensor (MobileNetV2's 112 x 112 x 96 is 4.8 MB) 
 depthwise conv reads it back, from DRAM once it outgrows the L2. Here `mid` is one chunk,
 H x W x chunk floats kept under CHUNK_BYTES so it is still in L2 when the depthwise conv
 reads it. Chunks are a multiple of the vector length and at least MIN_CHUNKS, so the threads
-have work to share. Both convs keep cpu_schedules' register tiles, repacked weights and fused
+have work to share. Both convs keep schedules' register tiles, repacked weights and fused
 epilogues.
 
 On a map tall enough (band_rows), the depthwise output rows are cut into bands as well:
@@ -23,7 +23,7 @@ On a map tall enough (band_rows), the depthwise output rows are cut into bands a
 Each band recomputes the k - s conv rows it shares with the next (its halo), and in return
 its input rows and `mid` stay in L2 for all of its chunks, and the chunks need not be thin
 to keep `mid` small: they take as many channels as the conv's own register tile
-(cpu_tiles.tile over all channels), not one vector. MobileNetV2's 112 x 112 16 -> 96 chain
+(tiles.tile over all channels), not one vector. MobileNetV2's 112 x 112 16 -> 96 chain
 went from 8-channel chunks of the whole map (a 7 x 1 conv tile, 7 accumulators, its
 800 KiB input re-read for every chunk) to 16-channel chunks of 7-row bands (4 x 2).
 """
@@ -160,7 +160,7 @@ def conv_depthwise(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
 
     n, h, w, c = mid_shape
     red = reduction_length(sch, conv, 4)
-    # A 1x1 conv walks the chunk's whole map (cpu_pixels), as reduction_tile's do
+    # A 1x1 conv walks the chunk's whole map (pixels), as reduction_tile's do
     by_map = mid is not None and (
         knobs.walk == "map" or not knobs.walk and pointwise_conv(cpu, red, _c_in(sch, conv)))
     _, h_dw, w_dw, _ = _shape(sch, dw)

@@ -4,12 +4,12 @@ reduction_tile (cpu/schedules.py) picks its register tile, its pixel walk (rows,
 map as one loop: cpu/pixels.py) and a 1x1 conv's K-blocking by a cost model: accumulators
 against FMA latency, weights against L1 and L2, loads per FMA. The model ranks; it does not
 time. Here the best-ranked alternatives to its pick are made, by the same rule with its knobs
-fixed (cpu_tiles.Knobs), for tune to time:
+fixed (tiles.Knobs), for tune to time:
 
     walks    rows; the map, for an n, h, w, c conv with more than one row
-    tiles    every (w_i, u) the register file holds (cpu_tiles.candidates, without the rule's
+    tiles    every (w_i, u) the register file holds (tiles.candidates, without the rule's
              limit on live registers) with >= MIN_ACCUMULATORS accumulators, ranked per walk by:
-             weights in L2, 8 accumulators, FMA slots kept busy (cpu_tiles.busy, tails
+             weights in L2, 8 accumulators, FMA slots kept busy (tiles.busy, tails
              included), loads per FMA; the first PER_WALK of each walk
     K-block  off, for a 1x1 conv whose rule blocks its reduction
     order    the rule's tile and walk with the pixel tiles outermost in the parallel loop
@@ -17,7 +17,7 @@ fixed (cpu_tiles.Knobs), for tune to time:
              weights; pixels first, a thread reads the rows the kernel before it wrote)
     chains   a conv -> depthwise kernel (cpu/chains.py): the conv's tile (PER_CHAIN, ranked as
              above; over the chunk's map where the rule walks it, with the rows as one more
-             variant), the depthwise tile (PER_CHAIN, ranked by cpu_tiles.tile_cost), the chunk
+             variant), the depthwise tile (PER_CHAIN, ranked by tiles.tile_cost), the chunk
              halved or doubled, the band (rows) halved or doubled or the whole map; one knob
              at a time. MetaSchedule cannot express its schedule at all (tune.KEEP): these
              are the only candidates MobileNetV2's chains get.
@@ -47,7 +47,7 @@ from edgec.compiler.codegen.cpu.tiles import (
     tile_cost,
 )
 
-VARIED = ("reduction_tile", "conv_depthwise")  # the rules (cpu_schedules.RULES) with knobs
+VARIED = ("reduction_tile", "conv_depthwise")  # the rules (schedules.RULES) with knobs
 PER_WALK = 8
 PER_CHAIN = 4  # conv tiles, and depthwise tiles, of a conv -> depthwise chain
 MIN_ACCUMULATORS = 4
@@ -69,7 +69,7 @@ def _dims(func: Any) -> tuple[int, int, int, int, int] | None:
 
 
 def _unlimited(cpu: CpuShape) -> CpuShape:
-    """`cpu` without the rule's limit on live registers (cpu_tiles.tile, AVX2): 6 x 2 tiles
+    """`cpu` without the rule's limit on live registers (tiles.tile, AVX2): 6 x 2 tiles
     (12 accumulators) ran ResNet-18's 14x14 and 7x7 3x3 convs 5-16% faster than the rule's
     4 x 2 on some layers and slower on others (single thread, warm): worth timing, not a rule."""
     return dataclasses.replace(cpu, live=0)

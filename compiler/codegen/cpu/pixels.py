@@ -78,7 +78,7 @@ def row_with_tail(sch: Any, block: Any, n_s: int, n_r: int, full: int,
     then one tail tile as wide as the rest, each part its own copy of the block, so no
     predicate reaches an inner loop (and FLOP counts stay exact). The channel tile loop c_o
     stays outermost in the parallel loop (c_o, n, h; for a map c_o, n); the epilogue follows
-    each row (or the map). Not `parallel` where a loop above the block is (cpu_chains).
+    each row (or the map). Not `parallel` where a loop above the block is (chains).
     """
 
     wi, u, v = wi_u_v

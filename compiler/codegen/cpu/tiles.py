@@ -5,7 +5,7 @@ accumulators, and per reduction step w_i broadcast inputs and u weight vectors. 
 weighs, in order: enough accumulators to hide the FMA latency (4 cycles, 2 pipes: 8); the
 registers the tile keeps live; the tile's weights in L1; loads per FMA ((w_i + u) / (w_i u)).
 Where no tile that divides the row reaches 8 accumulators (13-wide maps: only 1 and 13 divide),
-a row may end in a narrower tail tile (cpu_schedules partitions the row).
+a row may end in a narrower tail tile (schedules partitions the row).
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def tile_cost(wi: int, u: int, v: int, reduction: int, pointwise: bool = False,
     (16 weight vectors per broadcast; the model ran 1.3x the time of counting loads).
 
     A `pointwise` conv's tile is judged by loads per FMA wherever its weights are: walking
-    the whole map (cpu_pixels) it streams them from L2, and 12-accumulator tiles that do so
+    the whole map (pixels) it streams them from L2, and 12-accumulator tiles that do so
     (6 x 2, 4 x 3) ran MobileNetV2's 7x7 and 14x14 1x1 convs 8-30% faster single-thread than
     the 7 x 1 and 1 x 6 tiles that kept a K-block's weights in L1. A weight vector, streamed,
     counts as one broadcast per STREAMED_BYTES: one on AVX2 (as measured there), two on

@@ -8,10 +8,12 @@ input shape. Rewrite, per spatial axis i (input n, kernel k, stride s, dilation 
              SAME_UPPER: begin = total // 2, end = total - begin (the odd pixel at the end)
              SAME_LOWER: end = total // 2, begin = total - end (the odd pixel at the start)
 
-which is ONNX's definition, so the values are unchanged. Why: TVM's importer derives the
-padding itself and gets pooling with SAME_LOWER wrong (one output column short); with explicit
-pads every op takes the path real exports use most. Applied to the graph before import, never
-to the user's optimized model. ConvTranspose keeps its auto_pad (its SAME is defined on the
+which is ONNX's definition, so the values are unchanged. Why: TVM's importer derives the padding
+itself and gets pooling with SAME_LOWER wrong (one output column short); with explicit pads
+every op takes the path real exports use most. Applied to the graph before import, never to the
+user's optimized model. Declines (the importer then derives the padding): an auto_pad value ONNX
+does not define, ceil_mode with auto_pad (runtimes disagree on its output size), an input shape
+or kernel size that is not static. ConvTranspose keeps its auto_pad (its SAME is defined on the
 output, and no exporter seen writes it).
 """
 
@@ -19,21 +21,17 @@ from __future__ import annotations
 
 import onnx
 
+from edgec.compiler.passes.fold_constants import static_shapes
 from edgec.compiler.passes.graph import attr, set_attr
 from edgec.compiler.passes.report import PassReport
 
 OPS = {"Conv", "MaxPool", "AveragePool", "LpPool"}
+MODES = ("SAME_UPPER", "SAME_LOWER", "VALID")
 
 
-def _shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
-    inferred = onnx.shape_inference.infer_shapes(model)
-    g = inferred.graph
-    out = {}
-    for vi in [*g.input, *g.value_info, *g.output]:
-        dims = vi.type.tensor_type.shape.dim
-        if dims and all(d.HasField("dim_value") for d in dims):
-            out[vi.name] = [d.dim_value for d in dims]
-    return out
+def _mode(node: onnx.NodeProto) -> str:
+    mode = attr(node, "auto_pad", "NOTSET")
+    return mode.decode() if isinstance(mode, bytes) else mode
 
 
 def pads_for(mode: str, sizes: list[int], ks: list[int], ss: list[int],
@@ -50,34 +48,37 @@ def pads_for(mode: str, sizes: list[int], ks: list[int], ss: list[int],
     return begins + ends
 
 
+def _declines(node: onnx.NodeProto, mode: str, shapes: dict, ks: list[int]) -> str | None:
+    if mode not in MODES:
+        return f"auto_pad '{mode}' is not one of {', '.join(MODES)}"
+    if attr(node, "ceil_mode", 0):  # runtimes disagree on ceil_mode with auto_pad
+        return "ceil_mode with auto_pad"
+    if node.input[0] not in shapes:
+        return "input shape not static"
+    if len(ks) != len(shapes[node.input[0]]) - 2:
+        return "kernel_shape unknown"
+    return None
+
+
 def explicit_pads(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport]:
     report = PassReport("explicit_pads")
-    todo = [n for n in model.graph.node
-            if n.op_type in OPS and attr(n, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")]
-    if not todo:
+    if not any(n.op_type in OPS and _mode(n) != "NOTSET" for n in model.graph.node):
         return model, report
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    shapes = _shapes(out)
-    for node in (n for n in out.graph.node if n.op_type in OPS):
-        mode = attr(node, "auto_pad", b"NOTSET")
-        mode = mode.decode() if isinstance(mode, bytes) else mode
-        if mode == "NOTSET":
-            continue
-        shape = shapes.get(node.input[0])
-        if shape is None:
-            report.decline(node.name or node.op_type, "input shape not static")
-            continue
+    out = onnx.shape_inference.infer_shapes(model)
+    shapes = static_shapes(out)
+    for node in (n for n in out.graph.node if n.op_type in OPS and _mode(n) != "NOTSET"):
+        mode = _mode(node)
         ks = list(attr(node, "kernel_shape", []))
         if not ks and node.op_type == "Conv":
             ks = shapes.get(node.input[1], [])[2:]
-        rank = len(shape) - 2
-        if len(ks) != rank:
-            report.decline(node.name or node.op_type, "kernel_shape unknown")
+        why = _declines(node, mode, shapes, ks)
+        if why is not None:
+            report.decline(node.name or node.op_type, why)
             continue
+        rank = len(ks)
         ss = list(attr(node, "strides", [1] * rank))
         ds = list(attr(node, "dilations", [1] * rank))
         set_attr(node, "auto_pad")
-        set_attr(node, "pads", pads_for(mode, shape[2:], ks, ss, ds))
+        set_attr(node, "pads", pads_for(mode, shapes[node.input[0]][2:], ks, ss, ds))
         report.count(f"{node.op_type} {mode}")
-    return out, report
+    return (out, report) if report.changed else (model, report)

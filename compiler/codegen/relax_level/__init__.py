@@ -1,1 +1,3 @@
-"""Relax module rewrites: layout, Winograd, kernel merges (before and after legalization)."""
+"""Relax module rewrites: channels-last layout (layout, unstack), weights folded by numpy
+(fold_numpy), Winograd (winograd), and the kernel merges after legalization (merge_chains,
+merge_moves); rewrite.py holds what they share."""

@@ -5,10 +5,12 @@ contiguous vectors along C, and the weights of a conv are contiguous along C_out
 schedules in cpu/schedules.py vectorize over. Relax's ConvertLayout does the rewrite and moves the
 transposes to the graph's edges; relax_level/fold_numpy.py then transposes the weights once.
 
-One obstacle is removed first. TVM's ONNX importer lowers Clip (ReLU6 in MobileNets) straight
-to TIR kernels (`maximum`/`minimum` via emit_te), which ConvertLayout cannot see through: every
-ReLU6 would get a transpose on each side and stop the conv's epilogue fusion. Those calls are
-turned back into the Relax ops `maximum(x, lo)` / `minimum(x, hi)` with the same scalar bound.
+Two obstacles are removed first. TVM's ONNX importer lowers Clip (ReLU6 in MobileNets)
+straight to TIR kernels (`maximum`/`minimum` via emit_te), which ConvertLayout cannot see
+through: every ReLU6 would get a transpose on each side and stop the conv's epilogue fusion.
+Those calls are turned back into the Relax ops `maximum(x, lo)` / `minimum(x, hi)` with the same
+scalar bound (clip_to_relax). And variadic Max/Min/Sum/Mean, imported as stack + reduce, become
+binary ops (unstack.py), for which ConvertLayout has a rule.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ A move kernel has one input, and each of its blocks stores a plain load of it: a
 reshape, a slice, with no arithmetic. The channels-last layout leaves one in front of the
 first conv of every model (the NCHW input made NHWC), and ShuffleNetV2 has one at each
 channel shuffle. As a kernel of its own it reads and writes the whole tensor and costs a
-parallel launch. Merged, the conv's schedule inlines it as a prologue (cpu_schedules
+parallel launch. Merged, the conv's schedule inlines it as a prologue (cpu/schedules
 inlines every block before the reduction), so the conv reads the source through the index
 map. Every value is the same load as before, so outputs are bit-identical.
 

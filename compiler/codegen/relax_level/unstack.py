@@ -7,9 +7,10 @@ Pattern (TVM's ONNX importer for Max, Min, Sum, Mean of n inputs):
 
 Rewrite: y = op(op(x_1, x_2), ..., x_n) with the broadcasting binary op (maximum, minimum,
 add; Mean divides the sum by n). Same values: the reduction over the new axis is that fold,
-and S is the broadcast shape of the x_i. Why: ConvertLayout has no layout rule for a stack
-axis in front of NCHW (it fails on "Invalid SLayout"), so GeM pooling's Max(x, eps) stopped
-the build; the binary ops are elementwise and take any layout.
+and S is the broadcast shape of the x_i (checked: where the fold's shape is not S, the match
+is left alone). Why: ConvertLayout has no layout rule for a stack axis in front of NCHW (it
+fails on "Invalid SLayout": GeM pooling's Max(x, eps) could not build); the binary ops are
+elementwise and take any layout.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def unstack(mod: Any) -> Any:
             out = xs[0]
             for x in xs[1:]:
                 out = self.builder_.normalize(binary(out, x))
+            if [str(d) for d in out.ty.shape.values] != [str(d) for d in call.ty.shape.values]:
+                return call  # S was not the inputs' broadcast shape: the fold would differ
             if name == "relax.mean":
                 out = relax.op.divide(out, relax.const(len(xs), call.ty.dtype))
             return out
