@@ -1,0 +1,1 @@
+"""CPU models as data (models.toml), read by edgec.targets.cpu_models."""
