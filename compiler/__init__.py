@@ -167,6 +167,8 @@ def _check(tmp: Path, tgt: Any, manifest: dict[str, Any], source: Path, emulate:
     """The validate phase: agreement with onnxruntime, or an EdgecError naming the output."""
     from edgec.runtime.artifact import MANIFEST
 
+    from .tolerance import describe
+
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))  # what the runtime loads
     threads, inputs = manifest["target"]["threads"], manifest["inputs"]
     check = (_validate_emulated(tmp, source, inputs, threads, seed, checks) if emulate
@@ -175,8 +177,7 @@ def _check(tmp: Path, tgt: Any, manifest: dict[str, Any], source: Path, emulate:
         bad = next(r for r in check["outputs"] if not r["ok"])
         raise EdgecError(
             f"compiled model disagrees with onnxruntime on output '{bad['name']}': "
-            f"max |diff| {bad['max_abs_diff']:.3g} > {check['rtol']} x max|ref| "
-            f"{bad['max_abs_ref']:.3g}; no artifact written")
+            f"{describe(bad)}; no artifact written")
     return check
 
 

@@ -1,7 +1,7 @@
 """`edgec optimize`: ONNX in, optimized ONNX out, checked against the input on seeded inputs.
 
 The written model runs in onnxruntime and opens in Netron. It is written only when, on every
-check input, each output agrees with the input model's within RTOL x max|ref| (both run in
+check input, each output agrees with the input model's within tolerance.py's bound (both run in
 onnxruntime with ORT_DISABLE_ALL, so ORT's fusions cannot hide a bad rewrite).
 """
 
@@ -17,6 +17,7 @@ from edgec.errors import EdgecError
 from edgec.fileio import atomic_write_bytes
 
 from . import analysis, frontend, passes, validate
+from .tolerance import describe
 
 MAX_IR = 10  # onnxruntime reads IR <= 13; 10 keeps older runtimes and Netron happy
 
@@ -68,8 +69,7 @@ def optimize(model_path: str | Path, *, output: str | Path,
         if not check["ok"]:
             bad = next(r for r in check["outputs"] if not r["ok"])
             raise EdgecError(f"optimized model disagrees with the input on output "
-                             f"'{bad['name']}' (max |diff| {bad['max_abs_diff']:.3g} > "
-                             f"{check['rtol']} x {bad['max_abs_ref']:.3g}); nothing written")
+                             f"'{bad['name']}' ({describe(bad)}); nothing written")
     path = atomic_write_bytes(Path(output), optimized.SerializeToString())
     return OptimizeResult(path, reports, before, analysis.analyze(optimized), check,
                           front.warnings)

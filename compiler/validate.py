@@ -1,8 +1,10 @@
 """The proof: a compiled model's outputs and latency against onnxruntime on the original model.
 
-Agreement: for each output, max|edgec - ort| <= RTOL * max|ort| (fp32), on `checks` seeded
-inputs; classifier-shaped outputs (N x classes) also report top-1 agreement. The reference
-session runs with ORT_DISABLE_ALL, so ORT's own fusions cannot move the reference.
+Agreement: for each output, max|edgec - ort| within a tolerance that scales with the
+computation (tolerance.py: RTOL * max|ort|, or the reference's own float32 rounding noise where
+that is larger), on `checks` seeded inputs; classifier-shaped outputs (N x classes) also report
+top-1 agreement. The reference session runs with ORT_DISABLE_ALL, so ORT's own fusions cannot
+move the reference.
 
 Latency: edgec and onnxruntime (all graph optimizations on, same thread count) are timed in
 this process, in alternating blocks, after warm-up; medians are compared as a ratio edgec / ORT.
@@ -18,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-RTOL = 1e-4
+from .tolerance import RTOL, tolerance
 
 
 def ort_session(model: str | Path | bytes, threads: int, optimize: bool) -> Any:
@@ -35,14 +37,20 @@ def ort_session(model: str | Path | bytes, threads: int, optimize: bool) -> Any:
 
 
 def compare_outputs(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray],
+                    noise: dict[str, float] | None = None,
                     rtol: float = RTOL) -> list[dict[str, Any]]:
+    """Per output: the largest difference, the tolerance it is held to (tolerance.py: from
+    max|ref| and the reference's rounding `noise`) and whether it is within it."""
     rows = []
     for name, want in ref.items():
         got = ours[name]
         scale = float(np.max(np.abs(want))) if want.size else 0.0
         diff = float(np.max(np.abs(got.astype(np.float64) - want))) if want.size else 0.0
-        row = {"name": name, "max_abs_diff": diff, "max_abs_ref": scale,
-               "rel": diff / scale if scale else diff, "ok": diff <= rtol * max(scale, 1e-30)}
+        jitter = (noise or {}).get(name, 0.0)
+        tol = tolerance(scale, jitter, rtol)
+        row = {"name": name, "max_abs_diff": diff, "max_abs_ref": scale, "noise": jitter,
+               "tol": tol, "rel": diff / scale if scale else diff,
+               "ok": bool(diff <= max(tol, 1e-30 * rtol))}
         if want.ndim == 2 and want.shape[1] > 1:
             row["top1_agree"] = float(np.mean(got.argmax(1) == want.argmax(1)))
         rows.append(row)
@@ -51,19 +59,26 @@ def compare_outputs(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray],
 
 def agreement(run: Callable[[dict], dict], model: str | Path | bytes,
               inputs: list[dict[str, np.ndarray]], threads: int) -> dict[str, Any]:
-    """Run both on every input set; keep the worst row per output."""
+    """Run both on every input set; keep the row per output nearest its tolerance."""
+    from .tolerance import noise as rounding_noise
+
     sess = ort_session(model, threads, optimize=False)
     names = [o.name for o in sess.get_outputs()]
+    jitter = rounding_noise(model, inputs, threads)
     worst: dict[str, dict] = {}
     for feed in inputs:
         ref = dict(zip(names, sess.run(None, feed)))
-        for row in compare_outputs(run(feed), ref):
+        for row in compare_outputs(run(feed), ref, jitter):
             prev = worst.get(row["name"])
-            if prev is None or row["rel"] > prev["rel"]:
+            if prev is None or _margin(row) > _margin(prev):
                 worst[row["name"]] = row
     rows = list(worst.values())
     return {"rtol": RTOL, "checks": len(inputs), "ok": all(r["ok"] for r in rows),
             "outputs": rows}
+
+
+def _margin(row: dict[str, Any]) -> float:
+    return row["max_abs_diff"] / row["tol"] if row["tol"] else row["max_abs_diff"]
 
 
 def latency(run: Callable[[dict], Any], model: str | Path | bytes, feed: dict[str, np.ndarray],

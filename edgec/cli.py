@@ -114,9 +114,11 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     print(cost_line("before", result.before.totals()))
     print(cost_line("after", result.after.totals()))
     if result.check:
-        worst = max(r["rel"] for r in result.check["outputs"])
-        print(f"check    {result.check['checks']} seeded inputs in onnxruntime: max |diff| = "
-              f"{worst:.1e} x max|ref| (limit {result.check['rtol']:.0e}): OK")
+        from edgec.compiler.tolerance import describe
+
+        worst = max(result.check["outputs"], key=lambda r: r["max_abs_diff"] / (r["tol"] or 1))
+        print(f"check    {result.check['checks']} seeded inputs in onnxruntime, output "
+              f"'{worst['name']}': {describe(worst)}: OK")
     print(f"wrote {result.output}")
     return 0
 

@@ -1,0 +1,82 @@
+"""How far a correct float32 build may land from onnxruntime: a tolerance per output that
+scales with the computation behind it.
+
+    tol = max(RTOL * max|ref|, min(NOISE_FACTOR * noise, NOISE_CAP * max|ref|))
+
+`RTOL * max|ref|` serves outputs whose size reflects the sums behind them (a conv's, a
+classifier's logits). It refuses correct builds where the output is small next to the
+activations it comes from: a sigmoid map of logits near -12 is ~1e-5, while float32 rounding
+of those logits (magnitude 1e3 to 1e4 before the bias cancels them) moves it by 1e-3 of itself.
+
+`noise` measures that sensitivity on the reference itself: the largest change of each output
+when every float weight and input of the original model is moved by one float32 rounding step
+(relative 2^-23, a seeded random sign), run in onnxruntime on the same inputs. Any correct fp32
+implementation sums in its own order and rounds differently by about that much per layer;
+NOISE_FACTOR allows for it, NOISE_CAP keeps a model so sensitive that rounding decides its
+output (a saturated sign, an argmax tie) from accepting anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+RTOL = 1e-4
+NOISE_FACTOR = 100.0
+NOISE_CAP = 1e-2
+
+
+def _nudge(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    eps = np.finfo(np.float32).eps
+    sign = rng.choice(np.array([-1.0, 1.0], np.float32), size=arr.shape)
+    return (arr * (1 + eps * sign)).astype(arr.dtype)
+
+
+def perturbed(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
+    """`model` with every float32 initializer and Constant moved by one rounding step."""
+    rng = np.random.default_rng(seed)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    tensors = list(out.graph.initializer) + [
+        a.t for n in out.graph.node if n.op_type == "Constant" for a in n.attribute
+        if a.name == "value"]
+    for t in tensors:
+        if t.data_type == onnx.TensorProto.FLOAT:
+            t.CopyFrom(numpy_helper.from_array(_nudge(numpy_helper.to_array(t), rng), t.name))
+    return out
+
+
+def noise(model: str | Path | bytes, feeds: list[dict[str, np.ndarray]],
+          threads: int) -> dict[str, float]:
+    """Per output, the largest change the one-step perturbation makes over `feeds`."""
+    from .validate import ort_session
+
+    proto = (onnx.load_model_from_string(model) if isinstance(model, bytes)
+             else onnx.load(str(model)))
+    ref = ort_session(model, threads, optimize=False)
+    moved = ort_session(perturbed(proto).SerializeToString(), threads, optimize=False)
+    names = [o.name for o in ref.get_outputs()]
+    rng = np.random.default_rng(1)
+    worst = dict.fromkeys(names, 0.0)
+    for feed in feeds:
+        nudged = {k: _nudge(v, rng) if v.dtype == np.float32 else v for k, v in feed.items()}
+        for name, a, b in zip(names, ref.run(None, feed), moved.run(None, nudged)):
+            if a.size and np.issubdtype(a.dtype, np.floating):
+                diff = float(np.max(np.abs(a.astype(np.float64) - b)))
+                worst[name] = max(worst[name], diff if np.isfinite(diff) else 0.0)
+    return worst
+
+
+def tolerance(max_abs_ref: float, output_noise: float, rtol: float = RTOL) -> float:
+    """The module docstring's tol for one output."""
+    return max(rtol * max_abs_ref, min(NOISE_FACTOR * output_noise, NOISE_CAP * max_abs_ref))
+
+
+def describe(row: dict[str, Any]) -> str:
+    """What one output's check compared, for the compile line and errors."""
+    return (f"max |diff| {row['max_abs_diff']:.3g} vs tolerance {row['tol']:.3g} "
+            f"(max|ref| {row['max_abs_ref']:.3g}, rounding noise {row['noise']:.3g})")
