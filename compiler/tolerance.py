@@ -10,9 +10,10 @@ of those logits (magnitude 1e3 to 1e4 before the bias cancels them) moves it by 
 
 `noise` measures that sensitivity on the reference itself: the largest change of each output
 when every float weight and input of the original model is moved by one float32 rounding step
-(relative 2^-23, a seeded random sign), run in onnxruntime on the same inputs. Any correct fp32
-implementation sums in its own order and rounds differently by about that much per layer;
-NOISE_FACTOR allows for it, NOISE_CAP keeps a model so sensitive that rounding decides its
+(relative 2^-23, a seeded random sign), run in onnxruntime on the same inputs. A correct fp32
+implementation, summing in its own order, lands about that far from the reference (MobileNetV2:
+edgec 1.04e-4 off, noise 1.03e-4, max|ref| 11.5); NOISE_FACTOR allows 10 times it, so a typical
+model keeps RTOL's bound, and NOISE_CAP keeps a model so sensitive that rounding decides its
 output (a saturated sign, an argmax tie) from accepting anything.
 """
 
@@ -26,7 +27,7 @@ import onnx
 from onnx import numpy_helper
 
 RTOL = 1e-4
-NOISE_FACTOR = 100.0
+NOISE_FACTOR = 10.0
 NOISE_CAP = 1e-2
 
 
