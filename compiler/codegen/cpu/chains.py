@@ -154,7 +154,7 @@ def conv_depthwise(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
     if any(_shape(sch, b) == mid_shape for b in padding):
         return None
     after = fusable_epilogue(sch, dw, [b for b, _ in blocks[reds[1] + 1:]], cpu.lanes)
-    for b in [b for b, _ in blocks[: reds[0]]] + epilogue[:-1] + padding + after[:-1]:
+    for b in [b for b, _ in blocks[: reds[0]]] + epilogue[:-1] + padding:
         sch.compute_inline(b)
     mid = epilogue[-1] if epilogue else None  # the block writing what the depthwise reads
 

@@ -70,8 +70,6 @@ def reduction_tile(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
         return None
     before = [b for b, _ in blocks[: reds[0]]]
     after = fusable_epilogue(sch, block, [b for b, _ in blocks[reds[0] + 1:]], cpu.lanes)
-    for b in after[:-1]:
-        sch.compute_inline(b)
     red = reduction_length(sch, block, n_s)
     # Depthwise and pooling read their padding in place (a bounds check per load), measured
     # faster on MobileNetV2 than a padded copy per tile or per call. A conv's inner loop reads
