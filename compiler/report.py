@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .tolerance import describe
+from .tolerance import describe, worst
 
 
 def _si(n: float) -> str:
@@ -112,11 +112,11 @@ def compare_table(a: Any, b: Any, name_a: str, name_b: str) -> list[str]:
 
 def bench_lines(r: dict[str, Any]) -> list[str]:
     agree = r["agreement"]
-    worst = max(agree["outputs"], key=lambda o: o["max_abs_diff"] / (o["tol"] or 1.0))
+    row = worst(agree["outputs"])
     lines = [
         f"model    {r['model']} on {r['target']}, {r['threads']} threads, "
         f"{_si(r['cost']['flops'])}FLOPs",
-        f"outputs  vs onnxruntime, output '{worst['name']}': {describe(worst)}: "
+        f"outputs  vs onnxruntime, output '{row['name']}': {describe(row)}: "
         f"{'OK' if agree['ok'] else 'MISMATCH'}",
         f"edgec        {r['edgec_ms']:9.3f} ms  (p90 +{r['edgec_spread_ms']:.3f} ms)  "
         f"{r['edgec_gflops']:7.1f} GFLOP/s",

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .tolerance import RTOL, tolerance
+from .tolerance import RTOL, margin, tolerance
 
 
 def ort_session(model: str | Path | bytes, threads: int, optimize: bool) -> Any:
@@ -64,21 +64,17 @@ def agreement(run: Callable[[dict], dict], model: str | Path | bytes,
 
     sess = ort_session(model, threads, optimize=False)
     names = [o.name for o in sess.get_outputs()]
-    jitter = rounding_noise(model, inputs, threads)
+    refs = [dict(zip(names, sess.run(None, feed))) for feed in inputs]
+    jitter = rounding_noise(model, inputs, refs, threads)
     worst: dict[str, dict] = {}
-    for feed in inputs:
-        ref = dict(zip(names, sess.run(None, feed)))
+    for feed, ref in zip(inputs, refs):
         for row in compare_outputs(run(feed), ref, jitter):
             prev = worst.get(row["name"])
-            if prev is None or _margin(row) > _margin(prev):
+            if prev is None or margin(row) > margin(prev):
                 worst[row["name"]] = row
     rows = list(worst.values())
     return {"rtol": RTOL, "checks": len(inputs), "ok": all(r["ok"] for r in rows),
             "outputs": rows}
-
-
-def _margin(row: dict[str, Any]) -> float:
-    return row["max_abs_diff"] / row["tol"] if row["tol"] else row["max_abs_diff"]
 
 
 def latency(run: Callable[[dict], Any], model: str | Path | bytes, feed: dict[str, np.ndarray],

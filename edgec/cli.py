@@ -114,11 +114,11 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     print(cost_line("before", result.before.totals()))
     print(cost_line("after", result.after.totals()))
     if result.check:
-        from edgec.compiler.tolerance import describe
+        from edgec.compiler.tolerance import describe, worst
 
-        worst = max(result.check["outputs"], key=lambda r: r["max_abs_diff"] / (r["tol"] or 1))
+        row = worst(result.check["outputs"])
         print(f"check    {result.check['checks']} seeded inputs in onnxruntime, output "
-              f"'{worst['name']}': {describe(worst)}: OK")
+              f"'{row['name']}': {describe(row)}: OK")
     print(f"wrote {result.output}")
     return 0
 
