@@ -8,7 +8,7 @@ import re
 
 from conftest import REPO
 
-PACKAGES = ["compiler", "runtime", "targets", "models", "edgec"]
+PACKAGES = ["compiler", "runtime", "targets", "models", "harness", "edgec"]
 
 
 def _modules():
