@@ -7,6 +7,10 @@ Devices:
 - `ssh://[user@]host[:port]`: copy the bundle and inputs to a fresh folder on the board,
   run run.sh there, copy the outputs back, remove the folder. Extra ssh/scp options (identity
   file, known-hosts file, ...) come from $EDGEC_SSH_OPTS; the board's own ~/.ssh/config applies.
+
+run_bundle_many runs a whole test set with one runner process per chunk of samples (the
+runner's --samples), not one per sample: each process pays the emulator's start and the
+runtime's load, which dwarf a small model's run.
 """
 
 from __future__ import annotations
@@ -44,16 +48,21 @@ def _check(done: subprocess.CompletedProcess, what: str) -> None:
         raise EdgecError(f"{what} failed: {lines[-1] if lines else f'exit {done.returncode}'}")
 
 
-def _runner_args(inputs: dict[str, str], out_dir: str, repeat: int, warmup: int,
-                 threads: int | None) -> list[str]:
+def _runner_flags(repeat: int, warmup: int, threads: int | None,
+                  samples: int | None) -> list[str]:
+    """The runner's options besides its files, the same on every device."""
+    flags = ["--samples", str(samples)] if samples else []
+    if repeat:
+        flags += ["--repeat", str(repeat), "--warmup", str(warmup)]
+    if threads:
+        flags += ["--threads", str(threads)]
+    return flags
+
+
+def _runner_args(inputs: dict[str, str], out_dir: str, flags: list[str]) -> list[str]:
     """The runner's arguments; inputs go by file stem, which holds no '=' and no space."""
     args = [a for name, path in inputs.items() for a in ("--input", f"{file_stem(name)}={path}")]
-    args += ["--output-dir", out_dir]
-    if repeat:
-        args += ["--repeat", str(repeat), "--warmup", str(warmup)]
-    if threads:
-        args += ["--threads", str(threads)]
-    return args
+    return [*args, "--output-dir", out_dir, *flags]
 
 
 def _collect(out_dir: Path, manifest: dict, stdout: str, device: str, stderr: str) -> DeviceRun:
@@ -80,7 +89,7 @@ def _write_inputs(folder: Path, feed: dict[str, np.ndarray]) -> dict[str, str]:
     return paths
 
 
-def _run_here(bundle: Path, manifest: dict, feed, repeat, warmup, threads,
+def _run_here(bundle: Path, manifest: dict, feed: dict[str, np.ndarray], flags: list[str],
               emulate: bool) -> DeviceRun:
     env = dict(os.environ)
     emulator = manifest.get("bundle", {}).get("emulator") or []
@@ -94,7 +103,7 @@ def _run_here(bundle: Path, manifest: dict, feed, repeat, warmup, threads,
         inputs = _write_inputs(Path(tmp), feed)
         (Path(tmp) / "out").mkdir()
         cmd = ["sh", str(bundle / "run.sh"),
-               *_runner_args(inputs, str(Path(tmp) / "out"), repeat, warmup, threads)]
+               *_runner_args(inputs, str(Path(tmp) / "out"), flags)]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, env=env)
         except FileNotFoundError as err:
@@ -104,8 +113,8 @@ def _run_here(bundle: Path, manifest: dict, feed, repeat, warmup, threads,
                         "qemu" if emulate else "local", done.stderr)
 
 
-def _run_ssh(bundle: Path, manifest: dict, url: str, feed, repeat, warmup,
-             threads) -> DeviceRun:
+def _run_ssh(bundle: Path, manifest: dict, url: str, feed: dict[str, np.ndarray],
+             flags: list[str]) -> DeviceRun:
     parsed = urlparse(url)
     if not parsed.hostname:
         raise EdgecError(f"bad device '{url}'; expected ssh://[user@]host[:port]")
@@ -128,7 +137,7 @@ def _run_ssh(bundle: Path, manifest: dict, url: str, feed, repeat, warmup,
                                    f"{host}:{remote}/"], capture_output=True, text=True)
             _check(done, f"copying the bundle to {host}")
             inputs = {n: f"{remote}/{Path(p).name}" for n, p in local_inputs.items()}
-            args = _runner_args(inputs, f"{remote}/out", repeat, warmup, threads)
+            args = _runner_args(inputs, f"{remote}/out", flags)
             run = sh(" ".join(shlex.quote(a) for a in
                               ["sh", f"{remote}/{bundle.name}/run.sh", *args]),
                      f"running the bundle on {host}")
@@ -141,11 +150,15 @@ def _run_ssh(bundle: Path, manifest: dict, url: str, feed, repeat, warmup,
 
 
 def run_bundle(bundle: str | Path, *, device: str, feed: dict[str, np.ndarray],
-               repeat: int = 0, warmup: int = 1, threads: int | None = None) -> DeviceRun:
+               repeat: int = 0, warmup: int = 1, threads: int | None = None,
+               samples: int | None = None) -> DeviceRun:
     """Run `bundle` on `device` (qemu, local, ssh://...) with inputs `feed`.
 
     `feed` is keyed by input name (or its file stem, runtime.artifact.file_stem); the outputs
-    come back keyed by output name, whatever file names the device used for them.
+    come back keyed by output name, whatever file names the device used for them. With
+    `samples` N, each `feed` array holds N samples stacked on a leading axis and each output
+    comes back stacked the same way: one runner process (one emulator start, one runtime load)
+    runs them all, which a test set needs. `repeat` then times the first sample.
     """
     bundle = Path(bundle).resolve()
     manifest = read_manifest(bundle)
@@ -153,11 +166,63 @@ def run_bundle(bundle: str | Path, *, device: str, feed: dict[str, np.ndarray],
     if "bundle" not in manifest:
         raise EdgecError(f"'{bundle}' is an artifact without a device runner; compile it with "
                          "--bundle")
+    if samples is not None and samples < 1:
+        raise EdgecError(f"samples must be 1 or more, got {samples}")
     feed = {spec_name(manifest["inputs"], key): arr for key, arr in feed.items()}
-    if device == "qemu":
-        return _run_here(bundle, manifest, feed, repeat, warmup, threads, emulate=True)
-    if device == "local":
-        return _run_here(bundle, manifest, feed, repeat, warmup, threads, emulate=False)
-    if device.startswith("ssh://"):
-        return _run_ssh(bundle, manifest, device, feed, repeat, warmup, threads)
+    flags = _runner_flags(repeat, warmup, threads, samples)
+    try:
+        if device in ("qemu", "local"):
+            return _run_here(bundle, manifest, feed, flags, emulate=device == "qemu")
+        if device.startswith("ssh://"):
+            return _run_ssh(bundle, manifest, device, feed, flags)
+    except EdgecError as err:
+        if samples and "unknown argument --samples" in str(err):
+            raise EdgecError(f"{err}: this bundle's runner predates --samples; compile the "
+                             "bundle again with this edgec") from None
+        raise
     raise EdgecError(f"unknown device '{device}'; use qemu, local or ssh://[user@]host[:port]")
+
+
+def _stack(manifest: dict, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The feeds' arrays stacked per input, [len(feeds), *shape], each feed checked against the
+    manifest first so that a bad one is named by its index rather than by a stacked file."""
+    specs = manifest["inputs"]
+    named = [{spec_name(specs, key): arr for key, arr in feed.items()} for feed in feeds]
+    stacked = {}
+    for spec in specs:
+        name, want = spec["name"], (tuple(spec["shape"]), np.dtype(spec["dtype"]))
+        for i, feed in enumerate(named):
+            if name not in feed:
+                raise EdgecError(f"feed {i} has no input '{name}'")
+            arr = np.asarray(feed[name])
+            if (arr.shape, arr.dtype) != want:
+                raise EdgecError(f"feed {i}: input '{name}' is {arr.dtype}{list(arr.shape)}; "
+                                 f"the model takes {want[1]}{list(want[0])}")
+        stacked[name] = np.stack([feed[name] for feed in named])
+    return stacked
+
+
+def run_bundle_many(bundle: str | Path, *, device: str, feeds: list[dict[str, np.ndarray]],
+                    chunk: int = 256, threads: int | None = None) -> list[dict[str, np.ndarray]]:
+    """Run `bundle` on `device` once per feed; the outputs, one dict per feed, in order.
+
+    A test set runs as few runner processes as it can (one per `chunk` feeds: each process
+    starts the emulator or the board's runtime once), through run_bundle's `samples`. `chunk`
+    bounds the memory and the files each process reads and writes.
+    """
+    if chunk < 1:
+        raise EdgecError(f"chunk must be 1 or more, got {chunk}")
+    if not feeds:
+        return []
+    stacked = _stack(read_manifest(Path(bundle)), feeds)
+    results: list[dict[str, np.ndarray]] = []
+    for start in range(0, len(feeds), chunk):
+        part = {name: arr[start:start + chunk] for name, arr in stacked.items()}
+        count = min(chunk, len(feeds) - start)
+        run = run_bundle(bundle, device=device, feed=part, threads=threads, samples=count)
+        for name, arr in run.outputs.items():
+            if arr.shape[:1] != (count,):
+                raise EdgecError(f"the device returned output '{name}' with shape "
+                                 f"{list(arr.shape)} for {count} samples")
+        results += [{name: arr[i] for name, arr in run.outputs.items()} for i in range(count)]
+    return results

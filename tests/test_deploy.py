@@ -6,6 +6,7 @@ Reference: onnxruntime on the original model, max|diff| <= 1e-4 * max|ref|.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,7 +17,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from edgec import models, runtime
-from edgec.runtime.device import run_bundle
+from edgec.errors import EdgecError
+from edgec.runtime.device import run_bundle, run_bundle_many
 from edgec.targets import host_arch
 
 from conftest import elf_machine, ort_run, save
@@ -199,3 +201,82 @@ def test_ssh_device_unreachable(artifacts, cli):
     code, _, err = cli("run", artifacts("lenet5", "arm", bundle=True), "--device",
                        "ssh://nobody@127.0.0.1:1")
     assert code == 2 and "ssh to nobody@127.0.0.1 failed" in err
+
+
+def _seeded_feeds(bundle: Path, count: int) -> list[dict[str, np.ndarray]]:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    return [runtime.random_inputs(manifest["inputs"], seed=seed) for seed in range(count)]
+
+
+@pytest.mark.parametrize("target, device", [("arm", "qemu"), ("host", "local")])
+def test_run_bundle_many_matches_onnxruntime_per_feed(artifacts, tmp_path, target, device):
+    """Five feeds in one runner process (--samples 5), then in chunks of two (three processes):
+    each feed gets onnxruntime's outputs, chunked or not, and a one-sample run's bit for bit."""
+    bundle = artifacts("lenet5", target, bundle=True)
+    feeds = _seeded_feeds(bundle, 5)
+    outs = run_bundle_many(bundle, device=device, feeds=feeds)
+    src = tmp_path / "lenet5.onnx"
+    models.export("lenet5", src)
+    assert len(outs) == len(feeds)
+    for feed, out in zip(feeds, outs):
+        _matches(out, ort_run(src, feed))
+    assert len({out["output"].tobytes() for out in outs}) == len(feeds)  # none repeats another
+    chunked = run_bundle_many(bundle, device=device, feeds=feeds, chunk=2)
+    alone = run_bundle(bundle, device=device, feed=feeds[3]).outputs
+    for got, want in zip(chunked + [alone], outs + [outs[3]]):
+        assert list(got) == list(want)
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name])
+
+
+@pytest.mark.parametrize("shape, match", [
+    ((4, 1, 1, 32, 32), "has shape [4, 1, 1, 32, 32]; with --samples 5 the model takes "
+                        "[5, 1, 1, 32, 32] (5 samples of [1, 1, 32, 32])"),
+    ((5, 1, 1, 28, 28), "has shape [5, 1, 1, 28, 28]; with --samples 5"),
+    ((1, 1, 32, 32), "has shape [1, 1, 32, 32]; with --samples 5"),
+])
+def test_samples_with_a_wrongly_stacked_input(artifacts, shape, match):
+    bundle = artifacts("lenet5", "arm", bundle=True)
+    with pytest.raises(EdgecError) as err:
+        run_bundle(bundle, device="qemu", feed={"input": np.zeros(shape, np.float32)}, samples=5)
+    message = str(err.value)
+    assert "\n" not in message and "input 'input'" in message and match in message, message
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((1, 1, 28, 28), np.float32),
+     "feed 2: input 'input' is float32[1, 1, 28, 28]; the model takes float32[1, 1, 32, 32]"),
+    (np.zeros((1, 1, 32, 32), np.float64),
+     "feed 2: input 'input' is float64[1, 1, 32, 32]; the model takes float32[1, 1, 32, 32]"),
+    (None, "feed 2 has no input 'input'"),
+])
+def test_run_bundle_many_names_the_bad_feed(artifacts, bad, match):
+    bundle = artifacts("lenet5", "arm", bundle=True)
+    feeds = _seeded_feeds(bundle, 4)
+    feeds[2] = {} if bad is None else {"input": bad}
+    with pytest.raises(EdgecError, match=re.escape(match)):
+        run_bundle_many(bundle, device="qemu", feeds=feeds)
+
+
+def test_runner_samples_flag(artifacts, tmp_path):
+    """run.sh --samples 3 writes [3, *shape] outputs; --repeat times sample 0; bad uses fail."""
+    bundle = artifacts("lenet5", "arm", bundle=True)
+    x = np.random.default_rng(5).standard_normal((3, 1, 1, 32, 32)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "out").mkdir()
+    done = _run_sh(bundle, "--input", f"input={tmp_path / 'x.npy'}", "--output-dir",
+                   str(tmp_path / "out"), "--samples", "3", "--repeat", "2")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["runs"] == 2
+    got = np.load(tmp_path / "out" / "output.npy")
+    assert got.shape == (3, 1, 10)
+    src = tmp_path / "lenet5.onnx"
+    models.export("lenet5", src)
+    for i in range(3):
+        _matches({"output": got[i]}, ort_run(src, {"input": x[i]}))
+    for args, match in [(["--samples", "0"], "--samples takes a count of 1 or more, got 0"),
+                        (["--samples", "2x"], "--samples takes a count of 1 or more, got 2x"),
+                        (["--samples", "2"], "--samples needs an --input file for each input")]:
+        done = _run_sh(bundle, *args)
+        assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == \
+            f"edgec-run: error: {match}"

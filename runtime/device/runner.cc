@@ -1,6 +1,6 @@
 // edgec-run: runs an edgec artifact on the device, no Python needed.
 //
-//   edgec-run --bundle DIR [--input NAME=FILE.npy ...] [--output-dir DIR]
+//   edgec-run --bundle DIR [--input NAME=FILE.npy ...] [--output-dir DIR] [--samples N]
 //             [--repeat N] [--warmup M] [--threads T]
 //
 // Reads DIR/manifest.json for the input/output names, shapes, dtypes and file names, loads
@@ -8,6 +8,12 @@
 // against the manifest, runs the Relax VM's "main", writes each output to OUTPUT_DIR under its
 // manifest "file" and, with --repeat, prints latency statistics as one JSON line. Errors: one
 // line on stderr, exit 2.
+//
+// --samples N runs a whole set of samples in one process (one start, one runtime load): each
+// input file then holds N samples stacked on a new leading axis, [N, *input shape], and each
+// output file gets the N samples' outputs in order, [N, *output shape]. The model runs once per
+// sample, sample i copied into input tensors allocated once. With --repeat as well, the latency
+// is that of sample 0.
 //
 // A tensor name may hold any character ("save_infer_model/scale_0.tmp_1"), so files go by the
 // name's file stem, which the compiler writes into the manifest (edgec.runtime.artifact.
@@ -23,9 +29,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <sstream>
@@ -39,11 +47,30 @@ using edgec::NpyArray;
 
 namespace {
 
+const char kUsage[] =
+    "usage: edgec-run --bundle DIR [--input NAME=FILE.npy ...] [--output-dir DIR] "
+    "[--samples N] [--repeat N] [--warmup M] [--threads T]\n"
+    "  --samples N: each input file holds N samples stacked, [N, *shape]; each output file gets\n"
+    "               their N outputs, [N, *shape]; --repeat then times sample 0\n";
+
+struct Options {
+  std::string bundle = ".", out_dir;
+  std::map<std::string, std::string> input_files;  // as given: name or file stem -> path
+  int repeat = 0, warmup = 1, threads = 0;
+  int samples = 0;  // 0: no --samples, the files hold one set of inputs
+};
+
 struct Spec {
   std::string name, dtype;  // dtype as numpy names it: float32, int8, ...
   std::vector<int64_t> shape;
   std::string file;  // the .npy file name standing for `name`
   std::string Stem() const { return file.substr(0, file.size() - 4); }
+};
+
+// An input tensor, allocated once, and the file it is filled from, sample by sample.
+struct Input {
+  ffi::Tensor tensor;
+  NpyArray file;  // no data when no --input was given: a fixed pattern, for latency runs
 };
 
 struct CPUAlloc {
@@ -79,6 +106,58 @@ std::string FromDL(DLDataType t) {
   Fail("output has an unsupported dtype");
 }
 
+Options ParseArgs(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) Fail(arg + " needs a value");
+      return argv[++i];
+    };
+    if (arg == "--bundle") {
+      o.bundle = value();
+    } else if (arg == "--input") {
+      std::string v = value();
+      size_t eq = v.find('=');
+      if (eq == std::string::npos || eq == 0) Fail("--input takes NAME=FILE.npy, got " + v);
+      o.input_files[v.substr(0, eq)] = v.substr(eq + 1);
+    } else if (arg == "--output-dir") {
+      o.out_dir = value();
+    } else if (arg == "--samples") {
+      std::string v = value();
+      char* end = nullptr;
+      long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || n < 1 || n > INT_MAX) {
+        Fail("--samples takes a count of 1 or more, got " + v);
+      }
+      o.samples = static_cast<int>(n);
+    } else if (arg == "--repeat") {
+      o.repeat = std::atoi(value().c_str());
+    } else if (arg == "--warmup") {
+      o.warmup = std::atoi(value().c_str());
+    } else if (arg == "--threads") {
+      o.threads = std::atoi(value().c_str());
+    } else if (arg == "--help" || arg == "-h") {
+      std::cout << kUsage;
+      std::exit(0);
+    } else {
+      Fail("unknown argument " + arg);
+    }
+  }
+  return o;
+}
+
+ffi::json::Object ReadManifest(const std::string& bundle) {
+  std::ifstream mf(bundle + "/manifest.json");
+  if (!mf) Fail("no manifest.json in " + bundle);
+  std::stringstream text;
+  text << mf.rdbuf();
+  ffi::String parse_error;
+  ffi::json::Value doc = ffi::json::Parse(text.str(), &parse_error);
+  if (!parse_error.empty()) Fail(bundle + "/manifest.json: " + std::string(parse_error));
+  return doc.cast<ffi::json::Object>();
+}
+
 std::vector<Spec> ReadSpecs(const ffi::json::Object& manifest, const char* key) {
   std::vector<Spec> specs;
   for (const ffi::Any& item : manifest.at(key).cast<ffi::json::Array>()) {
@@ -101,42 +180,152 @@ std::vector<Spec> ReadSpecs(const ffi::json::Object& manifest, const char* key) 
   return specs;
 }
 
-ffi::Tensor MakeInput(const Spec& spec, const NpyArray* arr, const std::string& path) {
-  if (arr) {
-    std::string want = kDescr.count(spec.dtype) ? kDescr.at(spec.dtype) : spec.dtype;
-    if (arr->descr != want) {
-      Fail("input '" + spec.name + "' from " + path + " has dtype " + arr->descr +
-           "; the model takes " + spec.dtype + " (" + want + ")");
+// Each --input by the name it stands for: the input's name, or its file stem.
+std::map<std::string, std::string> ResolveInputs(const std::map<std::string, std::string>& files,
+                                                 const std::vector<Spec>& inputs) {
+  std::map<std::string, std::string> paths;
+  for (const auto& [key, path] : files) {
+    auto named = [&](const Spec& s) { return s.name == key; };
+    auto stem = [&](const Spec& s) { return s.Stem() == key; };
+    auto spec = std::find_if(inputs.begin(), inputs.end(), named);
+    if (spec == inputs.end()) spec = std::find_if(inputs.begin(), inputs.end(), stem);
+    if (spec == inputs.end()) {
+      std::string known;
+      for (const Spec& s : inputs) known += (known.empty() ? "" : ", ") + s.name;
+      Fail("unknown input '" + key + "'; the model's inputs: " + known);
     }
-    if (arr->shape != spec.shape) {
-      Fail("input '" + spec.name + "' from " + path + " has shape " +
-           edgec::ShapeString(arr->shape) + "; the model takes " + edgec::ShapeString(spec.shape));
-    }
+    if (!paths.emplace(spec->name, path).second) Fail("input '" + spec->name + "' given twice");
   }
-  ffi::Tensor t = ffi::Tensor::FromNDAlloc(CPUAlloc(), ffi::ShapeView(spec.shape.data(), spec.shape.size()),
-                                           ToDL(spec.dtype), DLDevice{kDLCPU, 0});
-  size_t bytes = ffi::GetDataSize(t);
-  if (arr) {
-    std::memcpy(t.data_ptr(), arr->data.data(), bytes);
-  } else {  // no inputs given: a fixed pattern, for latency runs
-    auto* p = static_cast<unsigned char*>(t.data_ptr());
-    for (size_t i = 0; i < bytes; ++i) p[i] = static_cast<unsigned char>((i * 37) % 61);
-    if (spec.dtype == "float32") {
-      auto* f = static_cast<float*>(t.data_ptr());
-      for (size_t i = 0; i < bytes / 4; ++i) f[i] = static_cast<float>((i * 37) % 61) / 61.f;
-    }
-  }
-  return t;
+  return paths;
 }
 
-void WriteOutput(const std::string& dir, const Spec& spec, const ffi::Tensor& t) {
-  NpyArray arr;
-  std::string dtype = FromDL(t.dtype());
-  arr.descr = kDescr.at(dtype);
-  arr.shape.assign(t.shape().begin(), t.shape().end());
-  arr.data.resize(ffi::GetDataSize(t));
-  std::memcpy(arr.data.data(), t.data_ptr(), arr.data.size());
-  edgec::WriteNpy(dir + "/" + spec.file, arr);
+// `shape` behind a leading axis of `samples` (none without --samples): a file's shape.
+std::vector<int64_t> Stacked(int samples, std::vector<int64_t> shape) {
+  if (samples > 0) shape.insert(shape.begin(), samples);
+  return shape;
+}
+
+void CheckInput(const Spec& spec, const NpyArray& arr, const std::string& path, int samples) {
+  std::string want = kDescr.count(spec.dtype) ? kDescr.at(spec.dtype) : spec.dtype;
+  if (arr.descr != want) {
+    Fail("input '" + spec.name + "' from " + path + " has dtype " + arr.descr +
+         "; the model takes " + spec.dtype + " (" + want + ")");
+  }
+  std::vector<int64_t> shape = Stacked(samples, spec.shape);
+  if (arr.shape != shape) {
+    std::string takes = "the model takes " + edgec::ShapeString(shape);
+    if (samples > 0) {
+      std::string n = std::to_string(samples);
+      takes = "with --samples " + n + " the model takes " + edgec::ShapeString(shape) + " (" +
+              n + " samples of " + edgec::ShapeString(spec.shape) + ")";
+    }
+    Fail("input '" + spec.name + "' from " + path + " has shape " +
+         edgec::ShapeString(arr.shape) + "; " + takes);
+  }
+}
+
+void FillPattern(const ffi::Tensor& t, const std::string& dtype) {
+  size_t bytes = ffi::GetDataSize(t);
+  auto* p = static_cast<unsigned char*>(t.data_ptr());
+  for (size_t i = 0; i < bytes; ++i) p[i] = static_cast<unsigned char>((i * 37) % 61);
+  if (dtype == "float32") {
+    auto* f = static_cast<float*>(t.data_ptr());
+    for (size_t i = 0; i < bytes / 4; ++i) f[i] = static_cast<float>((i * 37) % 61) / 61.f;
+  }
+}
+
+// The model's inputs, each read from its file and checked, or without any --input a pattern.
+std::vector<Input> MakeInputs(const std::vector<Spec>& specs,
+                              const std::map<std::string, std::string>& paths, int samples) {
+  if (samples > 0 && paths.empty()) Fail("--samples needs an --input file for each input");
+  std::vector<Input> inputs;
+  for (const Spec& s : specs) {
+    auto it = paths.find(s.name);
+    if (it == paths.end() && !paths.empty()) Fail("missing input '" + s.name + "'");
+    Input in{ffi::Tensor::FromNDAlloc(CPUAlloc(), ffi::ShapeView(s.shape.data(), s.shape.size()),
+                                      ToDL(s.dtype), DLDevice{kDLCPU, 0}),
+             {}};
+    if (it == paths.end()) {
+      FillPattern(in.tensor, s.dtype);
+    } else {
+      in.file = edgec::ReadNpy(it->second);
+      CheckInput(s, in.file, it->second, samples);
+    }
+    inputs.push_back(std::move(in));
+  }
+  return inputs;
+}
+
+// Copies sample `i` of each input file into its tensor (without --samples, the whole file).
+void LoadSample(std::vector<Input>& inputs, int i) {
+  for (Input& in : inputs) {
+    if (in.file.data.empty()) continue;  // a fixed pattern
+    size_t bytes = ffi::GetDataSize(in.tensor);
+    std::memcpy(in.tensor.data_ptr(), in.file.data.data() + static_cast<size_t>(i) * bytes, bytes);
+  }
+}
+
+ffi::Function LoadModel(const std::string& bundle, const ffi::json::Object& manifest) {
+  try {
+    std::string lib_path = bundle + "/" + std::string(manifest.at("library").cast<ffi::String>());
+    ffi::Module lib = ffi::Module::LoadFromFile(lib_path);
+    auto load = lib->GetFunction("vm_load_executable");
+    if (!load.has_value()) Fail(lib_path + " is not an edgec/TVM Relax model");
+    ffi::Module vm = (*load)().cast<ffi::Module>();
+    (*vm->GetFunction("vm_initialization"))(static_cast<int>(kDLCPU), 0, 2);  // 2: pooled
+    return *vm->GetFunction("main");
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    Fail("cannot load the model: " + what.substr(0, what.find('\n')));
+  }
+}
+
+// The tensors "main" returned: one, or a tuple of `count`.
+std::vector<ffi::Tensor> Results(const ffi::Any& result, size_t count) {
+  std::vector<ffi::Tensor> results;
+  if (auto t = result.as<ffi::Tensor>()) {
+    results.push_back(*t);
+  } else {
+    for (const ffi::Any& r : result.cast<ffi::Array<ffi::Any>>()) {
+      results.push_back(r.cast<ffi::Tensor>());
+    }
+  }
+  if (results.size() != count) Fail("the model returned an unexpected number of outputs");
+  return results;
+}
+
+// Appends one run's outputs to `stacked`, one array per output: [samples, *shape] once every
+// sample is in, or without --samples the output itself.
+void AppendOutputs(std::vector<NpyArray>& stacked, const std::vector<ffi::Tensor>& results,
+                   const std::vector<Spec>& specs, int samples) {
+  for (size_t k = 0; k < results.size(); ++k) {
+    const ffi::Tensor& t = results[k];
+    std::vector<int64_t> shape = Stacked(samples, {t.shape().begin(), t.shape().end()});
+    size_t bytes = ffi::GetDataSize(t);
+    NpyArray& arr = stacked[k];
+    if (arr.descr.empty()) {
+      arr.descr = kDescr.at(FromDL(t.dtype()));
+      arr.shape = shape;
+      arr.data.reserve(bytes * std::max(samples, 1));
+    } else if (arr.shape != shape || arr.descr != kDescr.at(FromDL(t.dtype()))) {
+      Fail("output '" + specs[k].name + "' changed its shape or dtype between samples");
+    }
+    const char* p = static_cast<const char*>(t.data_ptr());
+    arr.data.insert(arr.data.end(), p, p + bytes);
+  }
+}
+
+// Milliseconds of each of `repeat` timed runs, after `warmup` untimed ones.
+std::vector<double> Time(const std::function<void()>& run, int warmup, int repeat) {
+  for (int i = 0; i < warmup; ++i) run();
+  std::vector<double> ms;
+  for (int i = 0; i < repeat; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    run();
+    auto t1 = std::chrono::steady_clock::now();
+    ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+  }
+  return ms;
 }
 
 std::string Stats(std::vector<double> ms, int threads) {
@@ -156,131 +345,47 @@ std::string Stats(std::vector<double> ms, int threads) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string bundle = ".", out_dir;
-  std::map<std::string, std::string> input_files;
-  int repeat = 0, warmup = 1, threads = 0;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) Fail(arg + " needs a value");
-      return argv[++i];
-    };
-    if (arg == "--bundle") {
-      bundle = value();
-    } else if (arg == "--input") {
-      std::string v = value();
-      size_t eq = v.find('=');
-      if (eq == std::string::npos || eq == 0) Fail("--input takes NAME=FILE.npy, got " + v);
-      input_files[v.substr(0, eq)] = v.substr(eq + 1);
-    } else if (arg == "--output-dir") {
-      out_dir = value();
-    } else if (arg == "--repeat") {
-      repeat = std::atoi(value().c_str());
-    } else if (arg == "--warmup") {
-      warmup = std::atoi(value().c_str());
-    } else if (arg == "--threads") {
-      threads = std::atoi(value().c_str());
-    } else if (arg == "--help" || arg == "-h") {
-      std::cout << "usage: edgec-run --bundle DIR [--input NAME=FILE.npy ...] "
-                   "[--output-dir DIR] [--repeat N] [--warmup M] [--threads T]\n";
-      return 0;
-    } else {
-      Fail("unknown argument " + arg);
-    }
-  }
+  Options opt = ParseArgs(argc, argv);
   // TVM sizes its thread pool from TVM_NUM_THREADS when it first runs a parallel kernel.
-  if (threads > 0) setenv("TVM_NUM_THREADS", std::to_string(threads).c_str(), 1);
+  if (opt.threads > 0) setenv("TVM_NUM_THREADS", std::to_string(opt.threads).c_str(), 1);
 
-  std::ifstream mf(bundle + "/manifest.json");
-  if (!mf) Fail("no manifest.json in " + bundle);
-  std::stringstream text;
-  text << mf.rdbuf();
-  ffi::String parse_error;
-  ffi::json::Value doc = ffi::json::Parse(text.str(), &parse_error);
-  if (!parse_error.empty()) Fail(bundle + "/manifest.json: " + std::string(parse_error));
-  auto manifest = doc.cast<ffi::json::Object>();
-  std::vector<Spec> inputs = ReadSpecs(manifest, "inputs");
-  std::vector<Spec> outputs = ReadSpecs(manifest, "outputs");
-
-  // Each --input by the name it stands for: the input's name, or its file stem.
-  std::map<std::string, std::string> input_paths;
-  for (const auto& [key, path] : input_files) {
-    auto named = [&](const Spec& s) { return s.name == key; };
-    auto stem = [&](const Spec& s) { return s.Stem() == key; };
-    auto spec = std::find_if(inputs.begin(), inputs.end(), named);
-    if (spec == inputs.end()) spec = std::find_if(inputs.begin(), inputs.end(), stem);
-    if (spec == inputs.end()) {
-      std::string known;
-      for (const Spec& s : inputs) known += (known.empty() ? "" : ", ") + s.name;
-      Fail("unknown input '" + key + "'; the model's inputs: " + known);
-    }
-    if (!input_paths.emplace(spec->name, path).second) {
-      Fail("input '" + spec->name + "' given twice");
-    }
-  }
-  std::vector<ffi::Any> args;
+  ffi::json::Object manifest = ReadManifest(opt.bundle);
+  std::vector<Spec> in_specs = ReadSpecs(manifest, "inputs");
+  std::vector<Spec> out_specs = ReadSpecs(manifest, "outputs");
+  std::vector<Input> inputs;
   try {
-    for (const Spec& s : inputs) {
-      auto it = input_paths.find(s.name);
-      if (it == input_paths.end() && !input_paths.empty()) Fail("missing input '" + s.name + "'");
-      if (it == input_paths.end()) {
-        args.emplace_back(MakeInput(s, nullptr, ""));
-      } else {
-        NpyArray arr = edgec::ReadNpy(it->second);
-        args.emplace_back(MakeInput(s, &arr, it->second));
-      }
-    }
+    inputs = MakeInputs(in_specs, ResolveInputs(opt.input_files, in_specs), opt.samples);
   } catch (const std::exception& e) {
     Fail(e.what());
   }
+  ffi::Function main_fn = LoadModel(opt.bundle, manifest);
 
-  ffi::Function main_fn;
-  try {
-    std::string lib_path = bundle + "/" + std::string(manifest.at("library").cast<ffi::String>());
-    ffi::Module lib = ffi::Module::LoadFromFile(lib_path);
-    auto load = lib->GetFunction("vm_load_executable");
-    if (!load.has_value()) Fail(lib_path + " is not an edgec/TVM Relax model");
-    ffi::Module vm = (*load)().cast<ffi::Module>();
-    (*vm->GetFunction("vm_initialization"))(static_cast<int>(kDLCPU), 0, 2);  // 2: pooled
-    main_fn = *vm->GetFunction("main");
-  } catch (const std::exception& e) {
-    std::string what = e.what();
-    Fail("cannot load the model: " + what.substr(0, what.find('\n')));
-  }
-
-  std::vector<ffi::AnyView> views(args.begin(), args.end());
+  std::vector<ffi::AnyView> views;
+  for (const Input& in : inputs) views.emplace_back(in.tensor);
   ffi::Any result;
   auto run = [&]() { main_fn.CallPacked(views.data(), static_cast<int32_t>(views.size()), &result); };
+  std::vector<NpyArray> stacked(out_specs.size());
   try {
-    run();
-    if (repeat > 0) {
-      for (int i = 0; i < warmup; ++i) run();
-      std::vector<double> ms;
-      for (int i = 0; i < repeat; ++i) {
-        auto t0 = std::chrono::steady_clock::now();
-        run();
-        auto t1 = std::chrono::steady_clock::now();
-        ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-      }
-      std::cout << Stats(ms, threads) << std::endl;
+    for (int i = 0; i < std::max(opt.samples, 1); ++i) {
+      LoadSample(inputs, i);
+      run();
+      std::vector<ffi::Tensor> results = Results(result, out_specs.size());
+      if (!opt.out_dir.empty()) AppendOutputs(stacked, results, out_specs, opt.samples);
+    }
+    if (opt.repeat > 0) {
+      LoadSample(inputs, 0);
+      std::cout << Stats(Time(run, opt.warmup, opt.repeat), opt.threads) << std::endl;
     }
   } catch (const std::exception& e) {
     std::string what = e.what();
     Fail("the model failed: " + what.substr(0, what.find('\n')));
   }
 
-  std::vector<ffi::Tensor> results;
-  if (auto t = result.as<ffi::Tensor>()) {
-    results.push_back(*t);
-  } else {
-    for (const ffi::Any& r : result.cast<ffi::Array<ffi::Any>>()) {
-      results.push_back(r.cast<ffi::Tensor>());
-    }
-  }
-  if (results.size() != outputs.size()) Fail("the model returned an unexpected number of outputs");
-  if (!out_dir.empty()) {
+  if (!opt.out_dir.empty()) {
     try {
-      for (size_t i = 0; i < results.size(); ++i) WriteOutput(out_dir, outputs[i], results[i]);
+      for (size_t k = 0; k < out_specs.size(); ++k) {
+        edgec::WriteNpy(opt.out_dir + "/" + out_specs[k].file, stacked[k]);
+      }
     } catch (const std::exception& e) {
       Fail(e.what());
     }
