@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from edgec.errors import EdgecError
@@ -87,32 +88,60 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _validate(folder: Path, source: Path, specs: list[dict], threads: int, seed: int,
-              checks: int) -> dict[str, Any]:
+def _validate(folder: Path, source: Path, feeds: list[dict], threads: int) -> dict[str, Any]:
     from edgec import runtime
+    from edgec.harness.latency import compare_alone
 
     from . import validate
 
     model = runtime.load(folder, threads=threads)
-    feeds = [runtime.random_inputs(specs, seed + i) for i in range(checks)]
     run = lambda feed: model(**feed)  # noqa: E731
     result = validate.agreement(run, source, feeds, threads)
-    result["latency"] = validate.latency(run, source, feeds[0], threads, budget_s=1.0)
+    result["latency"] = compare_alone(folder, source, feeds[0], threads, seconds=1.0)
     return result
 
 
-def _validate_emulated(folder: Path, source: Path, specs: list[dict], threads: int, seed: int,
-                       checks: int) -> dict[str, Any]:
-    from edgec import runtime
-    from edgec.runtime.device import run_bundle
+def _validate_emulated(folder: Path, source: Path, feeds: list[dict],
+                       threads: int) -> dict[str, Any]:
+    from edgec.runtime.device import run_bundle_many
 
     from . import validate
 
-    feeds = [runtime.random_inputs(specs, seed + i) for i in range(checks)]
-    run = lambda feed: run_bundle(folder, device="qemu", feed=feed).outputs  # noqa: E731
-    result = validate.agreement(run, source, feeds, threads)
+    outputs = run_bundle_many(folder, device="qemu", feeds=feeds)  # one emulator start
+    by_feed = {id(feed): out for feed, out in zip(feeds, outputs)}
+    result = validate.agreement(lambda feed: by_feed[id(feed)], source, feeds, threads)
     result["device"] = "qemu (emulated; no latency measured)"
     return result
+
+
+DATA_CHECKS = 16  # samples of --data compile's check runs on
+
+
+def check_inputs(specs: list[dict], model: onnx.ModelProto, *, seed: int, checks: int,
+                 data: str | Path | None, preprocess: dict[str, Any] | None
+                 ) -> tuple[list[dict[str, np.ndarray]], str, dict[str, Any] | None]:
+    """The inputs compile's check runs on and what they are: the first DATA_CHECKS samples of
+    `data` (harness/data.py, preprocessed by the model's spec and `preprocess` overrides), or
+    `checks` seeded random inputs; and the preprocessing spec the manifest records."""
+    from edgec import runtime
+    from edgec.harness.preprocess import default_for, from_model
+
+    spec = from_model(model)
+    if data is not None or preprocess:  # a guess only where data or flags need one
+        spec = spec or default_for(specs[0]["shape"], specs[0]["dtype"])
+        spec = spec.with_overrides(preprocess) if preprocess else spec
+    if data is None:
+        feeds = [runtime.random_inputs(specs, seed + i) for i in range(checks)]
+        return feeds, f"{checks} seeded inputs", spec and spec.to_json()
+    from edgec.harness.data import open_data
+
+    dataset, want = open_data(data, specs, spec), max(checks, DATA_CHECKS)
+    feeds: list[dict[str, np.ndarray]] = []
+    for batch, _ in dataset.batches(want):
+        feeds += batch[: want - len(feeds)]
+        if len(feeds) >= want:
+            break
+    return feeds, f"{len(feeds)} samples of {data}", spec.to_json()
 
 
 def inspect(model_path: str | Path, *,
@@ -163,21 +192,22 @@ def _manifest(tmp: Path, tgt: Any, model: onnx.ModelProto, source: Path,
 
 
 def _check(tmp: Path, tgt: Any, manifest: dict[str, Any], source: Path, emulate: bool,
-           seed: int, checks: int) -> dict[str, Any]:
+           feeds: list[dict[str, np.ndarray]], compared: str) -> dict[str, Any]:
     """The validate phase: agreement with onnxruntime, or an EdgecError naming the output."""
     from edgec.runtime.artifact import MANIFEST
 
     from .tolerance import describe
 
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))  # what the runtime loads
-    threads, inputs = manifest["target"]["threads"], manifest["inputs"]
-    check = (_validate_emulated(tmp, source, inputs, threads, seed, checks) if emulate
-             else _validate(tmp, source, inputs, threads, seed, checks))
+    threads = manifest["target"]["threads"]
+    check = (_validate_emulated(tmp, source, feeds, threads) if emulate
+             else _validate(tmp, source, feeds, threads))
+    check["inputs"] = compared
     if not check["ok"]:
         bad = next(r for r in check["outputs"] if not r["ok"])
         raise EdgecError(
-            f"compiled model disagrees with onnxruntime on output '{bad['name']}': "
-            f"{describe(bad)}; no artifact written")
+            f"compiled model disagrees with onnxruntime on output '{bad['name']}' "
+            f"({compared}): {describe(bad)}; no artifact written")
     return check
 
 
@@ -185,13 +215,17 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
             input_shapes: dict[str, list[int]] | None = None, cc: str | None = None,
             validate: bool = True, checks: int = 2, seed: int = 0,
             skip_passes: list[str] | None = None, bundle: bool = False,
-            tuning_db: str | Path | None = None, use_tuned: bool = True) -> CompileResult:
+            tuning_db: str | Path | None = None, use_tuned: bool = True,
+            data: str | Path | None = None,
+            preprocess: dict[str, Any] | None = None) -> CompileResult:
     """Compile `model_path` for `target` into the folder `output` (replaced atomically).
 
     With `bundle`, the folder also holds the device runner, the target's TVM runtime libraries
     and run.sh (see edgec.runtime.bundle); where the target is not this machine's, its outputs
     are then checked under the target's emulator. Kernels with records in the target's tuning
-    database (`edgec tune`; `tuning_db` is its root folder) use the tuned schedules.
+    database (`edgec tune`; `tuning_db` is its root folder) use the tuned schedules. The
+    check runs on the first samples of `data` where given (`check_inputs`), on seeded
+    random inputs otherwise.
     """
     from edgec import targets
     from edgec.runtime.artifact import MANIFEST
@@ -205,6 +239,10 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
     with phases("passes"):
         model, reports = passes.run_passes(model, pass_names)
         after = analysis.analyze(model)
+    weights = {t.name for t in model.graph.initializer}
+    feeds, compared, spec = check_inputs(tensor_specs(list(model.graph.input), weights), model,
+                                         seed=seed, checks=checks, data=data,
+                                         preprocess=preprocess)
     with phases("codegen"):
         executable, gen = _codegen(model, tgt, front.input_shapes, tuning_db, use_tuned)
     gen["seconds"] = phases.seconds["codegen"]
@@ -216,6 +254,7 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
             codegen.export(executable, tmp / LIBRARY, tgt, cc)
             onnx.save_model(model, str(tmp / OPTIMIZED))
             manifest = _manifest(tmp, tgt, model, source, facts, validate)
+            manifest["preprocess"] = spec
             if bundle:
                 from edgec.runtime.bundle import add_bundle
 
@@ -223,8 +262,8 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
         emulate = bundle and not tgt.runs_here() and bool(tgt.emulator)
         if validate and (tgt.runs_here() or emulate):
             with phases("validate"):
-                manifest["validation"] = _check(tmp, tgt, manifest, source, emulate, seed,
-                                                checks)
+                manifest["validation"] = _check(tmp, tgt, manifest, source, emulate, feeds,
+                                                compared)
         manifest["phases"] = phases.seconds
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return CompileResult(Path(output), manifest, front.warnings, notes)

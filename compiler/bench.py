@@ -1,9 +1,12 @@
-"""`edgec bench`: edgec's latency against onnxruntime's, measured in one process, same threads.
+"""`edgec bench`: edgec's latency against onnxruntime's, each timed alone, same threads.
 
-Both run alternately after warm-up (validate.latency); the report has medians, edgec's
-spread, the ratio edgec / ORT and, first, whether edgec's outputs agree with ORT's (a fast
-wrong answer is not a result). With `per_layer`, every fused kernel's median time, its share,
-its FLOPs (TVM's estimate on the lowered kernel) and the GFLOP/s it reaches.
+Each runtime is timed in a fresh process of its own while the other is idle
+(harness/latency.py), as an application runs one; the report has medians, edgec's spread, the
+ratio edgec / ORT and, first, whether edgec's outputs agree with ORT's (a fast wrong answer is
+not a result). With `interleaved`, the two are also timed alternately in this process
+(validate.latency), a diagnostic of how they share the machine, labelled as such. With
+`per_layer`, every fused kernel's median time, its share, its FLOPs (TVM's estimate on the
+lowered kernel) and the GFLOP/s it reaches.
 """
 
 from __future__ import annotations
@@ -57,9 +60,10 @@ def _runs_here(target: dict[str, Any]) -> None:
 
 def bench(model: str | Path, *, target: str = "host", threads: int | None = None,
           input_shapes: dict[str, list[int]] | None = None, per_layer: bool = False,
-          budget_s: float = 10.0, seed: int = 0) -> dict[str, Any]:
+          budget_s: float = 10.0, seed: int = 0, interleaved: bool = False) -> dict[str, Any]:
     """Time a model (an .onnx file, compiled here first, or an artifact folder)."""
     from edgec import runtime, targets
+    from edgec.harness.latency import compare_alone
     from edgec.runtime.artifact import read_manifest
 
     from . import compile as compile_model
@@ -87,9 +91,12 @@ def bench(model: str | Path, *, target: str = "host", threads: int | None = None
         result: dict[str, Any] = {
             "model": str(path), "target": tgt.name, "threads": threads,
             "agreement": validate.agreement(run, reference, [feed], threads),
-            **validate.latency(run, reference, feed, threads, budget_s=budget_s),
+            **compare_alone(folder, reference, feed, threads, seconds=budget_s / 2),
             "cost": manifest["cost"]["after"],
         }
+        if interleaved:
+            result["interleaved"] = validate.latency(run, reference, feed, threads,
+                                                     budget_s=budget_s)
         result["edgec_gflops"] = result["cost"]["flops"] / (result["edgec_ms"] * 1e6)
         result["onnxruntime_gflops"] = result["cost"]["flops"] / (result["onnxruntime_ms"] * 1e6)
         if per_layer:

@@ -20,20 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from edgec.harness.ort import ort_session
+
 from .tolerance import RTOL, margin, tolerance
 
-
-def ort_session(model: str | Path | bytes, threads: int, optimize: bool) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts,
-                                providers=["CPUExecutionProvider"])
+__all__ = ["agreement", "compare_outputs", "latency", "ort_session"]
 
 
 def compare_outputs(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray],

@@ -10,10 +10,11 @@ import argparse
 import json
 import sys
 
+from edgec.cli_validate import add_validate, data_flags
 from edgec.errors import EdgecError
 
 
-def _input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
+def input_shapes_arg(specs: list[str] | None) -> dict[str, list[int]]:
     from edgec.compiler.frontend import parse_input_shape
 
     return dict(parse_input_shape(s) for s in specs or [])
@@ -46,16 +47,18 @@ def _need(args: argparse.Namespace, *names: str) -> None:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     import edgec
+    from edgec.cli_validate import preprocess_overrides
     from edgec.compiler.report import compile_summary
 
     if args.list_passes:
         return _list_passes()
     _need(args, "model", "output")
     result = edgec.compile(args.model, output=args.output, target=args.target,
-                           input_shapes=_input_shapes(args.input_shape), cc=args.cc,
+                           input_shapes=input_shapes_arg(args.input_shape), cc=args.cc,
                            validate=not args.no_validate, seed=args.seed,
                            skip_passes=args.skip_pass, bundle=args.bundle,
-                           tuning_db=args.db, use_tuned=not args.no_tuned)
+                           tuning_db=args.db, use_tuned=not args.no_tuned, data=args.data,
+                           preprocess=preprocess_overrides(args))
     for w in result.warnings:
         print(f"edgec: warning: {w}", file=sys.stderr)
     if args.json:
@@ -80,7 +83,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     report = tune(args.model, target=args.target, trials=args.trials,
                   seconds=parse_duration(args.time) if args.time else None, db_root=args.db,
-                  input_shapes=_input_shapes(args.input_shape), cc=args.cc,
+                  input_shapes=input_shapes_arg(args.input_shape), cc=args.cc,
                   tracker=args.tracker, key=args.key,
                   progress=lambda line: print(line, flush=True))
     print(f"{'kernel':<44} {'calls':>5} {'edgec us':>9} {'tuned us':>9} {'trials':>6}  note")
@@ -105,7 +108,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     _need(args, "model", "output")
     only = [p for p in args.passes.split(",") if p] if args.passes else None
     result = optimize(args.model, output=args.output,
-                      input_shapes=_input_shapes(args.input_shape), only=only,
+                      input_shapes=input_shapes_arg(args.input_shape), only=only,
                       skip=args.skip_pass, checks=args.check, seed=args.seed)
     for w in result.warnings:
         print(f"edgec: warning: {w}", file=sys.stderr)
@@ -127,7 +130,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     import edgec.compiler as api
     from edgec.compiler.report import compare_table, inspect_table
 
-    shapes = _input_shapes(args.input_shape)
+    shapes = input_shapes_arg(args.input_shape)
     cost = api.inspect(args.model, input_shapes=shapes)
     other = api.inspect(args.compare, input_shapes=shapes) if args.compare else None
     if args.json:
@@ -147,8 +150,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edgec.compiler.report import bench_lines
 
     result = bench(args.model, target=args.target, threads=args.threads,
-                   input_shapes=_input_shapes(args.input_shape), per_layer=args.per_layer,
-                   budget_s=args.seconds)
+                   input_shapes=input_shapes_arg(args.input_shape), per_layer=args.per_layer,
+                   budget_s=args.seconds, interleaved=args.interleaved)
     print(json.dumps(result, indent=2) if args.json else "\n".join(bench_lines(result)))
     return 0 if result["agreement"]["ok"] else 1
 
@@ -197,10 +200,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         for name, doc in models.describe().items():
             print(f"{name:<22} {doc}")
         return 0
-    if not args.name or not args.output:
-        raise EdgecError("usage: edgec models export NAME -o FILE.onnx")
-    path = models.export(args.name, args.output, seed=args.seed)
-    print(f"wrote {path}")
+    if not args.name or not (args.output or args.data):
+        raise EdgecError("usage: edgec models export NAME -o FILE.onnx [--data DIR]")
+    if args.output:
+        print(f"wrote {models.export(args.name, args.output, seed=args.seed)}")
+    if args.data:
+        print(f"wrote {models.export_data(args.name, args.data)} (its test split)")
     return 0
 
 
@@ -229,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "without Python (checked under the target's emulator)")
     c.add_argument("--db", metavar="DIR", help="tuning database root (default: edgec's cache)")
     c.add_argument("--no-tuned", action="store_true", help="ignore the tuning database")
+    data_flags(c)
     _pass_flags(c)
     c.set_defaults(fn=cmd_compile)
 
@@ -280,15 +286,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--warmup", type=int, default=1, metavar="M")
     r.set_defaults(fn=cmd_run)
 
-    b = sub.add_parser("bench", help="latency against onnxruntime, same process and threads")
+    b = sub.add_parser("bench", help="latency against onnxruntime, each alone, same threads")
     b.add_argument("model", help="an .onnx file (compiled first) or an artifact folder")
     b.add_argument("--target", default="host")
     b.add_argument("--threads", type=int)
     b.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...")
     b.add_argument("--per-layer", action="store_true", help="time each fused kernel")
     b.add_argument("--seconds", type=float, default=10.0, help="timing budget (default 10)")
+    b.add_argument("--interleaved", action="store_true",
+                   help="also time both alternately in one process (a diagnostic)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(fn=cmd_bench)
+
+    add_validate(sub)
 
     t = sub.add_parser("targets", help="list the targets")
     t.add_argument("--json", action="store_true")
@@ -298,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("action", choices=["list", "export"])
     m.add_argument("name", nargs="?")
     m.add_argument("-o", "--output")
+    m.add_argument("--data", metavar="DIR", help="also write the model's test split as an "
+                                                  "image folder (trained models)")
     m.add_argument("--seed", type=int, default=0)
     m.set_defaults(fn=cmd_models)
     return p

@@ -1,0 +1,121 @@
+"""Latency as an application sees it: each runtime timed alone, in a fresh process of its own.
+
+An application runs one runtime. Timing two runtimes in one process, even alternately, times
+each beside the other's worker threads, which keep spinning for a while after every call: on
+a 2-core machine that moved a model from 3.7x slower than onnxruntime to "0.96x". So every
+figure edgec prints (compile, bench, validate, benchmarks/) comes from `time_alone`: a child
+process (`python -m edgec.harness.latency`) loads one runtime with the given threads, warms
+it, and times back-to-back calls on one input for a fixed time; the parent waits, idle, and
+the next runtime gets its own fresh child. The figure is the median call.
+
+The child's thread pool settings are the runtime's defaults, the ones `edgec.runtime` gives
+an application (see `edgec/__init__.py`), so the figure is what that application gets.
+`interleaved` (compiler/validate.latency) stays as a labelled diagnostic only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgec.errors import EdgecError
+
+RUNTIMES = ("edgec", "onnxruntime")
+WARMUP_S = 0.3
+
+
+def _loop(call: Any, seconds: float, min_runs: int = 20) -> dict[str, Any]:
+    """Warm for WARMUP_S (and at least 3 calls), then time calls for `seconds`."""
+    t_end = time.perf_counter() + WARMUP_S
+    warm = 0
+    while warm < 3 or time.perf_counter() < t_end:
+        call()
+        warm += 1
+    times = []
+    t_end = time.perf_counter() + seconds
+    while len(times) < min_runs or time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    ms = np.array(times) * 1e3
+    return {"median_ms": float(np.median(ms)), "p10_ms": float(np.percentile(ms, 10)),
+            "p90_ms": float(np.percentile(ms, 90)), "runs": len(times), "warmup": warm}
+
+
+def _child(runtime: str, model: str, feed_file: str, threads: int, seconds: float) -> dict:
+    with np.load(feed_file, allow_pickle=False) as npz:
+        feed = {name: npz[name] for name in npz.files}
+    if runtime == "edgec":
+        from edgec import runtime as edgec_runtime
+
+        compiled = edgec_runtime.load(model, threads=threads)
+        stats = _loop(lambda: compiled(**feed), seconds)
+    else:
+        from .ort import ort_session
+
+        sess = ort_session(model, threads, optimize=True)
+        stats = _loop(lambda: sess.run(None, feed), seconds)
+    return {"runtime": runtime, "threads": threads, **stats}
+
+
+def time_alone(runtime: str, model: str | Path, feed: dict[str, np.ndarray], threads: int,
+               seconds: float = 2.0) -> dict[str, Any]:
+    """Median latency of `model` (an artifact folder for edgec, an .onnx for onnxruntime) on
+    `feed`, timed in a fresh child process while this one waits."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime {runtime!r} is not one of {RUNTIMES}")
+    with tempfile.TemporaryDirectory(prefix="edgec-latency-") as tmp:
+        feed_file = Path(tmp) / "feed.npz"
+        np.savez(feed_file, **feed)
+        cmd = [sys.executable, "-m", "edgec.harness.latency", runtime, str(model),
+               str(feed_file), "--threads", str(threads), "--seconds", str(seconds)]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if done.returncode != 0 or not lines:
+        err = [ln for ln in done.stderr.splitlines() if ln.strip()]
+        raise EdgecError(f"timing {runtime} on {model} failed: "
+                         f"{err[-1] if err else f'exit {done.returncode}'}")
+    return json.loads(lines[-1])
+
+
+def compare_alone(artifact: str | Path, reference: str | Path, feed: dict[str, np.ndarray],
+                  threads: int, seconds: float = 2.0) -> dict[str, Any]:
+    """edgec's artifact and onnxruntime on the reference model, each alone: the figures
+    compile and bench print (keys as compiler/validate.latency's, method "alone")."""
+    ours = time_alone("edgec", artifact, feed, threads, seconds)
+    ref = time_alone("onnxruntime", reference, feed, threads, seconds)
+    return {"edgec_ms": ours["median_ms"], "onnxruntime_ms": ref["median_ms"],
+            "ratio": ours["median_ms"] / ref["median_ms"], "runs": ours["runs"],
+            "onnxruntime_runs": ref["runs"], "threads": threads, "method": "alone",
+            "edgec_spread_ms": ours["p90_ms"] - ours["median_ms"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m edgec.harness.latency",
+                                description="time one runtime alone (edgec's timing child)")
+    p.add_argument("runtime", choices=RUNTIMES)
+    p.add_argument("model", help="artifact folder (edgec) or .onnx (onnxruntime)")
+    p.add_argument("feed", help=".npz of the inputs, keyed by input name")
+    p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--seconds", type=float, default=2.0)
+    args = p.parse_args(argv)
+    try:
+        result = _child(args.runtime, args.model, args.feed, args.threads, args.seconds)
+    except EdgecError as err:
+        print(f"edgec: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""`edgec validate --report DIR`: report.md, report.html and report.json from one result.
+
+report.md references the plots as PNG files beside it; report.html embeds them (base64 data
+URIs) and has no other outside reference, so it opens offline, alone, in any browser.
+`lines` is the same table as text, for the terminal.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from . import plots
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def _ms(lat: dict[str, Any]) -> str:
+    return f"{lat['median_ms']:.3f}" if "median_ms" in lat else "-"
+
+
+def _sqnr(entry: dict[str, Any]) -> str:
+    values = [o["sqnr_db"] for o in entry["outputs"]]
+    worst = min(values) if values else math.inf
+    return "exact" if worst == math.inf else f"{worst:.1f}"
+
+
+def table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    head = ["model", "kind", "top-1", "top-5", "agreement", "max abs err", "SQNR dB",
+            "MFLOPs", "params", "latency ms", "vs ORT", "verdict"]
+    entries = [result["reference"], *result["candidates"]]
+    base = result["reference"]["latency"].get("median_ms")
+    rows = []
+    for e in entries:
+        err = max((o["max_abs_err"] for o in e["outputs"]), default=0.0)
+        lat = e["latency"]
+        ratio = (f"{lat['median_ms'] / base:.2f}x" if base and "median_ms" in lat else "-")
+        verdict = ("reference" if e["role"] == "reference"
+                   else "OK" if e["verdict"]["ok"] else "OVER BUDGET")
+        rows.append([e["name"], e["kind"] + ("" if e["device"] == "here" else f"@{e['device']}"),
+                     _pct(e.get("top1")), _pct(e.get("top5")), _pct(e.get("agreement_top1")),
+                     f"{err:.3g}", _sqnr(e), f"{e['cost']['flops'] / 1e6:.2f}",
+                     f"{e['cost']['params']:,}", _ms(lat), ratio, verdict])
+    return head, rows
+
+
+def lines(result: dict[str, Any]) -> list[str]:
+    head, rows = table(result)
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    fmt = lambda r: "  ".join(c.ljust(w) if i < 2 else c.rjust(w)  # noqa: E731
+                              for i, (c, w) in enumerate(zip(r, widths)))
+    data = result["data"]
+    out = [f"data     {data['source']}; {data['samples']} used"
+           f"{'' if data['labeled'] else ' (no labels: judged by agreement)'}",
+           fmt(head), "-" * len(fmt(head)), *map(fmt, rows)]
+    for e in result["candidates"]:
+        out.append(f"{e['name']}: {'; '.join(e['verdict']['reasons'])}")
+    out.append("latency: median of back-to-back calls, each model alone in its own process, "
+               f"{result['threads']} threads; 'vs ORT' divides by onnxruntime on the reference")
+    return out
+
+
+def _figures(result: dict[str, Any]) -> list[tuple[str, str, bytes]]:
+    entries = [result["reference"], *result["candidates"]]
+    figs = [("pareto_flops.png", "Accuracy vs FLOPs", plots.pareto_flops(entries))]
+    if any("median_ms" in e["latency"] for e in entries):
+        figs.append(("pareto_latency.png", "Accuracy vs latency", plots.pareto_latency(entries)))
+    figs.append(("layer_flops.png", "Per-layer FLOPs", plots.layer_flops(entries)))
+    for i, e in enumerate(entries):
+        if e.get("layers_ms"):
+            figs.append((f"layer_latency_{i}.png", f"Per-kernel latency: {e['name']}",
+                         plots.layer_latency(e)))
+    return figs
+
+
+def _markdown(result: dict[str, Any], figs: list[tuple[str, str, bytes]]) -> str:
+    head, rows = table(result)
+    md = ["# edgec validation report", "", *[f"- {ln}" for ln in lines(result)[:1]], "",
+          "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    md += ["| " + " | ".join(r) + " |" for r in rows]
+    md += ["", *[f"- **{e['name']}**: {'; '.join(e['verdict']['reasons'])}"
+                 for e in result["candidates"]], "", lines(result)[-1], ""]
+    for name, title, _ in figs:
+        md += [f"## {title}", "", f"![{title}]({name})", ""]
+    return "\n".join(md)
+
+
+def _html(result: dict[str, Any], figs: list[tuple[str, str, bytes]]) -> str:
+    head, rows = table(result)
+    esc = html.escape
+    cells = "".join(f"<th>{esc(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows)
+    verdicts = "".join(f"<li><b>{esc(e['name'])}</b>: {esc('; '.join(e['verdict']['reasons']))}"
+                       "</li>" for e in result["candidates"])
+    images = "".join(
+        f"<h2>{esc(title)}</h2><img alt=\"{esc(title)}\" src=\"data:image/png;base64,"
+        f"{base64.b64encode(png).decode()}\">" for _, title, png in figs)
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+             "img{max-width:100%;display:block}")
+    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>edgec validation"
+            f"</title><style>{style}</style></head><body><h1>edgec validation report</h1>"
+            f"<p>{esc(lines(result)[0])}</p><table><tr>{cells}</tr>{body}</table>"
+            f"<ul>{verdicts}</ul><p>{esc(lines(result)[-1])}</p>{images}</body></html>")
+
+
+def jsonable(value: Any) -> Any:
+    """`value` with infinite and NaN floats as strings ("inf"): JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def write(result: dict[str, Any], folder: str | Path) -> Path:
+    """Write report.md (+ its PNGs), report.html and report.json into `folder`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    figs = _figures(result)
+    for name, _, png in figs:
+        (folder / name).write_bytes(png)
+    (folder / "report.md").write_text(_markdown(result, figs))
+    (folder / "report.html").write_text(_html(result, figs))
+    (folder / "report.json").write_text(json.dumps(jsonable(result), indent=2))
+    return folder / "report.html"
