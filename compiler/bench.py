@@ -91,7 +91,7 @@ def bench(model: str | Path, *, target: str = "host", threads: int | None = None
         result: dict[str, Any] = {
             "model": str(path), "target": tgt.name, "threads": threads,
             "agreement": validate.agreement(run, reference, [feed], threads),
-            **compare_alone(folder, reference, feed, threads, seconds=budget_s / 2),
+            **compare_alone(folder, reference, feed, threads, seconds=budget_s / 2, rounds=5),
             "cost": manifest["cost"]["after"],
         }
         if interleaved:

@@ -83,16 +83,19 @@ def _evaluate(ref: Model, models: list[Model], dataset: Any, opts: Options) -> l
     return [{**s.summary(y), "samples": seen} for s in scores]
 
 
+ROUNDS = 3  # fresh processes each model is timed in
+
+
 def _latency(model: Model, feed: dict[str, np.ndarray], seconds: float) -> dict[str, Any]:
-    from .latency import time_alone
+    from .latency import alone
 
     model.release()
     if model.kind == "onnx":
-        return {**time_alone("onnxruntime", model.path, feed, model.threads, seconds),
-                "method": "alone", "where": "onnxruntime, this machine"}
+        return {**alone("onnxruntime", model.path, feed, model.threads, seconds, ROUNDS),
+                "where": "onnxruntime, this machine"}
     if model.device == "here":
-        return {**time_alone("edgec", model.path, feed, model.threads, seconds),
-                "method": "alone", "where": "edgec, this machine"}
+        return {**alone("edgec", model.path, feed, model.threads, seconds, ROUNDS),
+                "where": "edgec, this machine"}
     if model.device == "qemu":
         return {"skipped": "emulated under qemu: correctness, not device speed"}
     from edgec.runtime.device import run_bundle
@@ -173,7 +176,7 @@ def validate(reference: str | Path, candidates: list[str | Path], opts: Options
         entry["verdict"] = _verdict(entries[0], entry, opts.budget)
     return {"data": {"path": str(opts.data), "source": dataset.source,
                      "samples": scores[0]["samples"], "labeled": dataset.labels is not None},
-            "preprocess": spec.to_json(), "threads": ref.threads,
+            "preprocess": spec.to_json(), "threads": ref.threads, "latency_processes": ROUNDS,
             "budget": {"max_accuracy_drop": opts.budget.max_accuracy_drop,
                        "min_agreement": opts.budget.min_agreement},
             "reference": entries[0], "candidates": entries[1:],
