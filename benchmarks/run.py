@@ -3,13 +3,16 @@
     .venv/bin/python benchmarks/run.py [--models a,b] [--seconds 10] [--out BENCHMARKS.md]
                                        [--tune mobilenet_v2,resnet18 --tune-time 30m]
 
-For each model: compile time for the host target, edgec's and onnxruntime's median latency
-(alternating runs in one process, same thread count, ORT with all graph optimizations),
-their ratio, achieved GFLOP/s and its fraction of this machine's peak, which is measured by an
-FMA loop that TVM compiles for the same target (independent accumulator chains, vectorized to
-the SIMD width, one chain block per thread). Models named by --tune are then tuned (edgec tune,
-fresh database, --tune-time each), recompiled with their records and timed again. Writes a
-Markdown report with the command used, and per-kernel profiles of the models that miss a target.
+For each model: compile time for the host target, edgec's and onnxruntime's latency (each
+runtime alone in fresh processes of its own, `edgec bench`: the best process's median call,
+same thread count, ORT with all graph optimizations), their ratio, achieved GFLOP/s and its
+fraction of this machine's peak, which is measured by an FMA loop that TVM compiles for the
+same target (independent accumulator chains, vectorized to the SIMD width, one chain block per
+thread). Models named by --tune are then tuned (edgec tune,
+fresh database, --tune-time each), recompiled with their records and timed again. Last,
+benchmarks/latency_check.py checks that the latency compile, bench and validate print holds
+for a small and a large model run alone as an application runs it. Writes a Markdown report
+with the command used, and per-kernel profiles of the models that miss a target.
 """
 
 from __future__ import annotations
@@ -65,6 +68,10 @@ def fma_peak_gflops(target, threads: int, lanes: int = 16, chains: int = 12,
     return 2.0 * threads * chains * lanes * iters / seconds / 1e9
 
 
+def _procs(values: list[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
 def _profile_table(title: str, layers: list[dict]) -> list[str]:
     lines = ["", title, "", "| kernel | calls | ms | share | MFLOPs | GFLOP/s |",
              "|---|---:|---:|---:|---:|---:|"]
@@ -84,12 +91,14 @@ def main() -> int:
     p.add_argument("--tune", default="", metavar="MODELS",
                    help="comma-separated models to tune (edgec tune) and time again")
     p.add_argument("--tune-time", default="30m", help="tuning budget per model (default 30m)")
+    p.add_argument("--latency-check", default="mobilenet_v3_small,resnet18", metavar="MODELS",
+                   help="models for benchmarks/latency_check.py ('' to skip)")
     args = p.parse_args()
 
     import edgec
     from edgec import models, targets
     from edgec.cli import parse_duration
-    from edgec.compiler.bench import bench
+    from edgec.compiler.bench import ROUNDS, bench
     from edgec.compiler.tuning import tune
 
     host = targets.get("host")
@@ -136,19 +145,24 @@ def main() -> int:
         f"**{peak:.0f} GFLOP/s**.", "",
         "Batch 1, fp32, host target, `cpu` pipeline (channels-last, edgec's schedule rules; "
         "untuned rows use no tuning database). onnxruntime with all graph optimizations, same "
-        "thread count, alternating blocks of runs in one process, each block after 30 ms of "
-        "untimed runs (both runtimes' worker threads spin for a while after a call); medians. "
-        "Every row's outputs agree with onnxruntime (max |diff| / max |ref| shown).", "",
+        "thread count. **Each runtime is timed alone**, as an application runs it: "
+        f"{ROUNDS} fresh processes per runtime, edgec's and onnxruntime's alternating, each "
+        "loading its runtime, warming it and timing back-to-back calls while nothing else runs; "
+        "the figure is the best process's median call, and the per-process medians are listed "
+        "(a process runs at one speed for its whole life, and on this VM that speed can differ "
+        "from one process to the next, for both runtimes alike). Every row's outputs agree "
+        "with onnxruntime (max |diff| / max |ref| shown).", "",
         "| model | compile (s) | edgec (ms) | onnxruntime (ms) | edgec / ORT | edgec GFLOP/s "
-        "| % of peak | ORT GFLOP/s | agreement |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| % of peak | ORT GFLOP/s | agreement | edgec per process (ms) | ORT per process (ms) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     worst = lambda r: max(o["rel"] for o in r["agreement"]["outputs"])  # noqa: E731
     for name, compile_s, r in rows:
         lines.append(
             f"| {name} | {compile_s:.1f} | {r['edgec_ms']:.2f} | {r['onnxruntime_ms']:.2f} | "
             f"**{r['ratio']:.2f}x** | {r['edgec_gflops']:.1f} | "
-            f"{r['edgec_gflops'] / peak:.1%} | {r['onnxruntime_gflops']:.1f} | {worst(r):.1e} |")
+            f"{r['edgec_gflops'] / peak:.1%} | {r['onnxruntime_gflops']:.1f} | {worst(r):.1e} | "
+            f"{_procs(r['edgec_processes_ms'])} | {_procs(r['onnxruntime_processes_ms'])} |")
     if tuned:
         lines += ["", f"Tuned: `edgec tune --time {args.tune_time}` per model into a fresh "
                   "database (edgec's rule schedule as each kernel's baseline record; then the "
@@ -183,6 +197,13 @@ def main() -> int:
         if name in tuned and tuned[name][0].get("layers"):
             lines += _profile_table(f"## Per-kernel profile: {name} (tuned)",
                                     tuned[name][0]["layers"])
+    if args.latency_check:
+        import latency_check
+
+        with tempfile.TemporaryDirectory() as tmp:
+            checked = [latency_check.check_model(m, 5, Path(tmp))
+                       for m in args.latency_check.split(",")]
+        lines += ["", *latency_check.markdown(checked, command.strip())]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
     return 0

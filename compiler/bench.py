@@ -20,6 +20,8 @@ import onnx
 
 from edgec.errors import EdgecError
 
+ROUNDS = 5  # fresh processes each runtime is timed in
+
 
 def _per_layer(model: Any, folder: Path, manifest: dict, feed: dict, target: Any) -> list[dict]:
     from . import codegen
@@ -91,7 +93,8 @@ def bench(model: str | Path, *, target: str = "host", threads: int | None = None
         result: dict[str, Any] = {
             "model": str(path), "target": tgt.name, "threads": threads,
             "agreement": validate.agreement(run, reference, [feed], threads),
-            **compare_alone(folder, reference, feed, threads, seconds=budget_s / 2, rounds=5),
+            **compare_alone(folder, reference, feed, threads, seconds=budget_s / 2,
+                            rounds=ROUNDS),
             "cost": manifest["cost"]["after"],
         }
         if interleaved:

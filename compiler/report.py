@@ -73,8 +73,7 @@ def compile_summary(manifest: dict[str, Any], artifact: str) -> list[str]:
 def _method(lat: dict[str, Any]) -> str:
     if lat.get("method") == "alone":
         n = lat.get("processes", 1)
-        return (f"each runtime alone, median over {n} fresh process{'es' * (n > 1)} of its "
-                "own")
+        return (f"each runtime alone, best of {n} fresh process{'es' * (n > 1)} of its own")
     return "alternating in one process: a diagnostic, not what an application gets"
 
 

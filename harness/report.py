@@ -62,7 +62,7 @@ def lines(result: dict[str, Any]) -> list[str]:
     for e in result["candidates"]:
         out.append(f"{e['name']}: {'; '.join(e['verdict']['reasons'])}")
     out.append("latency: median of back-to-back calls, each model alone in fresh processes of "
-               f"its own (median over {result.get('latency_processes', 1)}), "
+               f"its own (the best of {result.get('latency_processes', 1)}), "
                f"{result['threads']} threads; 'vs ORT' divides by onnxruntime on the reference")
     for e in [result["reference"], *result["candidates"]]:
         if "skipped" in e["latency"]:
