@@ -88,7 +88,8 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _validate(folder: Path, source: Path, feeds: list[dict], threads: int) -> dict[str, Any]:
+def _validate(folder: Path, source: Path, feeds: list[dict], threads: int,
+              latency: bool) -> dict[str, Any]:
     from edgec import runtime
     from edgec.harness.latency import compare_alone
 
@@ -97,8 +98,11 @@ def _validate(folder: Path, source: Path, feeds: list[dict], threads: int) -> di
     model = runtime.load(folder, threads=threads)
     run = lambda feed: model(**feed)  # noqa: E731
     result = validate.agreement(run, source, feeds, threads)
-    result["latency"] = compare_alone(folder, source, feeds[0], threads, seconds=1.0,
-                                      rounds=2)
+    if latency:
+        result["latency"] = compare_alone(folder, source, feeds[0], threads, seconds=1.0,
+                                          rounds=2)
+    else:
+        result["latency_skipped"] = "not timed (--no-latency)"
     return result
 
 
@@ -193,7 +197,7 @@ def _manifest(tmp: Path, tgt: Any, model: onnx.ModelProto, source: Path,
 
 
 def _check(tmp: Path, tgt: Any, manifest: dict[str, Any], source: Path, emulate: bool,
-           feeds: list[dict[str, np.ndarray]], compared: str) -> dict[str, Any]:
+           feeds: list[dict[str, np.ndarray]], compared: str, latency: bool) -> dict[str, Any]:
     """The validate phase: agreement with onnxruntime, or an EdgecError naming the output."""
     from edgec.runtime.artifact import MANIFEST
 
@@ -202,7 +206,7 @@ def _check(tmp: Path, tgt: Any, manifest: dict[str, Any], source: Path, emulate:
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))  # what the runtime loads
     threads = manifest["target"]["threads"]
     check = (_validate_emulated(tmp, source, feeds, threads) if emulate
-             else _validate(tmp, source, feeds, threads))
+             else _validate(tmp, source, feeds, threads, latency))
     check["inputs"] = compared
     if not check["ok"]:
         bad = next(r for r in check["outputs"] if not r["ok"])
@@ -217,8 +221,8 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
             validate: bool = True, checks: int = 2, seed: int = 0,
             skip_passes: list[str] | None = None, bundle: bool = False,
             tuning_db: str | Path | None = None, use_tuned: bool = True,
-            data: str | Path | None = None,
-            preprocess: dict[str, Any] | None = None) -> CompileResult:
+            data: str | Path | None = None, preprocess: dict[str, Any] | None = None,
+            latency: bool = True) -> CompileResult:
     """Compile `model_path` for `target` into the folder `output` (replaced atomically).
 
     With `bundle`, the folder also holds the device runner, the target's TVM runtime libraries
@@ -226,7 +230,7 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
     are then checked under the target's emulator. Kernels with records in the target's tuning
     database (`edgec tune`; `tuning_db` is its root folder) use the tuned schedules. The
     check runs on the first samples of `data` where given (`check_inputs`), on seeded
-    random inputs otherwise.
+    random inputs otherwise; with `latency`, it also times each runtime alone.
     """
     from edgec import targets
     from edgec.runtime.artifact import MANIFEST
@@ -264,7 +268,7 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
         if validate and (tgt.runs_here() or emulate):
             with phases("validate"):
                 manifest["validation"] = _check(tmp, tgt, manifest, source, emulate, feeds,
-                                                compared)
+                                                compared, latency)
         manifest["phases"] = phases.seconds
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return CompileResult(Path(output), manifest, front.warnings, notes)

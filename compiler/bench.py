@@ -62,7 +62,8 @@ def _runs_here(target: dict[str, Any]) -> None:
 
 def bench(model: str | Path, *, target: str = "host", threads: int | None = None,
           input_shapes: dict[str, list[int]] | None = None, per_layer: bool = False,
-          budget_s: float = 10.0, seed: int = 0, interleaved: bool = False) -> dict[str, Any]:
+          budget_s: float = 10.0, seed: int = 0, interleaved: bool = False,
+          processes: int = ROUNDS) -> dict[str, Any]:
     """Time a model (an .onnx file, compiled here first, or an artifact folder)."""
     from edgec import runtime, targets
     from edgec.harness.latency import compare_alone
@@ -94,7 +95,7 @@ def bench(model: str | Path, *, target: str = "host", threads: int | None = None
             "model": str(path), "target": tgt.name, "threads": threads,
             "agreement": validate.agreement(run, reference, [feed], threads),
             **compare_alone(folder, reference, feed, threads, seconds=budget_s / 2,
-                            rounds=ROUNDS),
+                            rounds=processes),
             "cost": manifest["cost"]["after"],
         }
         if interleaved:

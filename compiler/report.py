@@ -57,7 +57,8 @@ def compile_summary(manifest: dict[str, Any], artifact: str) -> list[str]:
             )
         lat = check.get("latency")
         if lat is None:
-            lines.append(f"latency  not measured: checked on {check.get('device', 'device')}")
+            why = check.get("latency_skipped") or f"checked on {check.get('device', 'device')}"
+            lines.append(f"latency  not measured: {why}")
         else:
             lines.append(
                 f"latency  edgec {lat['edgec_ms']:.2f} ms vs onnxruntime "

@@ -57,7 +57,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
                    budget=Budget(args.max_accuracy_drop, args.min_agreement),
                    preprocess=preprocess_overrides(args),
                    input_shapes=input_shapes_arg(args.input_shape),
-                   latency_seconds=args.seconds, limit=args.limit)
+                   latency_seconds=args.seconds, processes=args.processes, limit=args.limit,
+                   target=args.target)
     result = validate(args.reference, args.candidates, opts)
     if args.report:
         page = report.write(result, args.report)
@@ -80,6 +81,8 @@ def add_validate(sub: Any) -> None:
     v.add_argument("candidates", nargs="+", metavar="CANDIDATE",
                    help=".onnx models and artifact folders, any mix")
     data_flags(v)
+    v.add_argument("--target", help="compile each ONNX candidate for this target first and "
+                                    "measure its artifact")
     v.add_argument("--device", help="run artifact bundles on: qemu (emulated), local, or "
                                     "ssh://[user@]host[:port]")
     v.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="P",
@@ -89,6 +92,9 @@ def add_validate(sub: Any) -> None:
     v.add_argument("--threads", type=int)
     v.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...")
     v.add_argument("--seconds", type=float, default=2.0, help="timing per model (default 2)")
+    v.add_argument("--processes", type=int, default=3, metavar="N",
+                   help="fresh processes each model is timed in, the best one counting "
+                        "(default 3)")
     v.add_argument("--limit", type=int, metavar="N", help="use the first N samples only")
     v.add_argument("--report", metavar="DIR", help="write report.md, report.html, report.json")
     v.add_argument("--json", action="store_true")

@@ -42,8 +42,10 @@ class Options:
     preprocess: dict[str, Any] = field(default_factory=dict)  # overrides of the model's spec
     input_shapes: dict[str, list[int]] | None = None
     latency_seconds: float = 2.0
+    processes: int = 3  # fresh processes each model is timed in; the best one counts
     limit: int | None = None  # first N samples only
     batch: int = 64
+    target: str | None = None  # compile ONNX candidates for this target first
 
 
 def _preprocess(ref: Model, overrides: dict[str, Any]) -> Any:
@@ -83,18 +85,16 @@ def _evaluate(ref: Model, models: list[Model], dataset: Any, opts: Options) -> l
     return [{**s.summary(y), "samples": seen} for s in scores]
 
 
-ROUNDS = 3  # fresh processes each model is timed in
-
-
-def _latency(model: Model, feed: dict[str, np.ndarray], seconds: float) -> dict[str, Any]:
+def _latency(model: Model, feed: dict[str, np.ndarray], seconds: float,
+             rounds: int) -> dict[str, Any]:
     from .latency import alone
 
     model.release()
     if model.kind == "onnx":
-        return {**alone("onnxruntime", model.path, feed, model.threads, seconds, ROUNDS),
+        return {**alone("onnxruntime", model.path, feed, model.threads, seconds, rounds),
                 "where": "onnxruntime, this machine"}
     if model.device == "here":
-        return {**alone("edgec", model.path, feed, model.threads, seconds, ROUNDS),
+        return {**alone("edgec", model.path, feed, model.threads, seconds, rounds),
                 "where": "edgec, this machine"}
     if model.device == "qemu":
         return {"skipped": "emulated under qemu: correctness, not device speed"}
@@ -150,13 +150,36 @@ def _entry(model: Model, scores: dict, role: str) -> dict[str, Any]:
                              for n in cost.nodes if n.flops]}
 
 
+def _compiled(candidates: list[str | Path], opts: Options, folder: Path) -> list[Path]:
+    """With `opts.target`, each ONNX candidate compiled for it (a bundle where a device runs
+    it), so its artifact is what is measured; artifacts and the rest as given."""
+    import edgec
+
+    out = []
+    for cand in map(Path, candidates):
+        if opts.target and cand.is_file() and cand.suffix == ".onnx":
+            artifact = folder / f"{cand.stem}-{opts.target}"
+            edgec.compile(cand, output=artifact, target=opts.target, validate=False,
+                          bundle=opts.device is not None, input_shapes=opts.input_shapes)
+            cand = artifact
+        out.append(cand)
+    return out
+
+
 def validate(reference: str | Path, candidates: list[str | Path], opts: Options
              ) -> dict[str, Any]:
     """Score and time the reference and each candidate on `opts.data` (see module doc)."""
-    from .data import open_data
+    import tempfile
 
     if not candidates:
         raise EdgecError("edgec validate needs at least one candidate after the reference")
+    with tempfile.TemporaryDirectory(prefix="edgec-validate-") as tmp:
+        return _validate(reference, _compiled(candidates, opts, Path(tmp)), opts)
+
+
+def _validate(reference: str | Path, candidates: list[Path], opts: Options) -> dict[str, Any]:
+    from .data import open_data
+
     ref = open_model(reference, threads=opts.threads, input_shapes=opts.input_shapes)
     models = [open_model(c, threads=opts.threads, device=opts.device,
                          input_shapes=opts.input_shapes) for c in candidates]
@@ -171,12 +194,13 @@ def validate(reference: str | Path, candidates: list[str | Path], opts: Options
     for model, entry in zip([ref, *models], entries):
         entry["layers_ms"] = _layer_ms(model, feed)
     for model, entry in zip([ref, *models], entries):  # nothing else runs while each is timed
-        entry["latency"] = _latency(model, feed, opts.latency_seconds)
+        entry["latency"] = _latency(model, feed, opts.latency_seconds, opts.processes)
     for entry in entries[1:]:
         entry["verdict"] = _verdict(entries[0], entry, opts.budget)
     return {"data": {"path": str(opts.data), "source": dataset.source,
                      "samples": scores[0]["samples"], "labeled": dataset.labels is not None},
-            "preprocess": spec.to_json(), "threads": ref.threads, "latency_processes": ROUNDS,
+            "preprocess": spec.to_json(), "threads": ref.threads,
+            "latency_processes": opts.processes,
             "budget": {"max_accuracy_drop": opts.budget.max_accuracy_drop,
                        "min_agreement": opts.budget.min_agreement},
             "reference": entries[0], "candidates": entries[1:],

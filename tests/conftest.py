@@ -277,7 +277,8 @@ def direct_convs():
 
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory):
-    """compile(model_name, target) -> artifact folder, compiled once per session."""
+    """compile(model_name, target) -> artifact folder, compiled once per session (checked,
+    not timed: test_compile times one build)."""
     import edgec
     from edgec import models
 
@@ -291,7 +292,7 @@ def artifacts(tmp_path_factory):
             if not src.exists():
                 models.export(name, src)
             out = root / f"{name}-{target}{'-bundle' if bundle else ''}"
-            edgec.compile(src, output=out, target=target, bundle=bundle)
+            edgec.compile(src, output=out, target=target, bundle=bundle, latency=False)
             cache[key] = out
         return cache[key]
 

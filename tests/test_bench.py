@@ -19,7 +19,8 @@ def lenet(tmp_path):
 
 
 def test_bench_json_with_per_layer(cli, lenet):
-    code, out, err = cli("bench", lenet, "--per-layer", "--seconds", "0.5", "--json")
+    code, out, err = cli("bench", lenet, "--per-layer", "--seconds", "0.5", "--processes", "1",
+                         "--json")
     assert code == 0, err
     r = json.loads(out)
     assert r["agreement"]["ok"]
@@ -35,7 +36,7 @@ def test_bench_json_with_per_layer(cli, lenet):
 def test_per_layer_flops_count_every_call(cli, artifacts):
     """MobileNetV2 runs some kernels several times per inference; each call's FLOPs count."""
     code, out, err = cli("bench", artifacts("mobilenet_v2", "host"), "--per-layer",
-                         "--seconds", "0.3", "--json")
+                         "--seconds", "0.3", "--processes", "1", "--json")
     assert code == 0, err
     r = json.loads(out)
     assert max(k["calls"] for k in r["layers"]) > 1
@@ -44,9 +45,12 @@ def test_per_layer_flops_count_every_call(cli, artifacts):
 
 def test_bench_artifact_folder_and_table(cli, lenet, tmp_path):
     assert cli("compile", lenet, "-o", tmp_path / "art", "--no-validate")[0] == 0
-    code, out, err = cli("bench", tmp_path / "art", "--seconds", "0.5")
+    code, out, err = cli("bench", tmp_path / "art", "--seconds", "0.5", "--processes", "2",
+                         "--interleaved")
     assert code == 0, err
     assert "edgec / onnxruntime =" in out and ": OK" in out
+    assert "each runtime alone, best of 2 fresh processes" in out
+    assert "diagnostic  alternating in one process" in out
 
 
 def test_bench_refuses_foreign_target(cli, lenet, tmp_path):

@@ -44,7 +44,7 @@ def lenet(tmp_path_factory):
 def test_candidates_within_budget_exit_0_and_write_a_report(cli, lenet, tmp_path):
     rc, out, err = cli("validate", str(lenet / "lenet.onnx"), str(lenet / "host"),
                        str(lenet / "lenet.onnx"), "--data", str(lenet / "data.npz"),
-                       "--seconds", "0.3", "--report", str(tmp_path / "rep"))
+                       "--seconds", "0.3", "--processes", "1", "--report", str(tmp_path / "rep"))
     assert rc == 0, err
     assert re.search(r"^host\s+artifact\s+100\.00%", out, re.M), out
     assert "each model alone in fresh processes" in out
@@ -60,7 +60,8 @@ def test_candidates_within_budget_exit_0_and_write_a_report(cli, lenet, tmp_path
 
 def test_report_html_is_self_contained(cli, lenet, tmp_path):
     rc, _, err = cli("validate", str(lenet / "lenet.onnx"), str(lenet / "host"), "--data",
-                     str(lenet / "data.npz"), "--seconds", "0.2", "--report", str(tmp_path))
+                     str(lenet / "data.npz"), "--seconds", "0.2", "--processes", "1",
+                     "--report", str(tmp_path))
     assert rc == 0, err
     page = (tmp_path / "report.html").read_text()
     assert not re.search(r"(src|href)=\"(?!data:)", page), "outside reference in report.html"
@@ -73,18 +74,28 @@ def test_report_html_is_self_contained(cli, lenet, tmp_path):
 def test_a_worse_candidate_exits_1(cli, lenet):
     rc, out, err = cli("validate", str(lenet / "lenet.onnx"), str(lenet / "host"),
                        str(lenet / "perturbed.onnx"), "--data", str(lenet / "data.npz"),
-                       "--seconds", "0.2")
+                       "--seconds", "0.2", "--processes", "1")
     assert rc == 1
     assert re.search(r"^perturbed .*OVER BUDGET", out, re.M), out
     assert re.search(r"^host .*OK$", out, re.M), out
     assert "over budget" in err
 
 
+def test_target_compiles_onnx_candidates_first(cli, lenet):
+    rc, out, err = cli("validate", str(lenet / "lenet.onnx"), str(lenet / "lenet.onnx"),
+                       "--target", "host", "--data", str(lenet / "data.npz"), "--seconds",
+                       "0.2", "--json")
+    assert rc == 0, err
+    cand = json.loads(out)["candidates"][0]
+    assert cand["kind"] == "artifact" and cand["name"] == "lenet-host" and cand["top1"] == 1.0
+
+
 def test_unlabeled_data_is_judged_by_agreement(cli, lenet, tmp_path):
     with np.load(lenet / "data.npz") as npz:
         np.savez(tmp_path / "x.npz", input=npz["input"])
     rc, out, _ = cli("validate", str(lenet / "lenet.onnx"), str(lenet / "perturbed.onnx"),
-                     "--data", str(tmp_path / "x.npz"), "--seconds", "0.2", "--json")
+                     "--data", str(tmp_path / "x.npz"), "--seconds", "0.2", "--processes", "1",
+                     "--json")
     doc = json.loads(out)
     assert rc == 1 and not doc["data"]["labeled"]
     assert "top1" not in doc["candidates"][0]

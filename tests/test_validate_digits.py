@@ -48,7 +48,7 @@ def test_host_artifact_keeps_the_fp32_accuracy(cli, digits_dir, tmp_path, name):
     manifest = json.loads((tmp_path / "host" / "manifest.json").read_text())
     assert manifest["preprocess"] == digits.PREPROCESS
     rc, out, err = cli("validate", str(src), str(tmp_path / "host"), "--data", str(data),
-                       "--seconds", "0.3", "--json")
+                       "--seconds", "0.3", "--processes", "1", "--json")
     assert rc == 0, err
     doc = json.loads(out)
     want = float(next(p.value for p in onnx.load(str(src)).metadata_props
@@ -67,7 +67,7 @@ def test_arm_bundle_under_qemu_keeps_the_fp32_accuracy(cli, digits_dir, tmp_path
                      str(tmp_path / "arm"), "--data", str(data))
     assert rc == 0, err
     rc, out, err = cli("validate", str(src), str(tmp_path / "arm"), "--data", str(data),
-                       "--device", "qemu", "--seconds", "0.2", "--json")
+                       "--device", "qemu", "--seconds", "0.2", "--processes", "1", "--json")
     assert rc == 0, err
     doc = json.loads(out)
     arm = doc["candidates"][0]
@@ -79,7 +79,7 @@ def test_perturbed_weights_exit_1(cli, digits_dir, tmp_path):
     src = digits_dir / "digits_resnet.onnx"
     _perturbed(src, tmp_path / "worse.onnx", 0.5)
     rc, out, _ = cli("validate", str(src), str(tmp_path / "worse.onnx"), "--data",
-                     str(digits_dir / "test"), "--seconds", "0.2", "--json")
+                     str(digits_dir / "test"), "--seconds", "0.2", "--processes", "1", "--json")
     doc = json.loads(out)
     worse = doc["candidates"][0]
     assert rc == 1 and not worse["verdict"]["ok"]
@@ -91,7 +91,8 @@ def test_bad_data_is_one_line_exit_2(cli, digits_dir, tmp_path):
     (bad / "3").mkdir(parents=True)
     (bad / "3" / "x.png").write_bytes(b"not a png")
     src = str(digits_dir / "digits_vgg.onnx")
-    rc, _, err = cli("validate", src, src, "--data", str(bad), "--seconds", "0.2")
+    rc, _, err = cli("validate", src, src, "--data", str(bad), "--seconds", "0.2",
+                     "--processes", "1")
     assert rc == 2 and "x.png" in err and len(err.strip().splitlines()) == 1, err
     rc, _, err = cli("compile", src, "-o", str(tmp_path / "out"), "--data", str(tmp_path / "no"))
     assert rc == 2 and not (tmp_path / "out").exists(), err
@@ -107,7 +108,7 @@ def test_report_renders_in_a_headless_browser(cli, digits_dir, tmp_path):
     _perturbed(src, tmp_path / "worse.onnx", 0.3)
     assert cli("compile", str(src), "-o", str(tmp_path / "host"), "--no-validate")[0] == 0
     rc, _, err = cli("validate", str(src), str(tmp_path / "host"), str(tmp_path / "worse.onnx"),
-                     "--data", str(digits_dir / "test"), "--seconds", "0.3",
+                     "--data", str(digits_dir / "test"), "--seconds", "0.3", "--processes", "1",
                      "--report", str(tmp_path / "rep"))
     assert rc in (0, 1), err
     shot = tmp_path / "shot.png"
