@@ -88,13 +88,27 @@ def time_alone(runtime: str, model: str | Path, feed: dict[str, np.ndarray], thr
     return json.loads(lines[-1])
 
 
+Subject = tuple[str, "str | Path", int]  # (runtime, model, threads)
+
+
+def round_robin(subjects: list[Subject], feed: dict[str, np.ndarray], seconds: float = 2.0,
+                rounds: int = 3) -> list[dict[str, Any]]:
+    """Each subject timed alone in `rounds` fresh processes, taking turns (one process per
+    subject per round, `seconds` of timing per subject in all), so every subject's processes
+    spread over the same stretch of time: a machine whose processes run slower for a while
+    then slows each subject alike. Per subject, `_summary` of its processes."""
+    per: list[list[dict[str, Any]]] = [[] for _ in subjects]
+    for _ in range(max(rounds, 1)):
+        for runs, (runtime, model, threads) in zip(per, subjects):
+            runs.append(time_alone(runtime, model, feed, threads, seconds / max(rounds, 1)))
+    return [_summary(runs) for runs in per]
+
+
 def alone(runtime: str, model: str | Path, feed: dict[str, np.ndarray], threads: int,
           seconds: float = 2.0, rounds: int = 3) -> dict[str, Any]:
     """`time_alone` in `rounds` fresh processes: the best process's median call, and each
     process's."""
-    per = [time_alone(runtime, model, feed, threads, seconds / rounds)
-           for _ in range(max(rounds, 1))]
-    return _summary(per)
+    return round_robin([(runtime, model, threads)], feed, seconds, rounds)[0]
 
 
 def _summary(per: list[dict[str, Any]]) -> dict[str, Any]:
@@ -115,15 +129,12 @@ def compare_alone(artifact: str | Path, reference: str | Path, feed: dict[str, n
     onnxruntime, per process, at random), so each runtime's figure is its best process's median
     call, the speed a process gets where nothing slows it, and every process's median is kept
     beside it (`*_processes_ms`)."""
-    ours, ref = [], []
-    for _ in range(max(rounds, 1)):
-        ours.append(time_alone("edgec", artifact, feed, threads, seconds / rounds))
-        ref.append(time_alone("onnxruntime", reference, feed, threads, seconds / rounds))
-    a, b = _summary(ours), _summary(ref)
+    a, b = round_robin([("edgec", artifact, threads), ("onnxruntime", reference, threads)],
+                       feed, seconds, rounds)
     return {"edgec_ms": a["median_ms"], "onnxruntime_ms": b["median_ms"],
             "ratio": a["median_ms"] / b["median_ms"], "runs": a["runs"],
             "onnxruntime_runs": b["runs"], "threads": threads, "method": "alone",
-            "processes": len(ours), "edgec_processes_ms": a["processes_ms"],
+            "processes": len(a["processes_ms"]), "edgec_processes_ms": a["processes_ms"],
             "onnxruntime_processes_ms": b["processes_ms"],
             "edgec_spread_ms": a["p90_ms"] - a["median_ms"]}
 

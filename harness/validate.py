@@ -85,24 +85,33 @@ def _evaluate(ref: Model, models: list[Model], dataset: Any, opts: Options) -> l
     return [{**s.summary(y), "samples": seen} for s in scores]
 
 
-def _latency(model: Model, feed: dict[str, np.ndarray], seconds: float,
-             rounds: int) -> dict[str, Any]:
-    from .latency import alone
+def _latencies(models: list[Model], feed: dict[str, np.ndarray], opts: Options
+               ) -> list[dict[str, Any]]:
+    """Every model that runs here timed alone in fresh processes, the models taking turns
+    (harness/latency.round_robin); a bundle on a device by its runner there; none under
+    qemu."""
+    from .latency import round_robin
 
-    model.release()
-    if model.kind == "onnx":
-        return {**alone("onnxruntime", model.path, feed, model.threads, seconds, rounds),
-                "where": "onnxruntime, this machine"}
-    if model.device == "here":
-        return {**alone("edgec", model.path, feed, model.threads, seconds, rounds),
-                "where": "edgec, this machine"}
-    if model.device == "qemu":
-        return {"skipped": "emulated under qemu: correctness, not device speed"}
-    from edgec.runtime.device import run_bundle
+    here = [m for m in models if m.kind == "onnx" or m.device == "here"]
+    for m in here:
+        m.release()
+    subjects = [("onnxruntime" if m.kind == "onnx" else "edgec", m.path, m.threads) for m in here]
+    timed = dict(zip(map(id, here), round_robin(subjects, feed, opts.latency_seconds,
+                                                 opts.processes)))
+    out = []
+    for m in models:
+        if id(m) in timed:
+            where = "onnxruntime" if m.kind == "onnx" else "edgec"
+            out.append({**timed[id(m)], "where": f"{where}, this machine"})
+        elif m.device == "qemu":
+            out.append({"skipped": "emulated under qemu: correctness, not device speed"})
+        else:
+            from edgec.runtime.device import run_bundle
 
-    lat = run_bundle(model.path, device=model.device, feed=feed, repeat=50, warmup=5,
-                     threads=model.threads).latency or {}
-    return {**lat, "method": "alone", "where": f"edgec runner on {model.device}"}
+            lat = run_bundle(m.path, device=m.device, feed=feed, repeat=50, warmup=5,
+                             threads=m.threads).latency or {}
+            out.append({**lat, "method": "alone", "where": f"edgec runner on {m.device}"})
+    return out
 
 
 def _layer_ms(model: Model, feed: dict[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -193,8 +202,8 @@ def _validate(reference: str | Path, candidates: list[Path], opts: Options) -> d
     entries += [_entry(m, s, "candidate") for m, s in zip(models, scores[1:])]
     for model, entry in zip([ref, *models], entries):
         entry["layers_ms"] = _layer_ms(model, feed)
-    for model, entry in zip([ref, *models], entries):  # nothing else runs while each is timed
-        entry["latency"] = _latency(model, feed, opts.latency_seconds, opts.processes)
+    for entry, lat in zip(entries, _latencies([ref, *models], feed, opts)):
+        entry["latency"] = lat
     for entry in entries[1:]:
         entry["verdict"] = _verdict(entries[0], entry, opts.budget)
     return {"data": {"path": str(opts.data), "source": dataset.source,
