@@ -33,7 +33,7 @@ def _sqnr(entry: dict[str, Any]) -> str:
 
 def table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     head = ["model", "kind", "top-1", "top-5", "agreement", "max abs err", "SQNR dB",
-            "MFLOPs", "params", "latency ms", "vs ORT", "verdict"]
+            "MFLOPs", "MMACs", "params", "latency ms", "vs ORT", "verdict"]
     entries = [result["reference"], *result["candidates"]]
     base = result["reference"]["latency"].get("median_ms")
     rows = []
@@ -46,7 +46,8 @@ def table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         rows.append([e["name"], e["kind"] + ("" if e["device"] == "here" else f"@{e['device']}"),
                      _pct(e.get("top1")), _pct(e.get("top5")), _pct(e.get("agreement_top1")),
                      f"{err:.3g}", _sqnr(e), f"{e['cost']['flops'] / 1e6:.2f}",
-                     f"{e['cost']['params']:,}", _ms(lat), ratio, verdict])
+                     f"{e['cost']['macs'] / 1e6:.2f}", f"{e['cost']['params']:,}", _ms(lat),
+                     ratio, verdict])
     return head, rows
 
 
