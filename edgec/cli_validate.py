@@ -84,7 +84,8 @@ def add_validate(sub: Any) -> None:
     v.add_argument("--target", help="compile each ONNX candidate for this target first and "
                                     "measure its artifact")
     v.add_argument("--device", help="run artifact bundles on: qemu (emulated), local, or "
-                                    "ssh://[user@]host[:port]")
+                                    "ssh://[user@]host[:port] (artifacts for this machine "
+                                    "without a bundle still run here)")
     v.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="P",
                    help="top-1 points a candidate may lose (default 1.0)")
     v.add_argument("--min-agreement", type=float, metavar="A",

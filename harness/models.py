@@ -90,6 +90,8 @@ def _open_artifact(path: Path, label: str, threads: int, device: str | None) -> 
     if device is None and arch != host_arch():
         raise EdgecError(f"artifact '{path}' is for {arch} and does not run here; give "
                          "--device qemu (emulated) or --device ssh://user@board")
+    if device is not None and "bundle" not in manifest and arch == host_arch():
+        device = None  # --device is for the bundles; this artifact runs here
     if device is not None and "bundle" not in manifest:
         raise EdgecError(f"artifact '{path}' has no device runner; compile it with --bundle "
                          f"to run it on --device {device}")

@@ -66,13 +66,16 @@ def test_arm_bundle_under_qemu_keeps_the_fp32_accuracy(cli, digits_dir, tmp_path
     rc, _, err = cli("compile", str(src), "--target", "arm", "--bundle", "-o",
                      str(tmp_path / "arm"), "--data", str(data))
     assert rc == 0, err
-    rc, out, err = cli("validate", str(src), str(tmp_path / "arm"), "--data", str(data),
-                       "--device", "qemu", "--seconds", "0.2", "--processes", "1", "--json")
+    assert cli("compile", str(src), "-o", str(tmp_path / "host"), "--no-validate")[0] == 0
+    rc, out, err = cli("validate", str(src), str(tmp_path / "arm"), str(tmp_path / "host"),
+                       "--data", str(data), "--device", "qemu", "--seconds", "0.2",
+                       "--processes", "1", "--json")
     assert rc == 0, err
     doc = json.loads(out)
-    arm = doc["candidates"][0]
+    arm, host = doc["candidates"]
     assert arm["device"] == "qemu" and arm["top1"] == doc["reference"]["top1"]
     assert arm["agreement_top1"] == 1.0 and "emulated" in arm["latency"]["skipped"]
+    assert host["device"] == "here" and host["latency"]["median_ms"] > 0
 
 
 def test_perturbed_weights_exit_1(cli, digits_dir, tmp_path):
