@@ -108,9 +108,13 @@ def _latencies(models: list[Model], feed: dict[str, np.ndarray], opts: Options
         else:
             from edgec.runtime.device import run_bundle
 
-            lat = run_bundle(m.path, device=m.device, feed=feed, repeat=50, warmup=5,
-                             threads=m.threads).latency or {}
-            out.append({**lat, "method": "alone", "where": f"edgec runner on {m.device}"})
+            run = run_bundle(m.path, device=m.device, feed=feed, repeat=50, warmup=5,
+                             threads=m.threads)
+            if run.emulated:  # the board's run.sh found another architecture: qemu there
+                out.append({"skipped": f"emulated on {m.device}: not device speed"})
+            else:
+                out.append({**(run.latency or {}), "method": "alone",
+                            "where": f"edgec runner on {m.device}"})
     return out
 
 

@@ -78,6 +78,29 @@ def test_arm_bundle_under_qemu_keeps_the_fp32_accuracy(cli, digits_dir, tmp_path
     assert host["device"] == "here" and host["latency"]["median_ms"] > 0
 
 
+def test_arm_bundle_over_ssh(cli, digits_dir, ssh_device, tmp_path):
+    """The 'board' is this machine over loopback ssh: the bundle's run.sh runs there (under
+    qemu where this machine is not aarch64, and then no latency is claimed)."""
+    from edgec.targets import host_arch
+
+    src, data = digits_dir / "digits_vgg.onnx", digits_dir / "test"
+    rc, _, err = cli("compile", str(src), "--target", "arm", "--bundle", "-o",
+                     str(tmp_path / "arm"), "--no-validate")
+    assert rc == 0, err
+    rc, out, err = cli("validate", str(src), str(tmp_path / "arm"), "--data", str(data),
+                       "--device", ssh_device, "--limit", "40", "--seconds", "0.2",
+                       "--processes", "1", "--json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    arm = doc["candidates"][0]
+    assert doc["data"]["samples"] == 40 and arm["top1"] == doc["reference"]["top1"]
+    assert arm["agreement_top1"] == 1.0
+    if host_arch() == "aarch64":
+        assert arm["latency"]["median_ms"] > 0
+    else:
+        assert "emulated on ssh://" in arm["latency"]["skipped"]
+
+
 def test_perturbed_weights_exit_1(cli, digits_dir, tmp_path):
     src = digits_dir / "digits_resnet.onnx"
     _perturbed(src, tmp_path / "worse.onnx", 0.5)
