@@ -23,6 +23,7 @@ from .fold_batchnorm import fold_batchnorm
 from .fold_constants import fold_constants
 from .report import PassReport
 from .rules import Rule, apply_rules
+from .separable import SeparableOptions, separable
 
 
 @dataclass(frozen=True)
@@ -30,13 +31,17 @@ class Pass:
     """A registered pass and its metadata."""
 
     name: str
-    run: Callable[[onnx.ModelProto], tuple[onnx.ModelProto, PassReport]]
+    run: Callable[..., tuple[onnx.ModelProto, PassReport]]  # (model[, options])
     exact: bool = True  # False: lossy, judged by task accuracy, never by tolerance alone
     needs_data: bool = False  # needs the user's inputs (calibration, accuracy budget)
     options: type | None = None  # the dataclass of its options, if it has any
 
-    def __call__(self, model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport]:
-        return self.run(model)
+    def __call__(self, model: onnx.ModelProto,
+                 options: object | None = None) -> tuple[onnx.ModelProto, PassReport]:
+        if options is not None and not isinstance(options, self.options or ()):
+            raise EdgecError(f"pass '{self.name}' takes "
+                             f"{self.options.__name__ if self.options else 'no'} options")
+        return self.run(model, options) if self.options else self.run(model)
 
     @property
     def summary(self) -> str:
@@ -48,10 +53,11 @@ class Pass:
 PASSES: dict[str, Pass] = {p.name: p for p in [
     Pass("cleanup", cleanup),
     Pass("fold_batchnorm", fold_batchnorm),
+    Pass("separable", separable, exact=False, options=SeparableOptions),
 ]}
 
-__all__ = ["PASSES", "Pass", "PassReport", "Rule", "apply_rules", "cleanup", "describe",
-           "fold_batchnorm", "fold_constants", "run_passes", "select"]
+__all__ = ["PASSES", "Pass", "PassReport", "Rule", "SeparableOptions", "apply_rules", "cleanup",
+           "describe", "fold_batchnorm", "fold_constants", "run_passes", "select", "separable"]
 
 
 def describe() -> dict[str, str]:
@@ -62,17 +68,21 @@ def describe() -> dict[str, str]:
 
 
 def select(only: Iterable[str] | None = None, skip: Iterable[str] = ()) -> list[str]:
-    names = list(only) if only else list(PASSES)
+    """The passes to run: `only` (in that order), else every exact pass; a lossy pass runs
+    only where named."""
+    names = list(only) if only else [n for n, p in PASSES.items() if p.exact]
     unknown = [n for n in [*names, *skip] if n not in PASSES]
     if unknown:
         raise EdgecError(f"unknown pass '{unknown[0]}'; passes: {', '.join(PASSES)}")
     return [n for n in names if n not in set(skip)]
 
 
-def run_passes(model: onnx.ModelProto, names: list[str]) -> tuple[onnx.ModelProto,
-                                                                   list[PassReport]]:
+def run_passes(model: onnx.ModelProto, names: list[str],
+               options: dict[str, object] | None = None) -> tuple[onnx.ModelProto,
+                                                                  list[PassReport]]:
+    """Run the named passes in order, each with its options from `options` (by pass name)."""
     reports = []
     for name in names:
-        model, report = PASSES[name](model)
+        model, report = PASSES[name](model, (options or {}).get(name))
         reports.append(report)
     return model, reports
