@@ -162,7 +162,7 @@ def test_optimize_refuses_a_wrong_rewrite(cli, tmp_path, monkeypatch):
                 break
         return model, report
 
-    monkeypatch.setitem(passes.PASSES, "fold_batchnorm", corrupt)
+    monkeypatch.setitem(passes.PASSES, "fold_batchnorm", passes.Pass("fold_batchnorm", corrupt))
     models.export("conv1d_timeseries", tmp_path / "m.onnx")
     code, _, err = cli("optimize", tmp_path / "m.onnx", "-o", tmp_path / "o" / "bad.onnx")
     assert code == 2 and "disagrees with the input" in err

@@ -51,8 +51,9 @@ def test_fallback_reports_why_the_better_rules_declined():
 
 def test_registry_holds_named_passes_with_metadata():
     for name, p in passes.PASSES.items():
-        assert p.name == name and p.summary and p.summary != name
-        assert p.exact and not p.needs_data  # the lossy ones (issues 28, 29) are not in yet
+        assert p.name == name and p.summary and p.summary != name and not p.needs_data
+    assert [n for n, p in passes.PASSES.items() if p.exact] == ["cleanup", "fold_batchnorm"]
+    assert passes.PASSES["separable"].options is passes.SeparableOptions
     model = tiny_model([helper.make_node("Identity", ["x"], ["y"])], [1, 4])
     out, report = passes.PASSES["cleanup"](model)
     assert isinstance(report, PassReport)
