@@ -129,12 +129,11 @@ def check_inputs(specs: list[dict], model: onnx.ModelProto, *, seed: int, checks
     `data` (harness/data.py, preprocessed by the model's spec and `preprocess` overrides), or
     `checks` seeded random inputs; and the preprocessing spec the manifest records."""
     from edgec import runtime
-    from edgec.harness.preprocess import default_for, from_model
+    from edgec.harness.preprocess import from_model, resolve
 
-    spec = from_model(model)
-    if data is not None or preprocess:  # a guess only where data or flags need one
-        spec = spec or default_for(specs[0]["shape"], specs[0]["dtype"])
-        spec = spec.with_overrides(preprocess) if preprocess else spec
+    # a guess from the input only where data or flags need a spec
+    spec = (resolve(model, specs[0], preprocess) if data is not None or preprocess
+            else from_model(model))
     if data is None:
         feeds = [runtime.random_inputs(specs, seed + i) for i in range(checks)]
         return feeds, f"{checks} seeded inputs", spec and spec.to_json()

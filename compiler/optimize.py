@@ -15,6 +15,7 @@ import onnx
 
 from edgec.errors import EdgecError
 from edgec.fileio import atomic_write_bytes
+from edgec.harness.ort import ort_session
 
 from . import analysis, frontend, passes, validate
 from .tolerance import describe
@@ -43,7 +44,7 @@ def check_equivalent(original: onnx.ModelProto, optimized: onnx.ModelProto, chec
               "dtype": onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)}
              for vi in optimized.graph.input if vi.name not in weights]
     feeds = [random_inputs(specs, seed + i) for i in range(checks)]
-    sess = validate.ort_session(optimized.SerializeToString(), threads=1, optimize=False)
+    sess = ort_session(optimized.SerializeToString(), threads=1, optimize=False)
     names = [o.name for o in sess.get_outputs()]
     run = lambda feed: dict(zip(names, sess.run(None, feed)))  # noqa: E731
     return validate.agreement(run, original.SerializeToString(), feeds, threads=1)

@@ -55,7 +55,7 @@ def noise(model: str | Path | bytes, feeds: list[dict[str, np.ndarray]],
           refs: list[dict[str, np.ndarray]], threads: int) -> dict[str, float]:
     """Per output, the largest change the one-step perturbation makes over `feeds`, whose
     reference outputs (onnxruntime, ORT_DISABLE_ALL, by output name) are `refs`."""
-    from .validate import ort_session
+    from edgec.harness.ort import ort_session
 
     proto = (onnx.load_model_from_string(model) if isinstance(model, bytes)
              else onnx.load(str(model)))

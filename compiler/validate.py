@@ -24,8 +24,6 @@ from edgec.harness.ort import ort_session
 
 from .tolerance import RTOL, margin, tolerance
 
-__all__ = ["agreement", "compare_outputs", "latency", "ort_session"]
-
 
 def compare_outputs(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray],
                     noise: dict[str, float] | None = None,

@@ -23,7 +23,6 @@ import numpy as np
 from edgec.errors import EdgecError
 
 from .preprocess import Preprocess, default_for
-from .progress import progress as progress  # re-exported: callers loop over batches with it
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
 Reader = Callable[[int, int], dict[str, np.ndarray]]  # [start, stop) -> {input: [n, *sample]}

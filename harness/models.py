@@ -44,40 +44,42 @@ class Model:
             names = [o.name for o in self._session.get_outputs()]
             return [dict(zip(names, self._session.run(None, f))) for f in feeds]
         if self.device == "here":
-            if self._compiled is None:
-                from edgec import runtime
-
-                self._compiled = runtime.load(self.path, threads=self.threads)
-            return [self._compiled(**f) for f in feeds]
+            return [self._artifact()(**f) for f in feeds]
         from edgec.runtime.device import run_bundle_many
 
         return run_bundle_many(self.path, device=self.device, feeds=feeds,
                                threads=self.threads)
+
+    def kernel_ms(self, feed: dict[str, np.ndarray], runs: int = 10) -> list[dict[str, Any]]:
+        """Per-kernel milliseconds per inference, slowest first (TVM's VM instrument, over
+        `runs` calls), of an artifact that runs here; [] for any other model."""
+        if self.kind != "artifact" or self.device != "here":
+            return []
+        times = self._artifact().profile(feed, runs=runs)
+        rows = [{"kernel": k, "ms": float(np.sum(v)) / runs} for k, v in times.items()]
+        return sorted(rows, key=lambda r: -r["ms"])
+
+    def _artifact(self) -> Any:
+        """The artifact loaded here, once."""
+        if self._compiled is None:
+            from edgec import runtime
+
+            self._compiled = runtime.load(self.path, threads=self.threads)
+        return self._compiled
 
     def release(self) -> None:
         """Drop the session / loaded artifact, so nothing of it runs beside a timing child."""
         self._session = self._compiled = None
 
 
-def _io_specs(values: list[onnx.ValueInfoProto], skip: set[str]) -> list[dict[str, Any]]:
-    specs = []
-    for vi in values:
-        if vi.name in skip:
-            continue
-        t = vi.type.tensor_type
-        specs.append({"name": vi.name, "shape": [d.dim_value or 1 for d in t.shape.dim],
-                      "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name})
-    return specs
-
-
 def _open_onnx(path: Path, label: str, threads: int,
                input_shapes: dict[str, list[int]] | None) -> Model:
-    from edgec.compiler import frontend
+    from edgec.compiler import frontend, tensor_specs
 
     model, _ = frontend.load(path, input_shapes=input_shapes, check_ops=False)
     weights = {t.name for t in model.graph.initializer}
-    return Model(label, path, "onnx", _io_specs(list(model.graph.input), weights),
-                 _io_specs(list(model.graph.output), set()), model, threads=threads)
+    return Model(label, path, "onnx", tensor_specs(list(model.graph.input), weights),
+                 tensor_specs(list(model.graph.output), set()), model, threads=threads)
 
 
 def _open_artifact(path: Path, label: str, threads: int, device: str | None) -> Model:

@@ -239,6 +239,14 @@ def from_model(model: onnx.ModelProto) -> Preprocess | None:
     return None
 
 
+def resolve(model: onnx.ModelProto, first_input: dict[str, Any],
+            overrides: dict[str, Any] | None = None) -> Preprocess:
+    """The spec a model's data is read with: its own (`from_model`), else the guess from its
+    first input (`default_for`), then `overrides` (--preprocess and the flags)."""
+    spec = from_model(model) or default_for(first_input["shape"], first_input["dtype"])
+    return spec.with_overrides(overrides) if overrides else spec
+
+
 def load_spec(path: str | Path) -> Preprocess:
     """A Preprocess from a JSON file (`--preprocess FILE.json`)."""
     try:
@@ -299,6 +307,4 @@ def overrides(resize: str | None = None, center_crop: str | None = None,
             out[flag] = text.strip().lower()
     return out
 
-
-parse_flags = overrides  # the name the harness brief used
 from_json = Preprocess.from_json

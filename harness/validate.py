@@ -48,28 +48,19 @@ class Options:
     target: str | None = None  # compile ONNX candidates for this target first
 
 
-def _preprocess(ref: Model, overrides: dict[str, Any]) -> Any:
-    """The reference model's own spec (its edgec.preprocess metadata, else the guess from its
-    input's shape and dtype), then the flags."""
-    from .preprocess import default_for, from_model
-
-    first = ref.inputs[0]
-    spec = from_model(ref.onnx_model) or default_for(first["shape"], first["dtype"])
-    return spec.with_overrides(overrides) if overrides else spec
-
-
 def _evaluate(ref: Model, models: list[Model], dataset: Any, opts: Options) -> list[dict]:
     """Run every model on every sample; scores of the reference and of each candidate."""
-    from .data import progress
+    from .progress import progress
 
     cls = classifier_output(ref.outputs)
     scores = [Scores(cls) for _ in [ref, *models]]
     total = dataset.count if opts.limit is None else min(opts.limit, dataset.count)
+    per_feed = ref.inputs[0]["shape"][0]  # samples per call: the model's batch dim
     labels, seen = [], 0
     batches = progress(dataset.batches(opts.batch), total=-(-total // opts.batch),
                        label="validate")
     for feeds, batch_labels in batches:
-        feeds = feeds[: total - seen]
+        feeds = feeds[: -(-(total - seen) // per_feed)]
         if not feeds:
             break
         want = ref.run(feeds)
@@ -78,9 +69,8 @@ def _evaluate(ref: Model, models: list[Model], dataset: Any, opts: Options) -> l
             for g, w in zip(got, want):
                 score.add(g, w)
         if batch_labels is not None:
-            per_feed = len(batch_labels) // max(len(feeds), 1) or 1
             labels.append(np.asarray(batch_labels)[: len(feeds) * per_feed])
-        seen += len(feeds)
+        seen += len(feeds) * per_feed
     y = np.concatenate(labels).astype(np.int64) if labels else None
     return [{**s.summary(y), "samples": seen} for s in scores]
 
@@ -116,19 +106,6 @@ def _latencies(models: list[Model], feed: dict[str, np.ndarray], opts: Options
                 out.append({**(run.latency or {}), "method": "alone",
                             "where": f"edgec runner on {m.device}"})
     return out
-
-
-def _layer_ms(model: Model, feed: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    """Per-kernel milliseconds of an artifact that runs here (TVM's VM instrument)."""
-    if model.kind != "artifact" or model.device != "here":
-        return []
-    from edgec import runtime
-
-    compiled = runtime.load(model.path, threads=model.threads)
-    runs = 10
-    times = compiled.profile(feed, runs=runs)
-    rows = [{"kernel": k, "ms": float(np.sum(v)) / runs} for k, v in times.items()]
-    return sorted(rows, key=lambda r: -r["ms"])
 
 
 def _verdict(ref: dict, cand: dict, budget: Budget) -> dict[str, Any]:
@@ -192,20 +169,21 @@ def validate(reference: str | Path, candidates: list[str | Path], opts: Options
 
 def _validate(reference: str | Path, candidates: list[Path], opts: Options) -> dict[str, Any]:
     from .data import open_data
+    from .preprocess import resolve
 
     ref = open_model(reference, threads=opts.threads, input_shapes=opts.input_shapes)
     models = [open_model(c, threads=opts.threads, device=opts.device,
                          input_shapes=opts.input_shapes) for c in candidates]
     for m in models:
         check_same_interface(ref, m)
-    spec = _preprocess(ref, opts.preprocess)
+    spec = resolve(ref.onnx_model, ref.inputs[0], opts.preprocess)
     dataset = open_data(opts.data, ref.inputs, spec, num_classes(ref.outputs))
     scores = _evaluate(ref, models, dataset, opts)
     feed = next(iter(dataset.batches(1)))[0][0]
     entries = [_entry(ref, scores[0], "reference")]
     entries += [_entry(m, s, "candidate") for m, s in zip(models, scores[1:])]
     for model, entry in zip([ref, *models], entries):
-        entry["layers_ms"] = _layer_ms(model, feed)
+        entry["layers_ms"] = model.kernel_ms(feed)
     for entry, lat in zip(entries, _latencies([ref, *models], feed, opts)):
         entry["latency"] = lat
     for entry in entries[1:]:

@@ -9,6 +9,7 @@ import pytest
 
 from edgec import models, runtime
 from edgec.compiler import validate
+from edgec.harness.ort import ort_session
 
 from conftest import foreign_target
 
@@ -63,7 +64,7 @@ def test_latency_settles_after_each_switch_and_spends_its_budget(lenet):
 
     The model under test is a second onnxruntime session, so the call log is exact.
     """
-    sess = validate.ort_session(lenet, 1, optimize=False)
+    sess = ort_session(lenet, 1, optimize=False)
     feed = runtime.random_inputs([{"name": i.name, "shape": i.shape, "dtype": "float32"}
                                   for i in sess.get_inputs()], 0)
     calls = 0
