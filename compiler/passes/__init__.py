@@ -21,6 +21,7 @@ from edgec.errors import EdgecError
 from .cleanup import cleanup
 from .fold_batchnorm import fold_batchnorm
 from .fold_constants import fold_constants
+from .grouped import GroupedOptions, grouped
 from .report import PassReport
 from .rules import Rule, apply_rules
 from .separable import SeparableOptions, separable
@@ -54,10 +55,12 @@ PASSES: dict[str, Pass] = {p.name: p for p in [
     Pass("cleanup", cleanup),
     Pass("fold_batchnorm", fold_batchnorm),
     Pass("separable", separable, exact=False, options=SeparableOptions),
+    Pass("grouped", grouped, exact=False, options=GroupedOptions),
 ]}
 
-__all__ = ["PASSES", "Pass", "PassReport", "Rule", "SeparableOptions", "apply_rules", "cleanup",
-           "describe", "fold_batchnorm", "fold_constants", "run_passes", "select", "separable"]
+__all__ = ["PASSES", "GroupedOptions", "Pass", "PassReport", "Rule", "SeparableOptions",
+           "apply_rules", "cleanup", "describe", "fold_batchnorm", "fold_constants", "grouped",
+           "run_passes", "select", "separable"]
 
 
 def describe() -> dict[str, str]:
