@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from edgec.cli_compress import add_compress, compress_flags
 from edgec.cli_validate import add_validate, data_flags
 from edgec.errors import EdgecError
 
@@ -45,7 +46,7 @@ def _need(args: argparse.Namespace, *names: str) -> None:
         raise EdgecError(f"edgec {args.command} needs {' and '.join(flags[m] for m in missing)}")
 
 
-def cmd_compile(args: argparse.Namespace) -> int:
+def cmd_compile(args: argparse.Namespace, compression: dict | None = None) -> int:
     import edgec
     from edgec.cli_validate import preprocess_overrides
     from edgec.compiler.report import compile_summary
@@ -53,13 +54,17 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.list_passes:
         return _list_passes()
     _need(args, "model", "output")
+    if args.compress:
+        from edgec.cli_compress import compile_compressed
+
+        return compile_compressed(args, cmd_compile)
     result = edgec.compile(args.model, output=args.output, target=args.target,
                            input_shapes=input_shapes_arg(args.input_shape), cc=args.cc,
                            validate=not args.no_validate, seed=args.seed,
                            skip_passes=args.skip_pass, bundle=args.bundle,
                            tuning_db=args.db, use_tuned=not args.no_tuned, data=args.data,
                            preprocess=preprocess_overrides(args),
-                           latency=not args.no_latency)
+                           latency=not args.no_latency, compression=compression)
     for w in result.warnings:
         print(f"edgec: warning: {w}", file=sys.stderr)
     if args.json:
@@ -240,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-tuned", action="store_true", help="ignore the tuning database")
     data_flags(c)
     _pass_flags(c)
+    c.add_argument("--compress", action="store_true",
+                   help="first compress the convs on --data (see edgec compress; its flags "
+                        "below apply)")
+    compress_flags(c, alone=False)
     c.set_defaults(fn=cmd_compile)
 
     u = sub.add_parser("tune", help="search schedules for a model's kernels (MetaSchedule)")
@@ -306,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(fn=cmd_bench)
 
     add_validate(sub)
+    add_compress(sub)
 
     t = sub.add_parser("targets", help="list the targets")
     t.add_argument("--json", action="store_true")

@@ -34,7 +34,7 @@ RUNTIMES = ("edgec", "onnxruntime")
 WARMUP_S = 0.3
 
 
-def _loop(call: Any, seconds: float, min_runs: int = 20) -> dict[str, Any]:
+def time_calls(call: Any, seconds: float, min_runs: int = 20) -> dict[str, Any]:
     """Warm for WARMUP_S (and at least 3 calls), then time calls for `seconds`."""
     t_end = time.perf_counter() + WARMUP_S
     warm = 0
@@ -59,12 +59,12 @@ def _child(runtime: str, model: str, feed_file: str, threads: int, seconds: floa
         from edgec import runtime as edgec_runtime
 
         compiled = edgec_runtime.load(model, threads=threads)
-        stats = _loop(lambda: compiled(**feed), seconds)
+        stats = time_calls(lambda: compiled(**feed), seconds)
     else:
         from .ort import ort_session
 
         sess = ort_session(model, threads, optimize=True)
-        stats = _loop(lambda: sess.run(None, feed), seconds)
+        stats = time_calls(lambda: sess.run(None, feed), seconds)
     return {"runtime": runtime, "threads": threads, **stats}
 
 

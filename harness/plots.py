@@ -5,6 +5,8 @@
   top-1 agreement with the reference for unlabeled data.
 - per-layer latency of each artifact that ran here (its kernels, slowest first).
 - per-layer FLOPs of each model, in graph order (what a transform removed, layer by layer).
+- `tradeoff` and `paired_bars`: a cost/accuracy curve and before/after bars per layer, for
+  the compress report.
 """
 
 from __future__ import annotations
@@ -88,4 +90,40 @@ def layer_flops(entries: list[dict[str, Any]]) -> bytes:
     ax.set_title("Per-layer FLOPs")
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3)
+    return _png(fig)
+
+
+def tradeoff(points: list[dict[str, Any]], xlabel: str, ylabel: str, title: str) -> bytes:
+    """A curve of (x, y) points, each {"x", "y", "label"?, "chosen"?}, joined in x order; the
+    chosen point stands out (up and to the left is better)."""
+    fig, ax = _figure()
+    pts = sorted(points, key=lambda p: p["x"])
+    ax.plot([p["x"] for p in pts], [p["y"] for p in pts], marker="o", linewidth=1.5)
+    for p in pts:
+        if p.get("chosen"):
+            ax.scatter([p["x"]], [p["y"]], marker="*", s=220, zorder=3, label="chosen")
+        if p.get("label"):
+            ax.annotate(p["label"], (p["x"], p["y"]), textcoords="offset points",
+                        xytext=(6, 4), fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if any(p.get("chosen") for p in pts):
+        ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def paired_bars(names: list[str], before: list[float], after: list[float], ylabel: str,
+                title: str, labels: tuple[str, str] = ("before", "after")) -> bytes:
+    """Two bars per name (e.g. a layer's MACs or latency before and after a transform)."""
+    fig, ax = _figure(7.0, 3.8)
+    xs = list(range(len(names)))
+    ax.bar([x - 0.2 for x in xs], before, width=0.4, label=labels[0])
+    ax.bar([x + 0.2 for x in xs], after, width=0.4, label=labels[1])
+    ax.set_xticks(xs, [n[-18:] for n in names], rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
     return _png(fig)

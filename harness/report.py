@@ -1,6 +1,7 @@
 """`edgec validate --report DIR`: report.md, report.html and report.json from one result.
 
-report.md references the plots as PNG files beside it; report.html embeds them (base64 data
+`write_document` writes any such page (the compress report uses it too). report.md references
+the plots as PNG files beside it; report.html embeds them (base64 data
 URIs) and has no other outside reference, so it opens offline, alone, in any browser.
 `lines` is the same table as text, for the terminal.
 """
@@ -11,6 +12,7 @@ import base64
 import html
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,35 +86,46 @@ def _figures(result: dict[str, Any]) -> list[tuple[str, str, bytes]]:
     return figs
 
 
-def _markdown(result: dict[str, Any], figs: list[tuple[str, str, bytes]]) -> str:
-    head, rows = table(result)
-    md = ["# edgec validation report", "", *[f"- {ln}" for ln in lines(result)[:1]], "",
-          "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    md += ["| " + " | ".join(r) + " |" for r in rows]
-    md += ["", *[f"- **{e['name']}**: {'; '.join(e['verdict']['reasons'])}"
-                 for e in result["candidates"]], "", lines(result)[-1], ""]
-    for name, title, _ in figs:
+@dataclass
+class Document:
+    """One report page: a title, a lead line, a table, bullet notes, a closing line, figures
+    (file name, title, PNG bytes); written as markdown and as self-contained HTML."""
+
+    title: str
+    lead: str
+    head: list[str]
+    rows: list[list[str]]
+    notes: list[str]
+    closing: str
+    figs: list[tuple[str, str, bytes]]
+
+
+def _markdown(doc: Document) -> str:
+    md = [f"# {doc.title}", "", f"- {doc.lead}", "",
+          "| " + " | ".join(doc.head) + " |", "|" + "---|" * len(doc.head)]
+    md += ["| " + " | ".join(r) + " |" for r in doc.rows]
+    md += ["", *[f"- {n}" for n in doc.notes], "", doc.closing, ""]
+    for name, title, _ in doc.figs:
         md += [f"## {title}", "", f"![{title}]({name})", ""]
     return "\n".join(md)
 
 
-def _html(result: dict[str, Any], figs: list[tuple[str, str, bytes]]) -> str:
-    head, rows = table(result)
+def _html(doc: Document) -> str:
     esc = html.escape
-    cells = "".join(f"<th>{esc(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows)
-    verdicts = "".join(f"<li><b>{esc(e['name'])}</b>: {esc('; '.join(e['verdict']['reasons']))}"
-                       "</li>" for e in result["candidates"])
+    cells = "".join(f"<th>{esc(h)}</th>" for h in doc.head)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>"
+                   for r in doc.rows)
+    notes = "".join(f"<li>{esc(n)}</li>" for n in doc.notes)
     images = "".join(
         f"<h2>{esc(title)}</h2><img alt=\"{esc(title)}\" src=\"data:image/png;base64,"
-        f"{base64.b64encode(png).decode()}\">" for _, title, png in figs)
+        f"{base64.b64encode(png).decode()}\">" for _, title, png in doc.figs)
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
              "img{max-width:100%;display:block}")
-    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>edgec validation"
-            f"</title><style>{style}</style></head><body><h1>edgec validation report</h1>"
-            f"<p>{esc(lines(result)[0])}</p><table><tr>{cells}</tr>{body}</table>"
-            f"<ul>{verdicts}</ul><p>{esc(lines(result)[-1])}</p>{images}</body></html>")
+    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{esc(doc.title)}"
+            f"</title><style>{style}</style></head><body><h1>{esc(doc.title)}</h1>"
+            f"<p>{esc(doc.lead)}</p><table><tr>{cells}</tr>{body}</table>"
+            f"<ul>{notes}</ul><p>{esc(doc.closing)}</p>{images}</body></html>")
 
 
 def jsonable(value: Any) -> Any:
@@ -126,14 +139,22 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def write(result: dict[str, Any], folder: str | Path) -> Path:
-    """Write report.md (+ its PNGs), report.html and report.json into `folder`."""
+def write_document(doc: Document, data: dict[str, Any], folder: str | Path) -> Path:
+    """Write report.md (+ its PNGs), report.html and report.json (`data`) into `folder`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    figs = _figures(result)
-    for name, _, png in figs:
+    for name, _, png in doc.figs:
         (folder / name).write_bytes(png)
-    (folder / "report.md").write_text(_markdown(result, figs))
-    (folder / "report.html").write_text(_html(result, figs))
-    (folder / "report.json").write_text(json.dumps(jsonable(result), indent=2))
+    (folder / "report.md").write_text(_markdown(doc))
+    (folder / "report.html").write_text(_html(doc))
+    (folder / "report.json").write_text(json.dumps(jsonable(data), indent=2))
     return folder / "report.html"
+
+
+def write(result: dict[str, Any], folder: str | Path) -> Path:
+    """The validation report of `result` (harness/validate.py) in `folder`."""
+    head, rows = table(result)
+    doc = Document("edgec validation report", lines(result)[0], head, rows,
+                   [f"{e['name']}: {'; '.join(e['verdict']['reasons'])}"
+                    for e in result["candidates"]], lines(result)[-1], _figures(result))
+    return write_document(doc, result, folder)

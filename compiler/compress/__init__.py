@@ -1,0 +1,307 @@
+"""`edgec compress`: standard convs as low-rank separable or grouped pairs, under an accuracy
+budget, fitted on the user's data without retraining.
+
+Phases (`PHASES`):
+  load         frontend + the exact passes (BatchNorm folded into the convs it follows)
+  data         samples of --data: every other one (shuffled, seeded) calibrates the fits, the
+               rest are held out to judge them (score.py)
+  sensitivity  every candidate rank of every conv alone, data-aware, its noise on held-out
+               samples (search.py)
+  search       Lagrangian plans from cheapest to exact, bisected by the sequentially fitted
+               model's accuracy drop (fit.py, search.py); a rewrite stays only where its
+               kernels beat the dense conv's on the target (speed.py), else its form is
+               dropped for that layer and the search runs again
+  write        the final model, checked by the ONNX checker, written atomically
+A budget no plan meets leaves the model dense, with the reason, and is no error.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgec.errors import EdgecError
+from edgec.fileio import atomic_write_bytes
+
+from .. import frontend, passes
+from ..passes.graph import GraphIndex
+from .activations import fit_reason
+from .fit import LayerPlan, MomentCache, Plan, build, convs
+from .score import Score, Scorer
+from .search import Layer, candidates, choose, lagrangian_plans, plan_macs, sensitivity
+from .speed import Decision, measured, modelled
+
+PHASES = ("load", "data", "sensitivity", "search", "write")
+LATENCY_ROUNDS = 3
+SENSITIVITY_SAMPLES = 64  # held-out samples each candidate's noise is measured on
+FORMS = {"separable": ["separable"], "grouped": ["grouped"], "auto": ["grouped", "separable"]}
+
+
+@dataclass(frozen=True)
+class CompressOptions:
+    data: str | Path
+    max_accuracy_drop: float = 1.0  # top-1 points (or % of samples changed without labels)
+    form: str = "auto"  # separable | grouped | auto
+    flops: float | None = None  # conv MACs to reach, as a share of the original's
+    target: str = "host"  # vector width of the ranks; where the latency check runs
+    latency: bool = True  # keep only rewrites the target runs faster
+    preprocess: dict[str, Any] = field(default_factory=dict)
+    input_shapes: dict[str, list[int]] | None = None
+    calibration: int = 256  # samples the fits see, at most
+    held_out: int = 2048  # samples that judge them, at most
+    seed: int = 0
+
+
+@dataclass
+class CompressResult:
+    output: Path | None
+    layers: list[dict[str, Any]]  # per conv: form, rank, MACs, noise alone, latency decision
+    original: Score
+    compressed: Score
+    macs_before: int  # the convs' MACs
+    macs_after: int
+    plans: list[dict[str, Any]]  # the plans the search measured: MACs and drop
+    seconds: dict[str, float]
+    samples: dict[str, int]
+    warnings: list[str] = field(default_factory=list)
+    decided_by: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"output": str(self.output) if self.output else None, "layers": self.layers,
+                "original": self.original.to_json(), "compressed": self.compressed.to_json(),
+                "conv_macs_before": self.macs_before, "conv_macs_after": self.macs_after,
+                "plans": self.plans, "seconds": self.seconds, "samples": self.samples,
+                "warnings": self.warnings, "latency_decided_by": self.decided_by}
+
+
+def _named(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Every node named (the plan refers to convs by name)."""
+    taken = {n.name for n in model.graph.node if n.name}
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{i}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+    return model
+
+
+def _samples(model: onnx.ModelProto, opts: CompressOptions
+             ) -> tuple[list[dict], list[dict], np.ndarray | None]:
+    """Calibration feeds, held-out feeds and the held-out labels."""
+    from edgec.compiler import tensor_specs
+    from edgec.harness.data import open_data
+    from edgec.harness.metrics import num_classes
+    from edgec.harness.preprocess import resolve
+
+    weights = {t.name for t in model.graph.initializer}
+    specs = tensor_specs(list(model.graph.input), weights)
+    data = open_data(opts.data, specs, resolve(model, specs[0], opts.preprocess),
+                     num_classes(tensor_specs(list(model.graph.output), set())))
+    feeds, labels = [], []
+    for batch, lab in data.batches(64):
+        feeds += batch
+        if lab is not None:
+            labels.append(lab)
+    per = len(feeds[0][specs[0]["name"]]) if feeds else 1
+    if len(feeds) < 4:
+        raise EdgecError(f"compress needs at least 4 samples in {opts.data}, it has "
+                         f"{len(feeds) * per}")
+    order = np.random.default_rng(opts.seed).permutation(len(feeds))
+    calib = [feeds[i] for i in order[0::2][:max(1, opts.calibration // per)]]
+    held_idx = order[1::2][:max(1, opts.held_out // per)]
+    lab = None
+    if labels:
+        all_labels = np.concatenate(labels).reshape(len(feeds), per)
+        lab = all_labels[held_idx].reshape(-1)
+    return calib, [feeds[i] for i in held_idx], lab
+
+
+def _layers(model: onnx.ModelProto) -> tuple[list[Layer], dict[str, list[int]], list[str]]:
+    """The convs compress may rewrite, every tensor's shape, and the convs it declines (why)."""
+    shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
+              for vi in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
+    index, layers, declined = GraphIndex(model.graph), [], []
+    for node in convs(model):
+        w = index.const(node.input[1])
+        out = shapes.get(node.output[0])
+        why = fit_reason(node) or (None if out and all(out) else "output shape unknown")
+        if why:
+            declined.append(f"{node.name}: {why}")
+            continue
+        layers.append(Layer(node.name, tuple(w.shape), int(np.prod(out)) // out[1]))
+    return layers, shapes, declined
+
+
+def _lanes(target: str) -> int:
+    """fp32 lanes of the target's SIMD registers (targets/cpu/models.toml)."""
+    from edgec import targets
+
+    return targets.cpu_model(targets.get(target).tvm_target()).vector_bits // 32
+
+
+def _decide(run: _Run, plan: Plan, opts: CompressOptions,
+            decisions: dict[tuple[str, LayerPlan], Decision]) -> None:
+    """Add the latency decision of each of the plan's rewrites not decided yet (speed.py)."""
+    from edgec import targets
+
+    here = targets.get(opts.target).runs_here()
+    index = GraphIndex(run.base.graph)
+    for node in run.base.graph.node:
+        p = plan.get(node.name)
+        if p is not None and (node.name, p) not in decisions:
+            w = index.const(node.input[1])
+            decisions[(node.name, p)] = (
+                measured(node, w, run.shapes[node.input[0]], p, opts.target) if here
+                else modelled(w.shape, p))
+
+
+def _rows(layers: list[Layer], plan: Plan, sens: dict, decisions: dict[str, Decision]
+          ) -> list[dict[str, Any]]:
+    rows = []
+    for layer in layers:
+        p, d = plan.get(layer.name), decisions.get(layer.name)
+        row = {"name": layer.name, "shape": list(layer.shape), "macs_before": layer.macs,
+               "macs_after": layer.plan_macs(p), "form": p.form(layer.shape[1]) if p else "dense",
+               "groups": p.groups if p else 1, "rank": p.rank if p else None,
+               "noise_alone": sens.get((layer.name, p)) if p else 0.0}
+        if d is not None:
+            row.update(dense_ms=d.dense_ms, pair_ms=d.pair_ms, speedup=d.speedup, kept=d.keep,
+                       decided_by=d.how)
+        rows.append(row)
+    return rows
+
+
+def _write(model: onnx.ModelProto, plan: Plan, output: str | Path) -> Path:
+    import json
+
+    from ..optimize import MAX_IR
+
+    model.ir_version = min(model.ir_version, MAX_IR)
+    onnx.helper.set_model_props(model, {
+        **{p.key: p.value for p in model.metadata_props},
+        "edgec.compress": json.dumps({n: [p.groups, p.rank] for n, p in plan.items()})})
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as err:
+        raise EdgecError(f"compressed model fails the ONNX checker (a bug): "
+                         f"{str(err).splitlines()[0]}") from None
+    return atomic_write_bytes(Path(output), model.SerializeToString())
+
+
+@dataclass
+class _Run:
+    """What the phases share."""
+
+    base: onnx.ModelProto
+    layers: list[Layer]
+    shapes: dict[str, list[int]]
+    scorer: Scorer  # all held-out samples: the budget
+    quick: Scorer  # the first SENSITIVITY_SAMPLES of them: noise of each candidate alone
+    cache: MomentCache
+    seconds: dict[str, float] = field(default_factory=dict)
+    t: float = field(default_factory=time.perf_counter)
+
+    def done(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = round(now - self.t, 2)
+        self.t = now
+
+    def drop(self, plan: Plan) -> float:
+        return self.scorer.score(build(self.base, plan, self.cache)).drop if plan else 0.0
+
+
+def _choose(run: _Run, sens: dict, opts: CompressOptions, banned: set[tuple[str, str]],
+            curve: int = 0) -> tuple[Plan | None, list[dict[str, Any]]]:
+    """The plan chosen among candidates of forms not banned per layer (None: no plan within
+    budget), and the plans measured on the way (`curve` more, evenly spread)."""
+    shape = {layer.name: layer.shape for layer in run.layers}
+    allowed = {k: v for k, v in sens.items() if (k[0], k[1].form(shape[k[0]][1])) not in banned}
+    plans = lagrangian_plans(run.layers, allowed)
+    total = sum(layer.macs for layer in run.layers)
+    target = round(opts.flops * total) if opts.flops else None
+    plan, tried = choose(plans, run.drop, opts.max_accuracy_drop, run.layers, target)
+    for i in np.unique(np.linspace(0, len(plans) - 1, curve).astype(int)) if curve else []:
+        tried.setdefault(int(i), run.drop(plans[int(i)]))
+    return plan, [{"macs": plan_macs(run.layers, plans[i]), "drop": d,
+                   "chosen": plans[i] is plan} for i, d in sorted(tried.items())]
+
+
+def _search(run: _Run, opts: CompressOptions, curve: int
+            ) -> tuple[Plan | None, dict, list[dict[str, Any]], dict]:
+    """Sensitivity, then the choice; with the latency check, a layer whose chosen form the
+    target runs slower than its dense conv loses that form and the choice is made again
+    (LATENCY_ROUNDS at most; what is still slower then stays dense)."""
+    lanes = _lanes(opts.target)
+    cands = {layer.name: candidates(layer, FORMS[opts.form], lanes) for layer in run.layers}
+    sens = sensitivity(run.base, run.layers, cands, run.cache,
+                       lambda m: run.quick.score(m).noise)
+    run.done("sensitivity")
+    banned: set[tuple[str, str]] = set()
+    decisions: dict[tuple[str, LayerPlan], Decision] = {}
+    shape = {layer.name: layer.shape for layer in run.layers}
+    for _ in range(LATENCY_ROUNDS):
+        plan, tried = _choose(run, sens, opts, banned, curve)
+        if not plan or not opts.latency:
+            break
+        _decide(run, plan, opts, decisions)
+        slow = {(n, p.form(shape[n][1])) for n, p in plan.items() if not decisions[(n, p)].keep}
+        if not slow:
+            break
+        banned |= slow
+    else:
+        plan = {n: p for n, p in plan.items() if decisions[(n, p)].keep}
+    run.done("search")
+    return plan, sens, tried, {n: decisions[(n, p)] for n, p in (plan or {}).items()
+                               if (n, p) in decisions}
+
+
+def compress(model_path: str | Path, *, output: str | Path | None,
+             options: CompressOptions, curve: int = 0) -> CompressResult:
+    """Compress `model_path` under `options`; write it to `output` (None: only report).
+    `curve` more plans are measured, evenly over the search's list, for the trade-off curve."""
+    opts = options
+    if opts.form not in FORMS:
+        raise EdgecError(f"--form {opts.form!r}: want one of {', '.join(FORMS)}")
+    if opts.flops is not None and not 0 < opts.flops < 1:
+        raise EdgecError(f"--flops {opts.flops}: want a share of the MACs in (0, 1)")
+    from edgec.compiler import tensor_specs
+
+    t0 = time.perf_counter()
+    model, front = frontend.load(model_path, input_shapes=opts.input_shapes, check_ops=False)
+    base = _named(passes.run_passes(model, passes.select())[0])
+    layers, shapes, declined = _layers(base)
+    load_s, t1 = time.perf_counter() - t0, time.perf_counter()
+    calib, held, labels = _samples(base, opts)
+    outs = tensor_specs(list(base.graph.output), set())
+    run = _Run(base, layers, shapes, Scorer(base, held, labels, outs),
+               Scorer(base, held[:SENSITIVITY_SAMPLES], None, outs), MomentCache(base, calib),
+               seconds={"load": round(load_s, 2)}, t=t1)
+    run.done("data")
+    warnings = list(front.warnings) + [f"declined {d}" for d in declined]
+    plan, sens, tried, decisions = _search(run, opts, curve)
+    if plan is None:
+        warnings.append(f"no rank plan keeps the accuracy drop within "
+                        f"{opts.max_accuracy_drop} points on {len(held)} held-out samples"
+                        + (f" at {opts.flops:.0%} of the conv MACs" if opts.flops else "")
+                        + "; the model is left dense")
+        plan = {}
+    how = next(iter(decisions.values())).how if decisions else ""
+    final = build(base, plan, run.cache) if plan else base
+    score = run.scorer.score(final)
+    if score.drop > opts.max_accuracy_drop:  # only after the latency check took layers back
+        warnings.append(f"the kept rewrites lose {score.drop:.2f} points, over the budget; "
+                        "the model is left dense")
+        plan, final, score = {}, base, run.scorer.original
+    path = _write(final, plan, output) if output else None
+    run.done("write")
+    return CompressResult(path, _rows(layers, plan, sens, decisions), run.scorer.original,
+                          score, sum(la.macs for la in layers), plan_macs(layers, plan), tried,
+                          run.seconds, {"calibration": len(calib), "held_out": len(held)},
+                          warnings, how)
