@@ -51,9 +51,9 @@ def import_model(model: onnx.ModelProto, target: Target, input_shapes: dict[str,
     if lowering is not None and (report.changed or report.declined):
         lowering.graph.append(report.summary())
     if pipeline.graph is not None:
-        model, report = pipeline.graph(model, target.tvm_target())
-        if lowering is not None and report.changed:
-            lowering.graph.append(report.summary())
+        model, reports = pipeline.graph(model, target.tvm_target())
+        if lowering is not None:
+            lowering.graph += [r.summary() for r in reports if r.changed]
     return to_relax(model, input_shapes)
 
 

@@ -1,8 +1,9 @@
 """Relax pipelines, by name; a target file picks one with `pipeline = "NAME"`.
 
-`cpu` (the default for llvm targets). Its ONNX step, before import (onnx_level/): convs get
-channel counts the vector length divides (pad_channels); at import, auto_pad is written out
-(explicit_pads). Then its named phases, in order:
+`cpu` (the default for llvm targets). Its ONNX steps, before import (onnx_level/): grouped
+convs get groups the vectors fill (group_channels), convs channel counts the vector length
+divides (pad_channels); at import, auto_pad is written out (explicit_pads). Then its named
+phases, in order:
 
     dispatch   TVM's library dispatch
     layout     channels-last (relax_level/layout, unstack), weight transposes folded by numpy
@@ -58,8 +59,9 @@ Phases = list[tuple[str, list[Any]]]  # (phase name, its TVM module passes), in 
 class Pipeline:
     # TVM target, lowering -> the named phases of the Relax module's transformation
     phases: Callable[[Any, Lowering], Phases]
-    # ONNX rewrite before import, for this TVM target (layout-level choices, exact numerics)
-    graph: Callable[[onnx.ModelProto, Any], tuple[onnx.ModelProto, Any]] | None = None
+    # ONNX rewrites before import, for this TVM target (layout-level choices, exact numerics):
+    # the model and each rewrite's PassReport
+    graph: Callable[[onnx.ModelProto, Any], tuple[onnx.ModelProto, list[Any]]] | None = None
 
     def relax(self, tvm_target: Any, lowering: Lowering) -> Any:
         """All phases as one TVM module transform."""
@@ -171,11 +173,15 @@ def _cpu(tvm_target: Any, lowering: Lowering) -> Phases:
     ]
 
 
-def _cpu_graph(model: onnx.ModelProto, tvm_target: Any) -> tuple[onnx.ModelProto, Any]:
+def _cpu_graph(model: onnx.ModelProto, tvm_target: Any) -> tuple[onnx.ModelProto, list[Any]]:
     from edgec.compiler.codegen.cpu.schedules import cpu_shape
+    from edgec.compiler.codegen.onnx_level.group_channels import group_channels
     from edgec.compiler.codegen.onnx_level.pad_channels import pad_channels
 
-    return pad_channels(model, multiple=cpu_shape(tvm_target).lanes)
+    lanes = cpu_shape(tvm_target).lanes
+    model, grouped = group_channels(model, lanes=lanes)
+    model, padded = pad_channels(model, multiple=lanes)
+    return model, [grouped, padded]
 
 
 PIPELINES: dict[str, Pipeline] = {

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgec.compiler.codegen.cpu.loops import (
     fusable_epilogue,
+    group_width,
     pack_weights,
     reduction_length,
     register_tile,
@@ -65,6 +66,8 @@ def kind(func: Any) -> str | None:
     if len(reds) != 1 or spatial_prefix(reds[0][1]) != 4:
         return None
     block = reds[0][0]
+    if group_width(sch.get(block), 4):
+        return None  # a grouped conv: neither a chain's conv nor its channelwise depthwise
     if reduction_length(sch, block, 4):
         return "conv"
     return "depthwise" if len(sch.get(block).reads) >= 2 else None  # pooling has no weights

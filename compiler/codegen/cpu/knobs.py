@@ -33,7 +33,12 @@ import dataclasses
 from typing import Any
 
 from edgec.compiler.codegen.cpu.chains import chain_dims, plan
-from edgec.compiler.codegen.cpu.loops import reduction_length, spatial_prefix, top_blocks
+from edgec.compiler.codegen.cpu.loops import (
+    group_width,
+    reduction_length,
+    spatial_prefix,
+    top_blocks,
+)
 from edgec.compiler.codegen.cpu.pixels import MAP_MIN_TILES
 from edgec.compiler.codegen.cpu.schedules import RULES, schedule
 from edgec.compiler.codegen.cpu.tiles import (
@@ -45,6 +50,7 @@ from edgec.compiler.codegen.cpu.tiles import (
     candidates,
     pointwise_conv,
     tile_cost,
+    vector_run,
 )
 
 VARIED = ("reduction_tile", "conv_depthwise")  # the rules (schedules.RULES) with knobs
@@ -53,8 +59,9 @@ PER_CHAIN = 4  # conv tiles, and depthwise tiles, of a conv -> depthwise chain
 MIN_ACCUMULATORS = 4
 
 
-def _dims(func: Any) -> tuple[int, int, int, int, int] | None:
-    """(n_s, height, width, channels, reduction) of a kernel's single S..SR..R block."""
+def _dims(func: Any) -> tuple[int, int, int, int, int, int] | None:
+    """(n_s, height, width, channels, reduction, group width or 0) of a kernel's single
+    S..SR..R block."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)
@@ -65,7 +72,8 @@ def _dims(func: Any) -> tuple[int, int, int, int, int] | None:
     n_s = spatial_prefix(kinds)
     extents = [int(iv.dom.extent) for iv in sch.get(block).iter_vars]
     height = extents[1] if n_s == 4 else 1
-    return n_s, height, extents[n_s - 2], extents[n_s - 1], reduction_length(sch, block, n_s)
+    return (n_s, height, extents[n_s - 2], extents[n_s - 1], reduction_length(sch, block, n_s),
+            group_width(sch.get(block), n_s))
 
 
 def _unlimited(cpu: CpuShape) -> CpuShape:
@@ -114,13 +122,14 @@ def knob_sets(func: Any, cpu: CpuShape) -> list[Knobs]:
     dims = _dims(func)
     if dims is None:
         return _chain_knob_sets(func, cpu)
-    n_s, height, width, channels, red = dims
+    n_s, height, width, channels, red, group = dims
+    group = vector_run(group, cpu)  # a grouped conv's tiles, as the rule's, within a group
     walks = [("rows", width)]
     if n_s == 4 and red and height > 1:
         walks.append(("map", height * width))
     out = []
     for walk, length in walks:
-        v, shapes = candidates(length, channels, _unlimited(cpu), red)
+        v, shapes = candidates(length, channels, _unlimited(cpu), red, group=group)
         ok = [(wi, u) for wi, u in shapes if wi * u >= MIN_ACCUMULATORS and (
             length % wi == 0 or walk == "rows" or channels // (u * v) >= MAP_MIN_TILES)]
         ok.sort(key=lambda s: _rank(length, *s, v, red))

@@ -157,10 +157,49 @@ def spatial_prefix(kinds: str) -> int:
     return n_s if n_s < len(kinds) and set(kinds[n_s:]) == {"R"} else 0
 
 
+def _index_divisors(expr: Any, var: Any, mod: bool = True) -> list[int]:
+    """The constants m of every `e // m` (and, with `mod`, `e % m`) in `expr` whose `e`
+    reads `var`."""
+    from tvm import ir, tirx
+    from tvm.tirx.analysis import undefined_vars
+
+    ops = (tirx.FloorDiv, tirx.FloorMod) if mod else (tirx.FloorDiv,)
+    found = []
+    if isinstance(expr, ops) and isinstance(expr.b, tirx.IntImm) \
+            and any(v.same_as(var) for v in undefined_vars(expr.a, [])):
+        found.append(int(expr.b.value))
+    children = [getattr(expr, name, None)
+                for name in ("a", "b", "value", "condition", "true_value", "false_value")]
+    children += [*(getattr(expr, "args", None) or []), *(getattr(expr, "indices", None) or [])]
+    for child in children:
+        if isinstance(child, ir.Expr):
+            found += _index_divisors(child, var, mod)
+    return found
+
+
+def channel_period(block: Any, n_s: int) -> int:
+    """The run length m over which the output channel c indexes the block's reads as c // m
+    (a grouped conv: a run of m output channels reads one input at each step) or as c % m
+    (an input tiled m channels at a time): the gcd of every such m; 0 where none."""
+    channel = block.iter_vars[n_s - 1].var
+    found = [m for r in block.reads for dim in r.region
+             for m in _index_divisors(dim.min, channel)]
+    return math.gcd(*found) if found else 0
+
+
+def group_width(block: Any, n_s: int) -> int:
+    """Output channels per group of a grouped conv, read from its input's channel index
+    (TOPI's c // r * C_g + rc; a depthwise conv with channel multiplier T: c // T); else 0."""
+    channel = block.iter_vars[n_s - 1].var
+    return next((m for r in block.reads
+                 for m in _index_divisors(r.region[-1].min, channel, mod=False) if m > 1), 0)
+
+
 def reduction_length(sch: Any, block: Any, n_s: int) -> int:
     """Terms in each output's sum where the input is broadcast across output channels (conv,
-    dense); 0 for depthwise conv and pooling, whose reads all follow the output channel."""
-    if _channelwise(sch.get(block), n_s):
+    dense, and a grouped conv: across its group's); 0 for depthwise conv and pooling, whose
+    reads all follow the output channel."""
+    if _channelwise(sch.get(block), n_s) and not group_width(sch.get(block), n_s):
         return 0
     length = 1
     for loop in sch.get_loops(block)[-len(sch.get(block).iter_vars) + n_s:]:

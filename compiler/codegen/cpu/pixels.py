@@ -24,12 +24,12 @@ MAP_MIN_TILES = 8  # channel tiles a map with a tail needs: they are its only pa
 
 def whole_map(sch: Any, block: Any, after: list[Any], hw: tuple[int, int], channels: int,
               row: tuple[int, int, int], cpu: CpuShape, reduction: int,
-              fixed: tuple[int, int] | None = None,
-              pointwise: bool = False) -> tuple[int, tuple[int, int, int]] | None:
+              fixed: tuple[int, int] | None = None, pointwise: bool = False,
+              group: int = 0) -> tuple[int, tuple[int, int, int]] | None:
     """Index an n, h, w, c conv block (and its epilogue) by pixel where the tile over the map
     beats the row's `row` tile; returns (pixels, (w_i, v, u)), or None with `sch` unchanged.
     With `fixed` (w_i, u), a tile edgec tune tries, the map is taken with that tile wherever
-    its channel tiles allow.
+    its channel tiles allow. `group`: as tiles.tile's.
 
     Taken where the map's tile differs or keeps more FMA slots busy (single-thread A/B against
     ORT in the same runs, AVX2 Zen 3: 7x7 512->512 3x3 1.30x -> 1.12x ORT with 4 x 2 and a
@@ -41,7 +41,7 @@ def whole_map(sch: Any, block: Any, after: list[Any], hw: tuple[int, int], chann
     if not height:
         return None
     pixels = height * width
-    flat = (tile(pixels, channels, cpu, reduction, tails=True, pointwise=pointwise)
+    flat = (tile(pixels, channels, cpu, reduction, tails=True, pointwise=pointwise, group=group)
             if fixed is None
             else (fixed[0], row[1], fixed[1]))
     if pixels % flat[0] and channels // (flat[1] * flat[2]) < MAP_MIN_TILES:

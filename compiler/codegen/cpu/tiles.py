@@ -77,8 +77,25 @@ def cpu_shape(tvm_target: Any) -> CpuShape:
                     pointwise=m.pointwise, columns=m.columns)
 
 
+def vector_run(period: int, cpu: CpuShape) -> int:
+    """`period` (loops.channel_period: output channels that read their inputs as one run, a
+    grouped conv's group or an input tiled along its channels) where a vector of the CPU's
+    divides it, else 0. A tile kept within such a run (tile(..., group=)) loads one broadcast
+    input, or one contiguous vector, per vector of channels instead of a gather: a 16 x 16
+    map, 64 -> 40 channels in 8 groups of 5, ran at 17 GF/s with 8-lane vectors across
+    groups; 64 -> 64 in 4 groups of 16, one group per tile, at 340-410 (AVX-512, 2 threads;
+    onnx_level/group_channels pads groups of 5 to a vector)."""
+    return period if period and vector_length(period, cpu.lanes) else 0
+
+
+def vector_length(channels: int, lanes: int) -> int:
+    """The vector a tile over `channels` takes: the widest of the lanes, half of them and 4
+    that divides them; 0 where none does."""
+    return next((n for n in (lanes, lanes // 2, 4) if n >= 4 and channels % n == 0), 0)
+
+
 def tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
-         tails: bool = False, pointwise: bool = False) -> tuple[int, int, int]:
+         tails: bool = False, pointwise: bool = False, group: int = 0) -> tuple[int, int, int]:
     """(w_i, v, u): output columns, vector length and vectors per column of one register tile.
 
     Candidates keep their accumulators (w_i * u) in the register budget and STACK_BYTES (see
@@ -106,9 +123,10 @@ def tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
     1 x 4 tail), its 13x13 512->1000 1x1 conv from 26 (1 x 5) to 103 (7 x 1, a 6 x 1 tail).
 
     `pointwise` (a 1x1 conv or a GEMM on a `cpu.pointwise` CPU): see candidates and tile_cost.
+    `group` (vector_run): the channels a tile stays within, see candidates.
     """
     pointwise = pointwise and cpu.pointwise
-    v, shapes = candidates(width, channels, cpu, reduction, pointwise)
+    v, shapes = candidates(width, channels, cpu, reduction, pointwise, group)
 
     def cost(wi: int, u: int) -> tuple[bool, bool, float, int]:
         return tile_cost(wi, u, v, reduction, pointwise, live=bool(cpu.live),
@@ -148,7 +166,7 @@ def tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
 
 
 def candidates(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
-               pointwise: bool = False) -> tuple[int, list[tuple[int, int]]]:
+               pointwise: bool = False, group: int = 0) -> tuple[int, list[tuple[int, int]]]:
     """(v, [(w_i, u), ...]): the vector length and every register tile the CPU can hold.
 
     Accumulators (w_i * u) within the register budget and STACK_BYTES: the scratch buffer a tile
@@ -163,8 +181,14 @@ def candidates(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
     by two and hoists the second step's broadcasts, as in a k x k conv; an 8 x 1 tile of
     ShuffleNetV2's 7x7 232 -> 232 conv spilled an accumulator (a store and reload in its dependency
     chain each step) and ran 1.8x slower than 7 x 1.
+
+    With `group` (a divisor of the channels), a tile's u * v channels divide it: each vector,
+    and each tile, reads the inputs of one group (grouped conv), whose broadcasts the tile's
+    vectors share as tile_cost counts (a 16x16 map, 64 -> 64 in 4 groups of 16: 8 x 2 tiles
+    across two groups 23.4 us, 16 x 1 within one 21.8; AVX-512, 2 threads).
     """
-    v = next((n for n in (cpu.lanes, cpu.lanes // 2, 4) if n >= 4 and channels % n == 0), 1)
+    unit = group or channels
+    v = vector_length(unit, cpu.lanes) or 1
 
     def allowed(wi: int, u: int) -> bool:
         operands = u + 1 if pointwise and u > 1 else wi + u
@@ -172,7 +196,7 @@ def candidates(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
         spills = not reduction and cpu.live and wi * u > FMA_IN_FLIGHT  # see depthwise_cost
         return wi * u * v * 4 <= STACK_BYTES and not live and not spills
 
-    return v, [(wi, u) for u in range(1, cpu.registers + 1) if (channels // v) % u == 0
+    return v, [(wi, u) for u in range(1, cpu.registers + 1) if (unit // v) % u == 0
                for wi in range(min(width, cpu.registers // u), 0, -1) if allowed(wi, u)]
 
 

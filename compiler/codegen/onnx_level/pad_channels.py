@@ -38,11 +38,11 @@ from edgec.compiler.passes.graph import (
 from edgec.compiler.passes.report import PassReport
 
 # Elementwise ops whose only tensor input is the activation (the rest constant, e.g. Clip's).
-_PASS_THROUGH = {"Relu", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish", "Sigmoid", "Tanh",
-                 "Elu", "Selu", "Softplus", "Identity"}
+PASS_THROUGH = {"Relu", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish", "Sigmoid", "Tanh",
+                "Elu", "Selu", "Softplus", "Identity"}
 
 
-def _conv_weights(node: onnx.NodeProto, index: GraphIndex) -> tuple | None:
+def conv_weights(node: onnx.NodeProto, index: GraphIndex) -> tuple | None:
     """(W, b or None) of a 2-D Conv whose weights (and bias, if any) are constants."""
     if node.op_type != "Conv" or len(node.input) < 2:
         return None
@@ -63,33 +63,37 @@ def _pad(a: np.ndarray, axis: int, size: int) -> np.ndarray:
     return np.pad(a, widths)
 
 
-def _write(graph: onnx.GraphProto, node: onnx.NodeProto, pos: int, value: np.ndarray) -> None:
+def write_input(graph: onnx.GraphProto, node: onnx.NodeProto, pos: int, value: np.ndarray,
+                suffix: str = "padded") -> None:
+    """Point input `pos` of `node` at a new initializer holding `value`."""
     # A new initializer per rewrite: the old one may be shared with a node left as it is.
-    name = unique_name(graph, f"{node.input[pos]}_padded")
+    name = unique_name(graph, f"{node.input[pos]}_{suffix}")
     set_const(graph, name, value)
     node.input[pos] = name
 
 
 def _pad_filters(graph, node, w: np.ndarray, b: np.ndarray | None, size: int) -> None:
     """Zero output filters (and bias) up to `size`."""
-    _write(graph, node, 1, _pad(w, 0, size))
+    write_input(graph, node, 1, _pad(w, 0, size))
     if b is not None:
-        _write(graph, node, 2, _pad(b, 0, size))
+        write_input(graph, node, 2, _pad(b, 0, size))
 
 
-def _rename_output(graph: onnx.GraphProto, node: onnx.NodeProto) -> tuple[str, str]:
+def rename_output(graph: onnx.GraphProto, node: onnx.NodeProto,
+                  suffix: str = "padded") -> tuple[str, str]:
+    """Give `node`'s output a new name; returns (new, old)."""
     old = node.output[0]
-    node.output[0] = unique_name(graph, f"{old}_padded")
+    node.output[0] = unique_name(graph, f"{old}_{suffix}")
     return node.output[0], old
 
 
 def _consumes_padded(graph, index, node, real: int, size: int) -> str:
     """Rewrite `node` to read the padded tensor: 'through' (its output is padded too),
     'absorb' (its output is not), or '' where it needs the original channels."""
-    if node.op_type in _PASS_THROUGH:
+    if node.op_type in PASS_THROUGH:
         rest = [i for i in node.input[1:] if i]
         return "through" if all(index.const(i) is not None for i in rest) else ""
-    found = _conv_weights(node, index)
+    found = conv_weights(node, index)
     if found is None:
         return ""
     w, b = found
@@ -99,7 +103,7 @@ def _consumes_padded(graph, index, node, real: int, size: int) -> str:
         set_attr(node, "group", size)
         return "through"
     if group == 1 and w.shape[1] == real:
-        _write(graph, node, 1, _pad(w, 1, size))
+        write_input(graph, node, 1, _pad(w, 1, size))
         return "absorb"
     return ""
 
@@ -124,7 +128,7 @@ def _propagate(graph, producer, padded: str, name: str, real: int, size: int) ->
             continue
         node.input[0] = padded
         if how == "through":
-            out_padded, out = _rename_output(graph, node)
+            out_padded, out = rename_output(graph, node)
             _propagate(graph, node, out_padded, out, real, size)
     if keep:
         _slice_back(graph, producer, padded, name, real)
@@ -141,7 +145,7 @@ def pad_channels(model: onnx.ModelProto, *, multiple: int,
         return out, report
     for node in list(graph.node):
         index = GraphIndex(graph)
-        found = _conv_weights(node, index)
+        found = conv_weights(node, index)
         if found is None or attr(node, "group", 1) != 1:
             continue
         w, b = found
@@ -155,7 +159,7 @@ def pad_channels(model: onnx.ModelProto, *, multiple: int,
                            f"(over {max_waste:.0%})")
             continue
         _pad_filters(graph, node, w, b, size)
-        padded, name = _rename_output(graph, node)
+        padded, name = rename_output(graph, node)
         _propagate(graph, node, padded, name, real, size)
         report.count(f"conv {real}->{size}")
     if report.changed:
