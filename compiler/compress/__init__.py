@@ -4,7 +4,7 @@ budget, fitted on the user's data without retraining.
 Phases (`PHASES`):
   load         frontend + the exact passes (BatchNorm folded into the convs it follows)
   data         samples of --data: every other one (shuffled, seeded) calibrates the fits, the
-               rest are held out to judge them (score.py)
+               rest are held out to judge them (samples.py, score.py)
   sensitivity  every candidate rank of every conv alone, data-aware, its noise on held-out
                samples (search.py)
   search       Lagrangian plans from cheapest to exact, bisected by the sequentially fitted
@@ -32,6 +32,8 @@ from .. import frontend, passes
 from ..passes.graph import GraphIndex
 from .activations import fit_reason
 from .fit import LayerPlan, MomentCache, Plan, build, convs
+from .report import layer_rows
+from .samples import split
 from .score import Score, Scorer
 from .search import Layer, candidates, choose, lagrangian_plans, plan_macs, sensitivity
 from .speed import Decision, measured, modelled
@@ -92,37 +94,6 @@ def _named(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def _samples(model: onnx.ModelProto, opts: CompressOptions
-             ) -> tuple[list[dict], list[dict], np.ndarray | None]:
-    """Calibration feeds, held-out feeds and the held-out labels."""
-    from edgec.compiler import tensor_specs
-    from edgec.harness.data import open_data
-    from edgec.harness.metrics import num_classes
-    from edgec.harness.preprocess import resolve
-
-    weights = {t.name for t in model.graph.initializer}
-    specs = tensor_specs(list(model.graph.input), weights)
-    data = open_data(opts.data, specs, resolve(model, specs[0], opts.preprocess),
-                     num_classes(tensor_specs(list(model.graph.output), set())))
-    feeds, labels = [], []
-    for batch, lab in data.batches(64):
-        feeds += batch
-        if lab is not None:
-            labels.append(lab)
-    per = len(feeds[0][specs[0]["name"]]) if feeds else 1
-    if len(feeds) < 4:
-        raise EdgecError(f"compress needs at least 4 samples in {opts.data}, it has "
-                         f"{len(feeds) * per}")
-    order = np.random.default_rng(opts.seed).permutation(len(feeds))
-    calib = [feeds[i] for i in order[0::2][:max(1, opts.calibration // per)]]
-    held_idx = order[1::2][:max(1, opts.held_out // per)]
-    lab = None
-    if labels:
-        all_labels = np.concatenate(labels).reshape(len(feeds), per)
-        lab = all_labels[held_idx].reshape(-1)
-    return calib, [feeds[i] for i in held_idx], lab
-
-
 def _layers(model: onnx.ModelProto) -> tuple[list[Layer], dict[str, list[int]], list[str]]:
     """The convs compress may rewrite, every tensor's shape, and the convs it declines (why)."""
     shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
@@ -160,22 +131,6 @@ def _decide(run: _Run, plan: Plan, opts: CompressOptions,
             decisions[(node.name, p)] = (
                 measured(node, w, run.shapes[node.input[0]], p, opts.target) if here
                 else modelled(w.shape, p))
-
-
-def _rows(layers: list[Layer], plan: Plan, sens: dict, decisions: dict[str, Decision]
-          ) -> list[dict[str, Any]]:
-    rows = []
-    for layer in layers:
-        p, d = plan.get(layer.name), decisions.get(layer.name)
-        row = {"name": layer.name, "shape": list(layer.shape), "macs_before": layer.macs,
-               "macs_after": layer.plan_macs(p), "form": p.form(layer.shape[1]) if p else "dense",
-               "groups": p.groups if p else 1, "rank": p.rank if p else None,
-               "noise_alone": sens.get((layer.name, p)) if p else 0.0}
-        if d is not None:
-            row.update(dense_ms=d.dense_ms, pair_ms=d.pair_ms, speedup=d.speedup, kept=d.keep,
-                       decided_by=d.how)
-        rows.append(row)
-    return rows
 
 
 def _write(model: onnx.ModelProto, plan: Plan, output: str | Path) -> Path:
@@ -278,7 +233,8 @@ def compress(model_path: str | Path, *, output: str | Path | None,
     base = _named(passes.run_passes(model, passes.select())[0])
     layers, shapes, declined = _layers(base)
     load_s, t1 = time.perf_counter() - t0, time.perf_counter()
-    calib, held, labels = _samples(base, opts)
+    calib, held, labels = split(base, opts.data, opts.preprocess, opts.calibration,
+                                opts.held_out, opts.seed)
     outs = tensor_specs(list(base.graph.output), set())
     run = _Run(base, layers, shapes, Scorer(base, held, labels, outs),
                Scorer(base, held[:SENSITIVITY_SAMPLES], None, outs), MomentCache(base, calib),
@@ -301,7 +257,7 @@ def compress(model_path: str | Path, *, output: str | Path | None,
         plan, final, score = {}, base, run.scorer.original
     path = _write(final, plan, output) if output else None
     run.done("write")
-    return CompressResult(path, _rows(layers, plan, sens, decisions), run.scorer.original,
+    return CompressResult(path, layer_rows(layers, plan, sens, decisions), run.scorer.original,
                           score, sum(la.macs for la in layers), plan_macs(layers, plan), tried,
                           run.seconds, {"calibration": len(calib), "held_out": len(held)},
                           warnings, how)

@@ -19,6 +19,27 @@ from typing import Any
 from edgec.harness import plots
 from edgec.harness.report import Document, write_document
 
+from .fit import Plan
+from .search import Layer
+from .speed import Decision
+
+
+def layer_rows(layers: list[Layer], plan: Plan, sens: dict, decisions: dict[str, Decision]
+               ) -> list[dict[str, Any]]:
+    """Per conv: what the plan does to it, its noise alone, its latency decision."""
+    rows = []
+    for layer in layers:
+        p, d = plan.get(layer.name), decisions.get(layer.name)
+        row = {"name": layer.name, "shape": list(layer.shape), "macs_before": layer.macs,
+               "macs_after": layer.plan_macs(p), "form": p.form(layer.shape[1]) if p else "dense",
+               "groups": p.groups if p else 1, "rank": p.rank if p else None,
+               "noise_alone": sens.get((layer.name, p)) if p else 0.0}
+        if d is not None:
+            row.update(dense_ms=d.dense_ms, pair_ms=d.pair_ms, speedup=d.speedup, kept=d.keep,
+                       decided_by=d.how)
+        rows.append(row)
+    return rows
+
 
 def _row(r: dict[str, Any]) -> list[str]:
     ms = (lambda v: "" if v is None else f"{v:.4f}")  # noqa: E731
