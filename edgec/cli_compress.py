@@ -59,7 +59,7 @@ def summary(result: Any) -> list[str]:
         speed = f"{row['speedup']:.2f}x" if row.get("speedup") else ""
         lines.append(f"{row['name'][-28:]:<28} {row['form']:<10} {rank:>5} "
                      f"{row['macs_before'] / 1e6:6.2f} -> {row['macs_after'] / 1e6:5.2f} "
-                     f"{sqnr:>10} {speed:>8}")
+                     f"{sqnr:>10} {speed:>8}  {row.get('why_dense', '')}".rstrip())
     o, c = result.original, result.compressed
     acc = (f"top-1 {o.top1:.2%} -> {c.top1:.2%}" if o.top1 is not None else
            f"top-1 agreement {c.agreement:.2%}" if c.agreement is not None else

@@ -116,3 +116,20 @@ def test_compile_compress_records_it_in_the_manifest(data, tmp_path, cli):
     assert manifest["cost"]["before"]["macs"] < analysis.analyze(
         digits.load("digits_vgg")).macs / 2
     assert "conv MACs" in out
+
+
+def test_report_has_every_layer_and_the_tradeoff_plot(compressed, tmp_path):
+    from edgec.compiler.compress.report import write_report
+
+    _, result = compressed
+    page = write_report(result, tmp_path / "rep", "digits_vgg")
+    html = page.read_text()
+    assert html.count("data:image/png;base64,") == 2  # tradeoff, MACs per conv (not timed)
+    assert "src=\"http" not in html and all(r["name"] in html for r in result.layers)
+    data = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert [r["name"] for r in data["layers"]] == [r["name"] for r in result.layers]
+    assert any(p["chosen"] for p in data["plans"])
+    dense = [r for r in result.layers if r["rank"] is None]
+    assert all(r["why_dense"] for r in dense)
+    assert "![Conv MACs vs accuracy (plans measured)](tradeoff.png)" in (
+        tmp_path / "rep" / "report.md").read_text()

@@ -188,8 +188,35 @@ def _choose(run: _Run, sens: dict, opts: CompressOptions, banned: set[tuple[str,
                    "chosen": plans[i] is plan} for i, d in sorted(tried.items())]
 
 
-def _search(run: _Run, opts: CompressOptions, curve: int
-            ) -> tuple[Plan | None, dict, list[dict[str, Any]], dict]:
+@dataclass
+class _Found:
+    """What the search found: the plan (None: no plan within budget), each candidate's noise
+    alone, the plans measured, the latency decision of each kept rewrite, why each conv the
+    plan leaves dense stays so."""
+
+    plan: Plan | None
+    sens: dict[tuple[str, LayerPlan], float]
+    tried: list[dict[str, Any]]
+    decisions: dict[str, Decision]
+    why: dict[str, str]
+
+
+def _why_dense(run: _Run, plan: Plan, cands: dict, decisions: dict) -> dict[str, str]:
+    why = {}
+    for layer in run.layers:
+        slow = [f"{p.form(layer.shape[1])} {p.groups}x{p.rank} {d.speedup:.2f}x"
+                for (n, p), d in decisions.items() if n == layer.name and not d.keep]
+        if layer.name in plan:
+            continue
+        why[layer.name] = ("no rank of the allowed forms saves 10% of its MACs"
+                           if not cands[layer.name] else
+                           f"slower on the target ({'; '.join(slow)}; "
+                           f"{next(iter(decisions.values())).how})" if slow else
+                           "the accuracy budget: the plan spends it on other convs")
+    return why
+
+
+def _search(run: _Run, opts: CompressOptions, curve: int) -> _Found:
     """Sensitivity, then the choice; with the latency check, a layer whose chosen form the
     target runs slower than its dense conv loses that form and the choice is made again
     (LATENCY_ROUNDS at most; what is still slower then stays dense)."""
@@ -213,8 +240,29 @@ def _search(run: _Run, opts: CompressOptions, curve: int
     else:
         plan = {n: p for n, p in plan.items() if decisions[(n, p)].keep}
     run.done("search")
-    return plan, sens, tried, {n: decisions[(n, p)] for n, p in (plan or {}).items()
-                               if (n, p) in decisions}
+    kept = {n: decisions[(n, p)] for n, p in (plan or {}).items() if (n, p) in decisions}
+    return _Found(plan, sens, tried, kept, _why_dense(run, plan or {}, cands, decisions))
+
+
+def _final(run: _Run, found: _Found, opts: CompressOptions, warnings: list[str]
+           ) -> tuple[Plan, onnx.ModelProto, Score]:
+    """The plan kept, the model built from it and its score; a plan over budget (none found,
+    or the latency check took layers back and the rest lose more) leaves the model dense, the
+    reason in `warnings` and in each conv's `found.why`."""
+    reason = ""
+    if found.plan is None:
+        reason = (f"no rank plan keeps the accuracy drop within {opts.max_accuracy_drop} "
+                  f"points on {len(run.scorer.feeds)} held-out samples"
+                  + (f" at {opts.flops:.0%} of the conv MACs" if opts.flops else ""))
+    else:
+        final = build(run.base, found.plan, run.cache) if found.plan else run.base
+        score = run.scorer.score(final)
+        if score.drop <= opts.max_accuracy_drop:
+            return found.plan, final, score
+        reason = f"the rewrites the target runs faster lose {score.drop:.2f} points, over budget"
+    warnings.append(f"{reason}; the model is left dense")
+    found.why.update({layer.name: reason for layer in run.layers})
+    return {}, run.base, run.scorer.original
 
 
 def compress(model_path: str | Path, *, output: str | Path | None,
@@ -241,23 +289,13 @@ def compress(model_path: str | Path, *, output: str | Path | None,
                seconds={"load": round(load_s, 2)}, t=t1)
     run.done("data")
     warnings = list(front.warnings) + [f"declined {d}" for d in declined]
-    plan, sens, tried, decisions = _search(run, opts, curve)
-    if plan is None:
-        warnings.append(f"no rank plan keeps the accuracy drop within "
-                        f"{opts.max_accuracy_drop} points on {len(held)} held-out samples"
-                        + (f" at {opts.flops:.0%} of the conv MACs" if opts.flops else "")
-                        + "; the model is left dense")
-        plan = {}
-    how = next(iter(decisions.values())).how if decisions else ""
-    final = build(base, plan, run.cache) if plan else base
-    score = run.scorer.score(final)
-    if score.drop > opts.max_accuracy_drop:  # only after the latency check took layers back
-        warnings.append(f"the kept rewrites lose {score.drop:.2f} points, over the budget; "
-                        "the model is left dense")
-        plan, final, score = {}, base, run.scorer.original
+    found = _search(run, opts, curve)
+    plan, final, score = _final(run, found, opts, warnings)
     path = _write(final, plan, output) if output else None
     run.done("write")
-    return CompressResult(path, layer_rows(layers, plan, sens, decisions), run.scorer.original,
-                          score, sum(la.macs for la in layers), plan_macs(layers, plan), tried,
+    how = next(iter(found.decisions.values())).how if found.decisions and plan else ""
+    rows = layer_rows(layers, plan, found.sens, found.decisions, found.why)
+    return CompressResult(path, rows, run.scorer.original, score,
+                          sum(la.macs for la in layers), plan_macs(layers, plan), found.tried,
                           run.seconds, {"calibration": len(calib), "held_out": len(held)},
                           warnings, how)

@@ -24,9 +24,10 @@ from .search import Layer
 from .speed import Decision
 
 
-def layer_rows(layers: list[Layer], plan: Plan, sens: dict, decisions: dict[str, Decision]
-               ) -> list[dict[str, Any]]:
-    """Per conv: what the plan does to it, its noise alone, its latency decision."""
+def layer_rows(layers: list[Layer], plan: Plan, sens: dict, decisions: dict[str, Decision],
+               why: dict[str, str]) -> list[dict[str, Any]]:
+    """Per conv: what the plan does to it, its noise alone, its latency decision, and why a
+    conv left dense stays so."""
     rows = []
     for layer in layers:
         p, d = plan.get(layer.name), decisions.get(layer.name)
@@ -34,6 +35,8 @@ def layer_rows(layers: list[Layer], plan: Plan, sens: dict, decisions: dict[str,
                "macs_after": layer.plan_macs(p), "form": p.form(layer.shape[1]) if p else "dense",
                "groups": p.groups if p else 1, "rank": p.rank if p else None,
                "noise_alone": sens.get((layer.name, p)) if p else 0.0}
+        if layer.name in why:
+            row["why_dense"] = why[layer.name]
         if d is not None:
             row.update(dense_ms=d.dense_ms, pair_ms=d.pair_ms, speedup=d.speedup, kept=d.keep,
                        decided_by=d.how)
@@ -47,7 +50,7 @@ def _row(r: dict[str, Any]) -> list[str]:
     return [r["name"], r["form"], "" if r["rank"] is None else f"{r['groups']}x{r['rank']}",
             f"{r['macs_before'] / 1e6:.2f}", f"{r['macs_after'] / 1e6:.2f}", sqnr,
             ms(r.get("dense_ms")), ms(r.get("pair_ms")),
-            f"{r['speedup']:.2f}x" if r.get("speedup") else ""]
+            f"{r['speedup']:.2f}x" if r.get("speedup") else "", r.get("why_dense", "")]
 
 
 def _figures(result: Any) -> list[tuple[str, str, bytes]]:
@@ -92,7 +95,7 @@ def write_report(result: Any, folder: Path, name: str,
     if validation is not None:
         notes += _whole_model(validation)
     head = ["layer", "form", "g x r", "MMACs before", "MMACs after", "SQNR alone dB",
-            "dense ms", "pair ms", "speedup"]
+            "dense ms", "pair ms", "speedup", "left dense because"]
     doc = Document("edgec compress report", lead, head, [_row(r) for r in result.layers], notes,
                    f"phases (s): {result.seconds}", _figures(result))
     data = {"name": name, **result.to_json()}
