@@ -115,9 +115,11 @@ def zoo_curve(names: list[str], samples: int, curve: int) -> list[str]:
             result = compress(path, output=None, curve=curve, options=CompressOptions(
                 data=data, max_accuracy_drop=5.0, latency=False, calibration=samples // 2,
                 held_out=samples // 2))
-            lines.append(f"{name} ({time.perf_counter() - t0:.0f} s; conv MMACs / top-1 "
-                         f"agreement with the original on {samples // 2} random inputs):")
-            lines += [f"  {p['macs'] / 1e6:9.2f} MMACs  {100 - p['drop']:6.2f}%"
+            lines.append(f"{name} ({time.perf_counter() - t0:.0f} s; conv MMACs, top-1 "
+                         f"agreement with the original and output SQNR on {samples // 2} "
+                         "random inputs):")
+            lines += [f"  {p['macs'] / 1e6:9.2f} MMACs  {100 - p['drop']:6.2f}%  "
+                      + (f"{p['sqnr_db']:5.1f} dB" if p["sqnr_db"] is not None else " exact")
                       + ("  <- chosen at a 5-point budget" if p["chosen"] else "")
                       for p in result.plans]
             print("\n".join(lines[-len(result.plans) - 1:]), flush=True)
@@ -132,12 +134,21 @@ def main() -> int:
     ap.add_argument("--zoo", default="", help="zoo models for the trade-off curve")
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--curve", type=int, default=8)
+    ap.add_argument("--out", help="write the results as BENCHMARKS.md's compress section")
     args = ap.parse_args()
     names = [n for n in args.models.split(",") if n]
     out = digits_table(names, args.max_accuracy_drop, args.seconds) if names else []
     if args.zoo:
-        out += zoo_curve([n for n in args.zoo.split(",") if n], args.samples, args.curve)
+        out += ["", "```", *zoo_curve([n for n in args.zoo.split(",") if n], args.samples,
+                                      args.curve), "```"]
     print("\n".join(out))
+    if args.out:
+        from sections import write_section
+
+        command = "python benchmarks/compress.py " + " ".join(sys.argv[1:])
+        write_section(args.out, "compress", ["", "## Compress: fewer MACs without retraining",
+                                             "", f"Command: `{command}`", "",
+                                             __doc__.split("\n\n", 2)[2].strip(), "", *out])
     return 0
 
 

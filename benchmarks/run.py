@@ -206,7 +206,9 @@ def main() -> int:
             checked = [latency_check.check_model(m, 3, 2, Path(tmp))
                        for m in args.latency_check.split(",")]
         lines += ["", *latency_check.markdown(checked, command.strip())]
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    from sections import write_section
+
+    write_section(args.out, "run", lines)
     print(f"wrote {args.out}")
     return 0
 

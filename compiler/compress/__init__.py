@@ -162,14 +162,20 @@ class _Run:
     cache: MomentCache
     seconds: dict[str, float] = field(default_factory=dict)
     t: float = field(default_factory=time.perf_counter)
+    measured: dict[tuple, Score] = field(default_factory=dict)
 
     def done(self, phase: str) -> None:
         now = time.perf_counter()
         self.seconds[phase] = round(now - self.t, 2)
         self.t = now
 
-    def drop(self, plan: Plan) -> float:
-        return self.scorer.score(build(self.base, plan, self.cache)).drop if plan else 0.0
+    def measure(self, plan: Plan) -> Score:
+        """The held-out score of the model built from `plan` (each plan built once)."""
+        key = tuple(sorted(plan.items()))
+        if key not in self.measured:
+            self.measured[key] = (self.scorer.score(build(self.base, plan, self.cache))
+                                  if plan else self.scorer.original)
+        return self.measured[key]
 
 
 def _choose(run: _Run, sens: dict, opts: CompressOptions, banned: set[tuple[str, str]],
@@ -181,11 +187,20 @@ def _choose(run: _Run, sens: dict, opts: CompressOptions, banned: set[tuple[str,
     plans = lagrangian_plans(run.layers, allowed)
     total = sum(layer.macs for layer in run.layers)
     target = round(opts.flops * total) if opts.flops else None
-    plan, tried = choose(plans, run.drop, opts.max_accuracy_drop, run.layers, target)
-    for i in np.unique(np.linspace(0, len(plans) - 1, curve).astype(int)) if curve else []:
-        tried.setdefault(int(i), run.drop(plans[int(i)]))
-    return plan, [{"macs": plan_macs(run.layers, plans[i]), "drop": d,
-                   "chosen": plans[i] is plan} for i, d in sorted(tried.items())]
+    plan, tried = choose(plans, lambda p: run.measure(p).drop, opts.max_accuracy_drop,
+                         run.layers, target)
+    extra = np.linspace(0, len(plans) - 1, curve).astype(int) if curve else []
+    points = []
+    for i in sorted(set(tried) | {int(i) for i in extra}):
+        score = run.measure(plans[i])
+        points.append({"macs": plan_macs(run.layers, plans[i]), "drop": score.drop,
+                       "sqnr_db": _db(score.noise), "chosen": plans[i] is plan})
+    return plan, points
+
+
+def _db(noise: float) -> float | None:
+    """SQNR in dB of a noise share (None where exact)."""
+    return None if noise <= 0 else float(-10 * np.log10(noise))
 
 
 @dataclass

@@ -39,7 +39,7 @@ class LayerMoments:
     def roots(self, groups: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """lowrank.whitening of the patches' moment in `groups` groups, computed once."""
         if groups not in self._roots:
-            self._roots[groups] = whitening(self.moment[:-1, :-1], groups)
+            self._roots[groups] = whitening(self.moment[:-1, :-1], groups, self.rows)
         return self._roots[groups]
 
 

@@ -3,9 +3,10 @@
 A `Plan` maps conv node names to a `LayerPlan` (groups g, rank r; g = C is the separable
 form). `build` walks the model's convs in graph order; for each planned conv it collects the
 moments of its input in the model as compressed so far and of its output in the original
-(activations.py), factors the weights with those moments (lowrank.factor: SVD of
-W_j M_j^1/2) and refits the 1x1 and bias by ridge least squares (lowrank.refit), then
-replaces the conv by the pair. Moments of a conv whose prefix nothing changed are the
+(activations.py), factors the weights (lowrank.factor: SVD of W_j M_j^1/2, M from the
+original model's inputs, whose roots are computed once) and refits the 1x1 and bias by ridge
+least squares on the compressed prefix's moments (lowrank.refit), then replaces the conv by
+the pair. Moments of a conv whose prefix nothing changed are the
 original model's and are cached across builds (`MomentCache`).
 """
 
@@ -21,7 +22,7 @@ from edgec.compiler.passes.lowrank import FACTOR_MARK, Factors, factor, refit, r
 
 from .activations import LayerMoments, layer_moments
 
-RIDGE = 1e-4
+RIDGE = 1e-4  # plus (g*r + 1) / rows: fewer samples per parameter pull harder to the factors
 
 
 @dataclass(frozen=True)
@@ -71,10 +72,14 @@ def _group(node: onnx.NodeProto) -> int:
 
 
 def fit_layer(w: np.ndarray, bias: np.ndarray | None, plan: LayerPlan,
-              m: LayerMoments) -> Factors:
-    """The data-aware pair of weights `w` for `plan` on moments `m`."""
-    f = factor(w, plan.groups, plan.rank, bias, roots=m.roots(plan.groups))
-    return refit(f, m.moment, m.cross, RIDGE)
+              original: LayerMoments, current: LayerMoments | None = None) -> Factors:
+    """The data-aware pair of weights `w` for `plan`: factors whitened by the `original`
+    model's input moments (their roots computed once per layer and group count), the 1x1 and
+    bias refit on the `current` ones (the compressed prefix's; default: the original's)."""
+    f = factor(w, plan.groups, plan.rank, bias, roots=original.roots(plan.groups))
+    m = current or original
+    gr = plan.groups * plan.rank
+    return refit(f, m.moment, m.cross, RIDGE + (gr + 1) / m.rows)
 
 
 def build(original: onnx.ModelProto, plan: Plan, cache: MomentCache) -> onnx.ModelProto:
@@ -89,9 +94,9 @@ def build(original: onnx.ModelProto, plan: Plan, cache: MomentCache) -> onnx.Mod
         w = index.const(node.input[1])
         bias = index.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         kernel = (w.shape[2], w.shape[3])
-        m = cache.get(node, kernel) if not changed else layer_moments(
-            model, original, node, kernel, cache.feeds)
-        replace(model.graph, node, fit_layer(w, bias, plan[name], m))
+        current = layer_moments(model, original, node, kernel, cache.feeds) if changed else None
+        replace(model.graph, node, fit_layer(w, bias, plan[name], cache.get(node, kernel),
+                                             current))
         changed = True
     if changed:
         drop_dead(model.graph)

@@ -19,7 +19,8 @@ rank-r error is then smallest on the inputs the layer sees, not on all inputs al
 so the product stays W_j at full rank). `refit` then solves the second conv and the bias by
 ridge least squares so that the pair, fed its actual inputs, reproduces the original
 layer's outputs y:
-  [A b] = argmin E||y - A z - b||^2 + ridge * tr(E[z z^T]) / (g*r) * ||A||^2,  z = B p.
+  [A b] = argmin E||y - A z - b||^2 + ridge * tr(E[z z^T]) / (g*r) * ||A - A0||^2,  z = B p,
+with A0 the factors' own second conv.
 """
 
 from __future__ import annotations
@@ -57,17 +58,24 @@ def macs_ratio(shape: tuple[int, ...], groups: int, rank: int) -> float:
     return (rank * c * kh * kw + n * groups * rank) / (n * c * kh * kw)
 
 
-def _root(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """M^1/2 and M^-1/2 of a symmetric PSD matrix, eigenvalues floored alike."""
+def _root(m: np.ndarray, shrink: float) -> tuple[np.ndarray, np.ndarray]:
+    """S^1/2 and S^-1/2 of S = (1 - shrink) M + shrink * mean eigenvalue * I, for a symmetric
+    PSD M, eigenvalues floored alike."""
     lam, q = np.linalg.eigh(m)
+    lam = (1 - shrink) * lam + shrink * max(float(np.mean(lam)), 1e-30)
     lam = np.maximum(lam, EIG_FLOOR * max(float(lam.max()), 1e-30))
     return (q * np.sqrt(lam)) @ q.T, (q / np.sqrt(lam)) @ q.T
 
 
-def whitening(moment: np.ndarray, groups: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(M_j^1/2, M_j^-1/2) of each group's diagonal block of `moment` (d_all x d_all)."""
+def whitening(moment: np.ndarray, groups: int, rows: int | None = None
+              ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(M_j^1/2, M_j^-1/2) of each group's diagonal block of `moment` (d_all x d_all), an
+    estimate from `rows` samples (None: exact), shrunk toward a multiple of I by
+    d / (d + rows) (Ledoit-Wolf style): from fewer rows than its size the moment has
+    directions no sample reached, which M^-1/2 would otherwise blow up on new inputs."""
     d = moment.shape[0] // groups
-    return [_root(moment[j * d:(j + 1) * d, j * d:(j + 1) * d]) for j in range(groups)]
+    shrink = 0.0 if rows is None else d / (d + rows)
+    return [_root(moment[j * d:(j + 1) * d, j * d:(j + 1) * d], shrink) for j in range(groups)]
 
 
 def factor(w: np.ndarray, groups: int, rank: int, bias: np.ndarray | None = None,
@@ -107,8 +115,10 @@ def project(f: Factors) -> np.ndarray:
 
 
 def refit(f: Factors, moment: np.ndarray, cross: np.ndarray, ridge: float = 1e-3) -> Factors:
-    """Solve the second conv and bias by ridge least squares. `moment` is E[p~ p~^T] over patches
-    with a trailing 1 (d_all + 1 square), `cross` is E[p~ y^T] ((d_all + 1) x N)."""
+    """Solve the second conv and bias by ridge least squares, pulled toward the factors' own
+    second conv A0 (not toward 0): argmin E||y - A z - b||^2 + lam ||A - A0||^2. `moment` is
+    E[p~ p~^T] over patches with a trailing 1 (d_all + 1 square), `cross` is E[p~ y^T]
+    ((d_all + 1) x N); lam = ridge * tr(E[z z^T]) / (g*r)."""
     b = project(f)
     gr = b.shape[0]
     bt = np.zeros((gr + 1, b.shape[1] + 1))
@@ -116,7 +126,9 @@ def refit(f: Factors, moment: np.ndarray, cross: np.ndarray, ridge: float = 1e-3
     zz, zy = bt @ moment @ bt.T, bt @ cross  # E[z~ z~^T], E[z~ y^T]
     reg = np.zeros(gr + 1)
     reg[:gr] = ridge * max(float(np.trace(zz[:gr, :gr])) / gr, 1e-30)
-    sol = np.linalg.solve(zz + np.diag(reg), zy)  # [(g*r) + 1, N]
+    prior = np.zeros_like(zy)
+    prior[:gr] = f.second.reshape(f.second.shape[0], gr).T.astype(np.float64)
+    sol = np.linalg.solve(zz + np.diag(reg), zy + reg[:, None] * prior)  # [(g*r) + 1, N]
     n = f.second.shape[0]
     return Factors(f.first, sol[:gr].T.reshape(n, gr, 1, 1).astype(f.second.dtype),
                    sol[gr].astype(f.second.dtype), f.groups, f.rank)
