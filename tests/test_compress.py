@@ -133,3 +133,15 @@ def test_report_has_every_layer_and_the_tradeoff_plot(compressed, tmp_path):
     assert all(r["why_dense"] for r in dense)
     assert "![Conv MACs vs accuracy (plans measured)](tradeoff.png)" in (
         tmp_path / "rep" / "report.md").read_text()
+
+
+def test_for_a_target_it_cannot_run_the_cost_model_decides(data, tmp_path):
+    """arm: ranks in multiples of its 4 fp32 lanes where that leaves a choice, and the latency
+    decision is the labelled cost model (nothing is timed)."""
+    result = compress(digits.TRAINED_DIR / "digits_vgg.onnx", output=tmp_path / "arm.onnx",
+                      options=CompressOptions(data=data, target="arm",
+                                              **{**FAST, "latency": True}))
+    assert result.decided_by == COST_MODEL
+    kept = [r for r in result.layers if r["rank"]]
+    assert kept and all(r["decided_by"] == COST_MODEL and r["dense_ms"] is None for r in kept)
+    assert all(r["groups"] * r["rank"] % 4 == 0 for r in kept)
