@@ -165,6 +165,16 @@ def drop_dead(graph: onnx.GraphProto) -> dict[str, int]:
     return {what: n for what, n in removed.items() if n}
 
 
+def tidy(graph: onnx.GraphProto) -> None:
+    """After rewrites that renamed or removed outputs: drop the shapes of names no node
+    produces any more, then what nothing reads (drop_dead)."""
+    names = {o for n in graph.node for o in n.output}
+    keep = [v for v in graph.value_info if v.name in names]
+    del graph.value_info[:]
+    graph.value_info.extend(keep)
+    drop_dead(graph)
+
+
 def clear_value_info(model: onnx.ModelProto) -> onnx.ModelProto:
     """Drop intermediate shapes after a rewrite and infer them again."""
     del model.graph.value_info[:]

@@ -50,9 +50,9 @@ from edgec.compiler.codegen.onnx_level.pad_channels import (
 from edgec.compiler.passes.graph import (
     GraphIndex,
     attr,
-    drop_dead,
     set_attr,
     set_const,
+    tidy,
     unique_name,
 )
 from edgec.compiler.passes.report import PassReport
@@ -209,9 +209,5 @@ def group_channels(model: onnx.ModelProto, *, lanes: int) -> tuple[onnx.ModelPro
             mapped, name = rename_output(graph, node, SUFFIX)
             _propagate(graph, mapped, name, src)
     if report.changed:
-        names = {o for n in graph.node for o in n.output}
-        keep = [v for v in graph.value_info if v.name in names]
-        del graph.value_info[:]
-        graph.value_info.extend(keep)
-        drop_dead(graph)
+        tidy(graph)
     return out, report

@@ -30,9 +30,9 @@ from onnx import helper
 from edgec.compiler.passes.graph import (
     GraphIndex,
     attr,
-    drop_dead,
     set_attr,
     set_const,
+    tidy,
     unique_name,
 )
 from edgec.compiler.passes.report import PassReport
@@ -163,9 +163,5 @@ def pad_channels(model: onnx.ModelProto, *, multiple: int,
         _propagate(graph, node, padded, name, real, size)
         report.count(f"conv {real}->{size}")
     if report.changed:
-        names = {o for n in graph.node for o in n.output}
-        keep = [v for v in graph.value_info if v.name in names]
-        del graph.value_info[:]
-        graph.value_info.extend(keep)
-        drop_dead(graph)
+        tidy(graph)
     return out, report
