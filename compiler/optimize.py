@@ -33,6 +33,17 @@ class OptimizeResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def exportable(model: onnx.ModelProto, what: str, culprit: str) -> None:
+    """Cap the IR version at MAX_IR and pass the ONNX checker, else an EdgecError naming
+    `what` and the `culprit` (the written file runs in onnxruntime and opens in Netron)."""
+    model.ir_version = min(model.ir_version, MAX_IR)
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as err:
+        raise EdgecError(f"{what} fails the ONNX checker ({culprit}): "
+                         f"{str(err).splitlines()[0]}") from None
+
+
 def check_equivalent(original: onnx.ModelProto, optimized: onnx.ModelProto, checks: int,
                      seed: int = 0) -> dict[str, Any]:
     """Run both models in onnxruntime on `checks` seeded inputs; worst agreement per output."""
@@ -58,12 +69,7 @@ def optimize(model_path: str | Path, *, output: str | Path,
     model, front = frontend.load(model_path, input_shapes=input_shapes, check_ops=False)
     before = analysis.analyze(model)
     optimized, reports = passes.run_passes(model, names)
-    optimized.ir_version = min(optimized.ir_version, MAX_IR)
-    try:
-        onnx.checker.check_model(optimized)
-    except onnx.checker.ValidationError as err:
-        raise EdgecError(f"optimized model fails the ONNX checker (a pass bug): "
-                         f"{str(err).splitlines()[0]}") from None
+    exportable(optimized, "optimized model", "a pass bug")
     check: dict[str, Any] = {}
     if checks > 0:
         check = check_equivalent(model, optimized, checks, seed)

@@ -51,11 +51,14 @@ def options(args: argparse.Namespace) -> Any:
 
 def summary(result: Any) -> list[str]:
     """Per layer what was done, then the totals and the accuracy on held-out samples."""
+    from edgec.compiler.compress.score import sqnr_db
+
     lines = [f"{'layer':<28} {'form':<10} {'rank':>5} {'MMACs':>14} {'SQNR alone':>10} "
              f"{'speedup':>8}"]
     for row in result.layers:
         rank = "" if row["rank"] is None else f"{row['groups']}x{row['rank']}"
-        sqnr = ("" if not row["noise_alone"] else f"{-10 * _log10(row['noise_alone']):.1f} dB")
+        db = sqnr_db(row["noise_alone"] or 0.0)
+        sqnr = "" if db is None else f"{db:.1f} dB"
         speed = f"{row['speedup']:.2f}x" if row.get("speedup") else ""
         lines.append(f"{row['name'][-28:]:<28} {row['form']:<10} {rank:>5} "
                      f"{row['macs_before'] / 1e6:6.2f} -> {row['macs_after'] / 1e6:5.2f} "
@@ -89,12 +92,6 @@ def _validation(args: argparse.Namespace) -> dict[str, Any] | None:
     result = validate(args.model, [args.model, args.output], opts)
     report.write(result, Path(args.report) / "validation")
     return result
-
-
-def _log10(x: float) -> float:
-    import math
-
-    return math.log10(x) if x > 0 else float("-inf")
 
 
 def cmd_compress(args: argparse.Namespace) -> int:

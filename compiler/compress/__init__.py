@@ -97,17 +97,12 @@ def _layers(model: onnx.ModelProto) -> tuple[list[Layer], dict[str, list[int]], 
 def _write(model: onnx.ModelProto, plan: Plan, output: str | Path) -> Path:
     import json
 
-    from ..optimize import MAX_IR
+    from ..optimize import exportable
 
-    model.ir_version = min(model.ir_version, MAX_IR)
     onnx.helper.set_model_props(model, {
         **{p.key: p.value for p in model.metadata_props},
         "edgec.compress": json.dumps({n: [p.groups, p.rank] for n, p in plan.items()})})
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as err:
-        raise EdgecError(f"compressed model fails the ONNX checker (a bug): "
-                         f"{str(err).splitlines()[0]}") from None
+    exportable(model, "compressed model", "a bug")
     return atomic_write_bytes(Path(output), model.SerializeToString())
 
 

@@ -20,7 +20,7 @@ import onnx
 from ..passes.graph import GraphIndex
 from .fit import LayerPlan, MomentCache, Plan, build
 from .options import FORMS, CompressOptions
-from .score import Score, Scorer
+from .score import Score, Scorer, sqnr_db
 from .search import Layer, candidates, choose, lagrangian_plans, plan_macs, sensitivity
 from .speed import Decision, measured, modelled
 
@@ -71,13 +71,9 @@ def _choose(run: Run, sens: dict, opts: CompressOptions, banned: set[tuple[str, 
     for i in sorted(set(tried) | {int(i) for i in extra}):
         score = run.measure(plans[i])
         points.append({"macs": plan_macs(run.layers, plans[i]), "drop": score.drop,
-                       "sqnr_db": _db(score.noise), "chosen": plans[i] is plan})
+                       "sqnr_db": sqnr_db(score.noise), "chosen": plans[i] is plan})
     return plan, points
 
-
-def _db(noise: float) -> float | None:
-    """SQNR in dB of a noise share (None where exact)."""
-    return None if noise <= 0 else float(-10 * np.log10(noise))
 
 
 @dataclass

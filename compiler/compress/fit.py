@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from edgec.compiler.passes.graph import GraphIndex, drop_dead
+from edgec.compiler.passes.graph import GraphIndex, attr, clear_value_info, drop_dead
 from edgec.compiler.passes.lowrank import FACTOR_MARK, Factors, factor, refit, replace
 
 from .activations import LayerMoments, layer_moments
@@ -54,21 +54,19 @@ class MomentCache:
 
 
 def convs(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    """The model's standard 2-D convs with constant weights, in graph order, but for the
-    factors of an earlier low-rank rewrite (compressing twice changes nothing more)."""
+    """The model's standard 2-D convs with constant weights (and bias, as the passes ask), in
+    graph order, but for the factors of an earlier low-rank rewrite (compressing twice changes
+    nothing more)."""
     index = GraphIndex(model.graph)
     out = []
     for node in model.graph.node:
         if node.op_type != "Conv" or len(node.input) < 2 or node.doc_string == FACTOR_MARK:
             continue
         w = index.const(node.input[1])
-        if w is not None and w.ndim == 4 and _group(node) == 1:
+        bias_ok = len(node.input) < 3 or not node.input[2] or index.const(node.input[2]) is not None
+        if w is not None and w.ndim == 4 and attr(node, "group", 1) == 1 and bias_ok:
             out.append(node)
     return out
-
-
-def _group(node: onnx.NodeProto) -> int:
-    return next((a.i for a in node.attribute if a.name == "group"), 1)
 
 
 def fit_layer(w: np.ndarray, bias: np.ndarray | None, plan: LayerPlan,
@@ -100,6 +98,5 @@ def build(original: onnx.ModelProto, plan: Plan, cache: MomentCache) -> onnx.Mod
         changed = True
     if changed:
         drop_dead(model.graph)
-        del model.graph.value_info[:]
-        model = onnx.shape_inference.infer_shapes(model)
+        model = clear_value_info(model)
     return model

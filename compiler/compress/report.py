@@ -12,7 +12,6 @@ are the whole-model view.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from edgec.harness import plots
 from edgec.harness.report import Document, write_document
 
 from .fit import Plan
+from .score import sqnr_db
 from .search import Layer
 from .speed import Decision
 
@@ -46,7 +46,8 @@ def layer_rows(layers: list[Layer], plan: Plan, sens: dict, decisions: dict[str,
 
 def _row(r: dict[str, Any]) -> list[str]:
     ms = (lambda v: "" if v is None else f"{v:.4f}")  # noqa: E731
-    sqnr = "" if not r["noise_alone"] else f"{-10 * math.log10(r['noise_alone']):.1f}"
+    db = sqnr_db(r["noise_alone"] or 0.0)
+    sqnr = "" if db is None else f"{db:.1f}"
     return [r["name"], r["form"], "" if r["rank"] is None else f"{r['groups']}x{r['rank']}",
             f"{r['macs_before'] / 1e6:.2f}", f"{r['macs_after'] / 1e6:.2f}", sqnr,
             ms(r.get("dense_ms")), ms(r.get("pair_ms")),

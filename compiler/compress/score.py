@@ -19,6 +19,11 @@ from edgec.harness.metrics import classifier_output
 from .activations import batchable, tensors
 
 
+def sqnr_db(noise: float) -> float | None:
+    """SQNR in dB of a noise share (noise power over signal power); None where exact."""
+    return None if noise <= 0 else float(-10 * np.log10(noise))
+
+
 @dataclass(frozen=True)
 class Score:
     noise: float

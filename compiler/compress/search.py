@@ -111,14 +111,17 @@ def lagrangian_plans(layers: list[Layer], sens: dict[tuple[str, LayerPlan], floa
                      ) -> list[Plan]:
     """Distinct plans, cheapest first, each optimal for some multiplier of noise against MACs."""
     total = sum(layer.macs for layer in layers)
+    per_layer: dict[str, list[tuple[LayerPlan, float]]] = {}
+    for (name, cand), err in sens.items():
+        per_layer.setdefault(name, []).append((cand, err))
     seen, out = set(), []
     for lam in LAMBDAS:
         plan: Plan = {}
         for layer in layers:
             best, best_cost = None, float(layer.macs)
-            for (name, cand), err in sens.items():
+            for cand, err in per_layer.get(layer.name, []):
                 cost = layer.plan_cost(cand) + lam * err * total
-                if name == layer.name and cost < best_cost:
+                if cost < best_cost:
                     best, best_cost = cand, cost
             if best is not None:
                 plan[layer.name] = best

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgec.compiler.passes.lowrank import factor, macs_ratio
+from edgec.compiler.passes.lowrank import factor, macs_ratio, replace
 
 from .fit import LayerPlan
 
@@ -51,8 +51,6 @@ def _one_layer(node: onnx.NodeProto, w: np.ndarray, in_shape: list[int],
                plan: LayerPlan | None) -> onnx.ModelProto:
     """A model of conv `node` alone (plan None) or of its pair for `plan` (plain SVD factors:
     the values do not change the time)."""
-    from edgec.compiler.passes.lowrank import replace
-
     conv = helper.make_node("Conv", ["x", "w"], ["y"], name="conv")
     conv.attribute.extend(a for a in node.attribute if a.name != "group")
     graph = helper.make_graph([conv], "layer", [helper.make_tensor_value_info("x", 1, in_shape)],

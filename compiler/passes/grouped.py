@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from .graph import GraphIndex, attr, drop_dead
+from .graph import GraphIndex, attr, clear_value_info, drop_dead
 from .lowrank import FACTOR_MARK, factor, full_rank, macs_ratio, replace
 from .report import PassReport
 from .rules import Rule, apply_rules
@@ -96,8 +96,7 @@ def lowrank_pass(model: onnx.ModelProto, report: PassReport, name: str,
     apply_rules(model.graph, [rule], report, anchors=lambda n: n.op_type == "Conv")
     if report.changed:
         drop_dead(model.graph)
-        del model.graph.value_info[:]
-        model = onnx.shape_inference.infer_shapes(model)
+        model = clear_value_info(model)
     return model
 
 

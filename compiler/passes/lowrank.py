@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .graph import GraphIndex, attr, set_const, unique_name
+from .graph import set_const, unique_name
 
 EIG_FLOOR = 1e-6
 FACTOR_MARK = "edgec: low-rank factor"  # doc_string of the convs `replace` makes
@@ -156,10 +156,3 @@ def replace(graph: onnx.GraphProto, node: onnx.NodeProto, f: Factors) -> None:
     graph.node.insert(at, second)
     graph.node.insert(at, first)
 
-
-def conv_weights(node: onnx.NodeProto, index: GraphIndex) -> np.ndarray | None:
-    """A standard 2-D conv's constant weights, else None."""
-    if node.op_type != "Conv" or len(node.input) < 2 or attr(node, "group", 1) != 1:
-        return None
-    w = index.const(node.input[1])
-    return w if w is not None and w.ndim == 4 else None
