@@ -6,8 +6,10 @@ divides (pad_channels); at import, auto_pad is written out (explicit_pads). Then
 phases, in order:
 
     dispatch   TVM's library dispatch
-    layout     channels-last (relax_level/layout, unstack), weight transposes folded by numpy
-               (fold_numpy), 3x3 convs as Winograd transforms and GEMMs (winograd)
+    int8       QDQ convs as int8 convs with int32 sums, other QDQ as elementwise ops
+               (relax_level/int8)
+    layout     channels-last (relax_level/layout, unstack, int8_pads), weight transposes folded
+               by numpy (fold_numpy), 3x3 convs as Winograd transforms and GEMMs (winograd)
     legalize   TVM's legalization to TIR kernels and fusion (conv + bias + activation +
                residual add become one kernel)
     merge      each conv merged with the depthwise conv that reads it (merge_chains), each
@@ -115,20 +117,34 @@ def fused_phases(tvm_target: Any, lowering: Lowering | None = None) -> Phases:
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as stock
 
+    from edgec.compiler.codegen.cpu.schedules import cpu_shape
     from edgec.compiler.codegen.relax_level.fold_numpy import fold_numpy
+    from edgec.compiler.codegen.relax_level.int8 import Int8Options, int8
+    from edgec.compiler.codegen.relax_level.int8_pads import pads_channels_last
     from edgec.compiler.codegen.relax_level.layout import channels_last
     from edgec.compiler.codegen.relax_level.winograd import winograd
+
+    def note(report: Any) -> None:
+        if lowering is not None and report.changed and report.summary() not in lowering.graph:
+            lowering.graph.append(report.summary())
+
+    @tvm.transform.module_pass(opt_level=0, name="EdgecInt8")
+    def quantized(mod: Any, _ctx: Any) -> Any:
+        mod, report = int8(mod, Int8Options(activation=cpu_shape(tvm_target).int8_activation))
+        note(report)
+        return mod
 
     @tvm.transform.module_pass(opt_level=0, name="EdgecChannelsLast")
     def layout(mod: Any, _ctx: Any) -> Any:
         # the weight transposes it adds are folded by numpy, not by one LLVM build each
-        mod, report = winograd(fold_numpy(channels_last(mod))[0])
-        if lowering is not None and report.changed and report.summary() not in lowering.graph:
-            lowering.graph.append(report.summary())
+        mod = pads_channels_last(channels_last(mod))[0]
+        mod, report = winograd(fold_numpy(mod)[0])
+        note(report)
         return mod
 
     return [
         ("dispatch", stock.library_dispatch_passes(tvm_target)),
+        ("int8", [quantized]),  # QDQ convs in integer arithmetic, QDQ elementwise
         ("layout", [layout]),  # channels-last, weights folded, 3x3 convs as Winograd
         ("legalize", stock.legalize_passes(tvm_target)),  # TIR kernels, fused by TVM
         ("merge", [_merge_pass(tvm_target)]),

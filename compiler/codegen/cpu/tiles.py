@@ -60,6 +60,8 @@ class CpuShape:
     # a depthwise tile takes the most output columns of the fewest vectors (tile_cost);
     # measured on AVX-512 only
     columns: bool = False
+    int8_activation: str = "int8"  # what an int8 conv's activations are: uint8 or int8
+    int8_dot: str = ""  # TVM tensor intrinsic: 4 int8 products summed into each int32 lane
 
 
 def cpu_shape(tvm_target: Any) -> CpuShape:
@@ -74,7 +76,8 @@ def cpu_shape(tvm_target: Any) -> CpuShape:
 
     m = cpu_model(tvm_target)
     return CpuShape(lanes=m.vector_bits // 32, registers=m.registers, live=m.live,
-                    pointwise=m.pointwise, columns=m.columns)
+                    pointwise=m.pointwise, columns=m.columns,
+                    int8_activation=m.int8_activation, int8_dot=m.int8_dot)
 
 
 def vector_run(period: int, cpu: CpuShape) -> int:

@@ -1,0 +1,237 @@
+"""Int8 convs: QDQ fake quantization (as TVM's ONNX importer writes it) as integer arithmetic.
+
+Pattern, in the imported NCHW graph:
+
+    y = conv2d(dequantize(xq, sx, zx), dequantize(wq, sw, 0))
+
+with xq uint8 or int8 (scalar sx, zx), wq a constant int8 OIHW kernel (sw scalar or one per
+output channel, zero point 0), one group or depthwise (groups = C_in = C_out). Rewrite:
+
+    xt = xq (shifted by 128 to the target's activation dtype: xq - 128, zx - 128, exact)
+    xp = pad(xt, conv's padding, pad_value=zt)    + input channels to a multiple of 4 (with zt;
+                                                    the padded weights are 0) for a dense conv
+    acc[n] = conv2d(xp, wq, padding=0, out_dtype=int32) - zt * sum_{c,kh,kw} wq[n]
+    y[n] = float32(acc[n]) * (sx * sw[n])
+
+exact up to fp32 rounding of the last multiply: sx * sw[n] * sum (xt - zt) * wq is what the fp32
+conv on dequantized operands computes. A bias add that follows stays as it is and fuses into
+the epilogue. Then every per-tensor quantize and dequantize left (activations) becomes
+elementwise ops, which the channels-last rewrite moves through without transposes:
+
+    quantize(x, s, z)   -> astype(min(max(round(x / s) + z, lo), hi), dtype)
+    dequantize(q, s, z) -> (float32(q) - z) * s
+
+and a dequantize of constants (weights no int8 conv took, biases) is folded by numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgec.compiler.codegen.relax_level.rewrite import bound_constant, rewrite_functions
+from edgec.compiler.passes.report import PassReport
+
+REDUCTION_STEP = 4  # input channels per dot-product step (vpdpbusd, sdot)
+SHIFT = 128  # uint8 <-> int8
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    activation: str = "uint8"  # the activation dtype the target's int8 kernels take
+
+
+def _op_name(expr: Any) -> str:
+    import tvm
+
+    op = getattr(expr, "op", None)
+    return op.name if isinstance(op, tvm.ir.Op) else ""
+
+
+def _scalar(value: np.ndarray | None) -> float | None:
+    return None if value is None or value.size != 1 else value.reshape(-1)[0].item()
+
+
+def _shape(ty: Any) -> list[int] | None:
+    try:
+        return [int(d) for d in ty.shape.values]
+    except (TypeError, AttributeError):
+        return None
+
+
+def _match(mutator: Any, call: Any) -> tuple[Any, str | None]:
+    """(the conv's operands, None) or (None, why it is declined); (None, None): not QDQ."""
+    x, w = (mutator.lookup_binding(a) if _is_var(a) else a for a in call.args)
+    if _op_name(x) != "relax.dequantize" and _op_name(w) != "relax.dequantize":
+        return None, None
+    if _op_name(x) != "relax.dequantize" or _op_name(w) != "relax.dequantize":
+        return None, "only one operand dequantized"
+    attrs = call.attrs
+    if (attrs.data_layout, attrs.kernel_layout) != ("NCHW", "OIHW"):
+        return None, "layout"
+    xq, wq = x.args[0], bound_constant(mutator, w.args[0])
+    sx, zx = (_scalar(bound_constant(mutator, a)) for a in x.args[1:])
+    sw, zw = (bound_constant(mutator, a) for a in w.args[1:])
+    shape, out = _shape(xq.ty), _shape(call.ty)
+    if wq is None or sw is None or zw is None:
+        return None, "weights not constant"
+    if sx is None or zx is None:
+        return None, "activation scale or zero point not one constant"
+    if str(xq.ty.dtype) not in ("uint8", "int8") or wq.dtype != np.int8:
+        return None, f"{xq.ty.dtype} x {wq.dtype} (uint8/int8 x int8 only)"
+    if np.any(zw != 0):
+        return None, "weight zero point not 0"
+    if shape is None or out is None:
+        return None, "symbolic shape"
+    groups = int(attrs.groups)
+    if groups != 1 and not groups == shape[1] == out[1] == wq.shape[0]:
+        return None, f"{groups} groups (one, or depthwise only)"
+    if sw.size not in (1, wq.shape[0]) or sw.size > 1 and int(w.attrs.axis) != 0:
+        return None, "weight scale neither per tensor nor per output channel"
+    return (xq, float(sx), int(zx), wq, np.broadcast_to(sw.reshape(-1), wq.shape[:1])), None
+
+
+def _is_var(expr: Any) -> bool:
+    from tvm import relax
+
+    return isinstance(expr, relax.Var)
+
+
+def _to_activation(bb: Any, xq: Any, zx: int, want: str) -> tuple[Any, int]:
+    """xq and its zero point in dtype `want`: shifted by 128 where the dtypes differ."""
+    from tvm import relax
+
+    have = str(xq.ty.dtype)
+    if have == want:
+        return xq, zx
+    shift = -SHIFT if have == "uint8" else SHIFT
+    wide = bb.emit(relax.op.astype(xq, "int16"))
+    moved = bb.emit(relax.op.add(wide, relax.const(shift, "int16")))
+    return bb.emit(relax.op.astype(moved, want)), zx + shift
+
+
+def _int8_conv(bb: Any, call: Any, operands: tuple, options: Int8Options) -> Any:
+    """The rewrite of the module docstring, emitted into `bb`; returns y."""
+    from tvm import relax
+
+    xq, sx, zx, wq, sw = operands
+    xt, zt = _to_activation(bb, xq, zx, options.activation)
+    attrs = call.attrs
+    top, left, bottom, right = (int(p) for p in attrs.padding)
+    groups = int(attrs.groups)
+    extra = (-wq.shape[1]) % REDUCTION_STEP if groups == 1 else 0
+    if extra:
+        wq = np.pad(wq, [(0, 0), (0, extra), (0, 0), (0, 0)])
+    if top or left or bottom or right or extra:
+        xt = bb.emit(relax.op.nn.pad(xt, [0, 0, 0, extra, top, bottom, left, right],
+                                     pad_value=float(zt)))
+    acc = bb.emit(relax.op.nn.conv2d(
+        xt, relax.const(wq), strides=attrs.strides, padding=[0, 0, 0, 0],
+        dilation=attrs.dilation, groups=groups, out_dtype="int32"))
+    k = wq.shape[0]
+    correction = zt * wq.reshape(k, -1).astype(np.int64).sum(axis=1)
+    if np.any(correction):
+        acc = bb.emit(relax.op.subtract(
+            acc, relax.const(correction.astype(np.int32).reshape(1, k, 1, 1))))
+    scale = (np.float64(sx) * sw.astype(np.float64)).astype(np.float32).reshape(1, k, 1, 1)
+    return relax.op.multiply(bb.emit(relax.op.astype(acc, "float32")), relax.const(scale))
+
+
+def _convs(mod: Any, options: Int8Options, report: PassReport) -> Any:
+    """`mod` with each QDQ conv of the pattern as an int8 conv."""
+    from tvm import relax
+
+    @relax.expr_functor.mutator
+    class Rewrite(relax.PyExprMutator):
+        def visit_call_(self, call: Any) -> Any:
+            call = super().visit_call_(call)
+            if _op_name(call) != "relax.nn.conv2d":
+                return call
+            operands, why = _match(self, call)
+            shape = _shape(call.ty) or "?"
+            key = f"conv {'x'.join(map(str, shape))} groups {int(call.attrs.groups)}"
+            if why is not None:
+                report.decline(key, why)
+            if operands is None:
+                return call
+            report.count("depthwise conv" if int(call.attrs.groups) > 1 else "conv")
+            return _int8_conv(self.builder_, call, operands, options)
+
+    return rewrite_functions(Rewrite(mod), mod)
+
+
+def _per_tensor(mutator: Any, call: Any) -> tuple[float, float] | None:
+    scale, zero = (_scalar(bound_constant(mutator, a)) for a in call.args[1:3])
+    return None if scale is None or zero is None else (float(scale), float(zero))
+
+
+def _dequantize_constant(mutator: Any, call: Any) -> np.ndarray | None:
+    """numpy's (q - z) * s of a dequantize whose operands are all constants, else None."""
+    q, s, z = (bound_constant(mutator, a) for a in call.args[:3])
+    if q is None or s is None or z is None:
+        return None
+    axis = int(call.attrs.axis) % max(q.ndim, 1)
+    shape = [-1 if i == axis else 1 for i in range(q.ndim)] if s.size > 1 else [1] * q.ndim
+    value = (q.astype(np.float64) - z.reshape(shape)) * s.astype(np.float64).reshape(shape)
+    return value.astype(np.float32)
+
+
+def _elementwise(mod: Any, report: PassReport) -> Any:
+    """`mod` with per-tensor quantize/dequantize as elementwise ops, constant ones folded."""
+    from tvm import relax
+
+    @relax.expr_functor.mutator
+    class Rewrite(relax.PyExprMutator):
+        def visit_call_(self, call: Any) -> Any:
+            call = super().visit_call_(call)
+            name = _op_name(call)
+            if name == "relax.dequantize":
+                value = _dequantize_constant(self, call)
+                if value is not None:
+                    return relax.const(value)
+            if name not in ("relax.quantize", "relax.dequantize"):
+                return call
+            params = _per_tensor(self, call)
+            if params is None:
+                report.decline(name, "scale or zero point per channel")
+                return call
+            report.count(f"{name.split('.')[-1]} as elementwise")
+            return _quantize(self.builder_, call, *params) if name == "relax.quantize" \
+                else _dequantize(self.builder_, call.args[0], *params)
+
+    return rewrite_functions(Rewrite(mod), mod)
+
+
+def _quantize(bb: Any, call: Any, scale: float, zero: float) -> Any:
+    from tvm import relax
+
+    dtype = str(call.attrs.out_dtype)
+    info = np.iinfo(dtype)
+    x = bb.emit(relax.op.round(relax.op.divide(call.args[0], relax.const(scale, "float32"))))
+    x = bb.emit(relax.op.add(x, relax.const(zero, "float32")))
+    x = bb.emit(relax.op.maximum(x, relax.const(float(info.min), "float32")))
+    x = bb.emit(relax.op.minimum(x, relax.const(float(info.max), "float32")))
+    return relax.op.astype(x, dtype)
+
+
+def _dequantize(bb: Any, q: Any, scale: float, zero: float) -> Any:
+    from tvm import relax
+
+    x = bb.emit(relax.op.subtract(relax.op.astype(q, "float32"), relax.const(zero, "float32")))
+    return relax.op.multiply(x, relax.const(scale, "float32"))
+
+
+def int8(mod: Any, options: Int8Options | None = None) -> tuple[Any, PassReport]:
+    """`mod` with its QDQ convs in integer arithmetic and the rest of its QDQ elementwise; a
+    module without quantize/dequantize comes back unchanged."""
+    from tvm import relax
+
+    options = options or Int8Options()
+    report = PassReport("int8")
+    mod = _convs(mod, options, report)
+    mod = _elementwise(mod, report)
+    if report.changed:
+        mod = relax.transform.DeadCodeElimination()(mod)
+    return mod, report
