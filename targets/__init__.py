@@ -206,7 +206,7 @@ class CpuModel:
     pointwise: bool
     columns: bool
     int8_activation: str = "int8"  # the activation dtype of int8 convs (uint8 or int8)
-    int8_dot: str = ""  # TVM tensor intrinsic of a 4-wide int8 dot product, "" where none
+    int8_dot: str = ""  # int8 dot-product instruction (cpu/int8.py INSTRUCTIONS), "" where none
 
 
 def cpu_models() -> list[CpuModel]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgec.compiler.codegen.cpu.chains import conv_depthwise
+from edgec.compiler.codegen.cpu.int8 import int8_conv
 from edgec.compiler.codegen.cpu.loops import (
     channel_period,
     extent,
@@ -166,7 +167,7 @@ def elementwise(func: Any, cpu: CpuShape) -> Any | None:
     return sch
 
 
-RULES = {"conv_depthwise": conv_depthwise, "reduction_tile": reduction_tile,
+RULES = {"int8": int8_conv, "conv_depthwise": conv_depthwise, "reduction_tile": reduction_tile,
          "winograd": winograd_transforms, "elementwise": elementwise}
 
 

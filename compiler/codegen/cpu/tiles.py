@@ -61,7 +61,7 @@ class CpuShape:
     # measured on AVX-512 only
     columns: bool = False
     int8_activation: str = "int8"  # what an int8 conv's activations are: uint8 or int8
-    int8_dot: str = ""  # TVM tensor intrinsic: 4 int8 products summed into each int32 lane
+    int8_dot: str = ""  # dot-product instruction (cpu/int8.py INSTRUCTIONS), "" where none
 
 
 def cpu_shape(tvm_target: Any) -> CpuShape:

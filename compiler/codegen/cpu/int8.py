@@ -1,0 +1,188 @@
+"""Schedule for int8 conv kernels (relax_level/int8.py): the target's int8 dot product.
+
+An int8 conv (NHWC, HWIO, int32 sums) is out[n, p, c] = sum_{kh, kw, ci} x[n, .., ci] *
+w[kh, kw, ci, c] with p the output pixel. The CPU's dot-product instruction (cpu/models.toml
+`int8_dot`, a TVM tensor intrinsic) adds to each of L int32 lanes the sum of 4 products: 4
+consecutive input channels of one pixel (one 32-bit word, broadcast) times 4 weights of that
+lane's output channel (vpdpbusd: L = 16, u8 x s8; sdot: L = 4, s8 x s8). So:
+
+    parallel for (c_o, n, p_o):                 # one tile: p_i pixels x u * L channels
+        acc[p_i, c_u, 0:L] = 0
+        for kh, kw, ci_o:                        # ci = 4 ci_o + ci_i
+            for p_i (unrolled), c_u (unrolled):
+                acc[p_i, c_u, :] = dot(acc, x[n, p, 4 ci_o : 4 ci_o + 4], w'[c, kh, kw, ci_o, :, :])
+        out[...] = epilogue(acc)                 # (float(acc - zero-point term)) * scale + bias,
+                                                 # the next layer's quantize: fused
+
+with the constant weights repacked at compile time as w'[c // L, kh, kw, ci // 4, c % L, ci % 4]
+(the pipeline's prepack phase folds the layout rewrite into the constant). The pixels of a
+tile are a divisor of H x W (at most MAX_PIXELS), so no row needs a tail.
+
+Depthwise int8 convs (no reduction over input channels) and kernels the dot product cannot
+take (channels not a multiple of L, reduction not a multiple of 4, no `int8_dot` on the CPU)
+get the fp32 rule's register tile on int32 lanes (schedules.reduction_tile).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgec.compiler.codegen.cpu.loops import (
+    extent,
+    fusable_epilogue,
+    spatial_prefix,
+    top_blocks,
+    vectorize_inner,
+)
+from edgec.compiler.codegen.cpu.tiles import CpuShape
+
+MAX_PIXELS = 8  # pixels per register tile
+STEP = 4  # input channels per dot product
+
+
+def int8_reduction(func: Any) -> bool:
+    """The kernel's reduction multiplies int8/uint8 operands (an int8 conv or dense)."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    blocks = [b for b, kinds in top_blocks(sch) if set(kinds) != {"S"}]
+    return any(str(r.source.dtype) in ("int8", "uint8") for b in blocks for r in sch.get(b).reads)
+
+
+# instruction (cpu/models.toml `int8_dot`) -> LLVM intrinsic, int32 lanes, activation dtype
+INSTRUCTIONS = {
+    "vpdpbusd": ("llvm.x86.avx512.vpdpbusd.512", 16, "uint8"),
+    "sdot": ("llvm.aarch64.neon.sdot.v4i32.v16i8", 4, "int8"),
+}
+
+
+def dot_intrinsic(instruction: str) -> tuple[str, int]:
+    """(name, L) of the TVM tensor intrinsic for `instruction`, registered on first use:
+    C[i] += sum_k int32(A[k]) * int32(B[i, k]) for i < L, k < 4, as one instruction."""
+    from tvm.s_tir import TensorIntrin
+
+    llvm, lanes, a_dtype = INSTRUCTIONS[instruction]
+    name = f"edgec_dot_{instruction}"
+    try:
+        TensorIntrin.get(name)
+    except (ValueError, RuntimeError):  # not registered yet
+        TensorIntrin.register(name, *_dot_functions(llvm, lanes, a_dtype))
+    return name, lanes
+
+
+def _dot_functions(llvm: str, lanes: int, a_dtype: str) -> tuple[Any, Any]:
+    """The description and the implementation of a 4-wide dot product into L int32 lanes."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (STEP,), a_dtype, offset_factor=1)
+        B = T.match_buffer(b, (lanes, STEP), "int8", offset_factor=1)
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:STEP], B[0:lanes, 0:STEP])
+            T.writes(C[0:lanes])
+            for i, k in T.grid(lanes, STEP):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.Cast("int32", A[vk]) * T.Cast("int32", B[vi, vk])
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (STEP,), a_dtype, offset_factor=1)
+        B = T.match_buffer(b, (lanes, STEP), "int8", offset_factor=1)
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:STEP], B[0:lanes, 0:STEP])
+            T.writes(C[0:lanes])
+            word = T.reinterpret(A.vload([0], f"{a_dtype}x{STEP}"), dtype="int32")
+            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(llvm),
+                C.vload([0], f"int32x{lanes}"),
+                T.reinterpret(T.broadcast(word, lanes), dtype=f"{a_dtype}x{lanes * STEP}"),
+                B.vload([0, 0], f"int8x{lanes * STEP}"),
+                dtype=f"int32x{lanes}")
+
+    return desc, impl
+
+
+def _tile(pixels: int, channels: int, lanes: int, cpu: CpuShape) -> tuple[int, int]:
+    """(p_i, u): pixels and vectors of L channels per tile, within the accumulator budget."""
+    u = next(n for n in (2, 1) if channels % (n * lanes) == 0)
+    p_i = max(d for d in range(1, MAX_PIXELS + 1)
+              if pixels % d == 0 and d * u <= cpu.registers)
+    return p_i, u
+
+
+def _pack(sch: Any, block: Any, weight: int, lanes: int) -> None:
+    """Read the HWIO weight (read `weight` of `block`) as [c // L, kh, kw, ci // 4, c % L,
+    ci % 4], a layout rewrite the pipeline folds into the constant."""
+    from tvm.tirx import IndexMap
+
+    cached = sch.cache_read(block, weight, "global")
+    sch.transform_layout(block, ("read", weight), IndexMap.from_func(
+        lambda kh, kw, ci, c: (c // lanes, kh, kw, ci // STEP, c % lanes, ci % STEP)))
+    sch.annotate(cached, "meta_schedule.layout_rewrite_preproc", True)
+
+
+def _weight_read(func: Any, block: Any) -> int | None:
+    """Which read of the conv block is its constant HWIO weight."""
+    free = func.attrs.get("layout_free_buffers") if func.attrs else None
+    params = [func.params[int(i)] for i in free or []]
+    return next((i for i, r in enumerate(block.reads)
+                 if len(r.source.shape) == 4 and any(r.source.same_as(p) for p in params)), None)
+
+
+def dot_conv(func: Any, cpu: CpuShape) -> Any | None:
+    """The schedule of the module docstring for an int8 conv kernel, else None."""
+    from tvm import s_tir
+
+    if not cpu.int8_dot or not int8_reduction(func):
+        return None
+    intrinsic, lanes = dot_intrinsic(cpu.int8_dot)
+    sch = s_tir.Schedule(func)
+    blocks = top_blocks(sch)
+    reds = [i for i, (_, kinds) in enumerate(blocks) if set(kinds) != {"S"}]
+    if len(reds) != 1 or blocks[reds[0]][1] != "SSSSRRR" or spatial_prefix("SSSSRRR") != 4:
+        return None
+    block = blocks[reds[0]][0]
+    weight = _weight_read(func, sch.get(block))
+    if weight is None:
+        return None
+    for b, _ in blocks[: reds[0]]:
+        sch.compute_inline(b)
+    after = fusable_epilogue(sch, block, [b for b, _ in blocks[reds[0] + 1:]], cpu.lanes)
+    n, h, w, c, kh, kw, ci = sch.get_loops(block)
+    width, channels, c_in = extent(sch, w), extent(sch, c), extent(sch, ci)
+    if not width or not channels or channels % lanes or not c_in or c_in % STEP:
+        return None
+    p_i, u = _tile(width, channels, lanes, cpu)
+    _pack(sch, block, weight, lanes)
+    p_o, p_in = sch.split(w, factors=[None, p_i])
+    c_o, c_u, c_v = sch.split(c, factors=[None, u, lanes])
+    ci_o, ci_i = sch.split(ci, factors=[None, STEP])
+    sch.reorder(c_o, n, h, p_o, kh, kw, ci_o, p_in, c_u, c_v, ci_i)
+    outer = sch.fuse(c_o, n, h, p_o)
+    sch.parallel(outer)
+    if after:
+        sch.reverse_compute_at(after[-1], outer, preserve_unit_loops=True)
+        vectorize_inner(sch, after[-1], cpu.lanes)
+    sch.decompose_reduction(block, kh)
+    sch.unroll(p_in)
+    sch.unroll(c_u)
+    sch.tensorize(c_v, intrinsic)
+    return sch
+
+
+def int8_conv(func: Any, cpu: CpuShape) -> Any | None:
+    """Int8 kernels: the dot-product schedule where it applies, else the fp32 rule's register
+    tile on int32 lanes (depthwise convs, channels the dot product does not divide)."""
+    from edgec.compiler.codegen.cpu.schedules import reduction_tile
+
+    if not int8_reduction(func):
+        return None
+    try:
+        sch = dot_conv(func, cpu)
+    except (RuntimeError, ValueError):  # a loop nest tensorize cannot match
+        sch = None
+    return sch if sch is not None else reduction_tile(func, cpu)
