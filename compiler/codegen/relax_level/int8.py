@@ -230,8 +230,9 @@ def int8(mod: Any, options: Int8Options | None = None) -> tuple[Any, PassReport]
 
     options = options or Int8Options()
     report = PassReport("int8")
+    dead_code = relax.transform.DeadCodeElimination()
     mod = _convs(mod, options, report)
+    if report.changed:  # the convs' dequantized operands, now read by nothing
+        mod = dead_code(mod)
     mod = _elementwise(mod, report)
-    if report.changed:
-        mod = relax.transform.DeadCodeElimination()(mod)
-    return mod, report
+    return (dead_code(mod) if report.changed else mod), report

@@ -1,0 +1,243 @@
+"""Int8 codegen: QDQ convs as integer arithmetic (relax_level/int8.py, cpu/int8.py).
+
+Reference: onnxruntime on the same QDQ model (ORT_DISABLE_ALL: the fake-quantized graph, each
+QuantizeLinear rounding as ONNX says). Tolerances:
+- a model whose output is a DequantizeLinear: max|diff| <= 1 step of the final quantize's
+  scale (int8 sums are exact; a product rounded differently in fp32 may tip one value of an
+  intermediate quantize by a step, which the layers after it may carry to the output);
+- a model whose output is a conv's fp32 result: max|diff| <= 1e-5 * sum_k |x_k w_k| (the int32
+  sum is exact, onnxruntime's fp32 sum of the same products rounds at that scale).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgec import targets
+from edgec.compiler import codegen
+from edgec.compiler.codegen.cpu.tiles import cpu_shape
+from edgec.compiler.codegen.relax_level.int8 import Int8Options, int8
+
+from conftest import ort_run, random_const, save, tiny_model
+
+X_SHAPE = [1, 3, 16, 16]
+
+
+def _calibration(shape: list[int], n: int = 4):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            rng = np.random.default_rng(7)
+            self.feeds = iter([{"x": rng.standard_normal(shape).astype(np.float32)}
+                               for _ in range(n)])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    return Reader()
+
+
+def small_cnn() -> onnx.ModelProto:
+    """3x3/2 conv (3 -> 16 channels) + ReLU, depthwise 3x3 + ReLU, 1x1 (16 -> 32), residual
+    add, global pool, Gemm head: what MobileNets and ResNets are made of."""
+    rng = np.random.default_rng(0)
+    inits = [random_const(n, s, rng) for n, s in (
+        ("w1", (16, 3, 3, 3)), ("b1", (16,)), ("w2", (16, 1, 3, 3)), ("b2", (16,)),
+        ("w3", (32, 16, 1, 1)), ("b3", (32,)), ("w4", (32, 32, 3, 3)), ("fw", (10, 32)),
+        ("fb", (10,)))]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1] * 4, strides=[2, 2]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1] * 4, group=16),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"]),
+             helper.make_node("Conv", ["c3", "w4"], ["c4"], pads=[1] * 4),
+             helper.make_node("Add", ["c3", "c4"], ["a"]),
+             helper.make_node("GlobalAveragePool", ["a"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], transB=1)]
+    return tiny_model(nodes, X_SHAPE, inits, out_shape=[1, 10])
+
+
+def quantize(model: onnx.ModelProto, folder: Path) -> Path:
+    """`model` quantized by onnxruntime: QDQ, per channel, uint8 activations, int8 weights."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    src, dst = save(model, folder / "fp32.onnx"), folder / "qdq.onnx"
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    quantize_static(str(src), str(dst), _calibration(shape), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def qdq_cnn(tmp_path_factory) -> Path:
+    return quantize(small_cnn(), tmp_path_factory.mktemp("qdq"))
+
+
+@pytest.fixture(scope="module")
+def host_build(qdq_cnn):
+    """(executable, lowering) of the quantized CNN for the host."""
+    lowering = codegen.Lowering()
+    ex = codegen.build(onnx.load(qdq_cnn), targets.get("host"), {"x": X_SHAPE}, lowering)
+    return ex, lowering
+
+
+def _output_step(path: Path) -> float:
+    """The scale of the quantize whose dequantize is the model's output."""
+    model = onnx.load(path)
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    last = next(n for n in model.graph.node if n.output[0] == model.graph.output[0].name)
+    assert last.op_type == "DequantizeLinear"
+    return float(inits[last.input[1]])
+
+
+def _run_calls(ex, model_path: Path, shape: list[int], tol: float, calls: int = 3) -> float:
+    """Call the executable `calls` times on seeded inputs; each output within `tol` of
+    onnxruntime's, and no earlier output changed by a later call. Returns the largest diff."""
+    import tvm
+    from tvm import relax
+
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    kept, worst = [], 0.0
+    for call in range(calls):
+        x = np.random.default_rng(100 + call).standard_normal(shape).astype(np.float32)
+        out = vm["main"](tvm.runtime.tensor(x))
+        got, want = out.numpy().copy(), ort_run(model_path, {"x": x})[0]
+        assert got.shape == want.shape
+        worst = max(worst, float(np.abs(got - want).max()))
+        assert np.abs(got - want).max() <= tol, (call, np.abs(got - want).max(), tol)
+        kept.append((out, got))
+    for call, (out, got) in enumerate(kept):
+        assert np.array_equal(out.numpy(), got), f"call {call + 1}'s output changed later"
+    return worst
+
+
+def test_quantized_cnn_matches_onnxruntime_within_one_step(host_build, qdq_cnn):
+    ex, lowering = host_build
+    assert "int8: conv 3, depthwise conv 1," in lowering.graph[0], lowering.graph
+    step = _output_step(qdq_cnn)
+    _run_calls(ex, qdq_cnn, X_SHAPE, tol=1.0 * step + 1e-6)
+
+
+def test_int8_rule_takes_every_int8_conv(host_build):
+    _, lowering = host_build
+    convs = {k: v for k, v in lowering.kernels.items() if "conv2d" in k}
+    assert len(convs) == 4 and set(convs.values()) == {"int8"}, convs
+    assert "unscheduled" not in lowering.kernels.values(), lowering.kernels
+
+
+def _disassembly(ex, target_name: str, folder: Path, objdump: str) -> str:
+    if shutil.which(objdump) is None:
+        pytest.skip(f"{objdump} is not installed")
+    target = targets.get(target_name)
+    lib = codegen.export(ex, folder / "model.so", target)
+    return subprocess.run([objdump, "-d", str(lib)], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_host_build_uses_vpdpbusd(host_build, tmp_path):
+    if cpu_shape(targets.get("host").tvm_target()).int8_dot != "vpdpbusd":
+        pytest.skip("this CPU has no AVX-512 VNNI")
+    code = _disassembly(host_build[0], "host", tmp_path, "objdump")
+    assert code.count("vpdpbusd") >= 4
+
+
+def test_rpi5_build_uses_sdot(qdq_cnn, tmp_path):
+    lowering = codegen.Lowering()
+    ex = codegen.build(onnx.load(qdq_cnn), targets.get("rpi5"), {"x": X_SHAPE}, lowering)
+    assert {v for k, v in lowering.kernels.items() if "conv2d" in k} == {"int8"}
+    code = _disassembly(ex, "rpi5", tmp_path, "aarch64-linux-gnu-objdump")
+    assert "sdot" in code
+
+
+def _qdq_conv(zx: int, groups: int, weights_input: bool = False) -> onnx.ModelProto:
+    """x -> Q(0.05, zx) -> DQ -> conv 3x3 pad 1 with DQ(int8 per-channel weights), fp32 out."""
+    rng = np.random.default_rng(3)
+    c, k = 8, 8
+    wq = rng.integers(-127, 128, size=(k, c // groups, 3, 3)).astype(np.int8)
+    inits = {"xs": np.float32(0.05), "xz": np.uint8(zx), "ws": rng.uniform(0.01, 0.03, k)
+             .astype(np.float32), "wz": np.zeros(k, np.int8), "b": rng.standard_normal(k)
+             .astype(np.float32)}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd", "b"], ["y"], pads=[1] * 4, group=groups)]
+    wq_info = helper.make_tensor_value_info("wq", TensorProto.INT8, list(wq.shape))
+    if not weights_input:
+        inits["wq"] = wq
+    model = tiny_model(nodes, [1, c, 8, 8], inits, out_shape=[1, k, 8, 8], infer=False)
+    if weights_input:
+        model.graph.input.append(wq_info)
+    return model
+
+
+@pytest.mark.parametrize("groups", [1, 8])
+@pytest.mark.parametrize("activation", ["uint8", "int8"])
+def test_zero_point_padding_and_shift_are_exact(tmp_path, groups, activation):
+    """A zero point of 200 pads the border with 200 (dequantized: 0); int8 activations take
+    the u8 -> s8 shift. Built with TVM's default pipeline after the rewrite alone."""
+    import tvm
+    from tvm import relax
+
+    model = _qdq_conv(200, groups)
+    path = save(model, tmp_path / "m.onnx")
+    mod = codegen.to_relax(model, {"x": [1, 8, 8, 8]})
+    mod, report = int8(mod, Int8Options(activation=activation))
+    assert report.rewrites == {("conv" if groups == 1 else "depthwise conv"): 1,
+                               "quantize as elementwise": 1}
+    target = targets.get("host").tvm_target()
+    ex = tvm.compile(mod, target, relax_pipeline=relax.get_default_pipeline(target))
+    # sum_k |x_k w_k| <= max|x| (200 steps of 0.05) x max|w| (127 x 0.03) x 9 taps x channels
+    bound = 1e-5 * 200 * 0.05 * 127 * 0.03 * 9 * (8 // groups)
+    _run_calls(ex, path, [1, 8, 8, 8], tol=bound, calls=2)
+
+
+def test_rewrite_declines_runtime_weights():
+    model = _qdq_conv(10, 1, weights_input=True)
+    mod = codegen.to_relax(model, {"x": [1, 8, 8, 8], "wq": [8, 8, 3, 3]})
+    _, report = int8(mod)
+    assert "conv" not in report.rewrites and "conv 1x8x8x8 groups 1: weights not constant" \
+        in report.declined, report.declined
+
+
+def test_fp32_model_unchanged_and_rewrite_idempotent(qdq_cnn):
+    import tvm
+
+    rng = np.random.default_rng(1)
+    fp32 = tiny_model([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1] * 4)],
+                      [1, 4, 8, 8], [random_const("w", (8, 4, 3, 3), rng)])
+    mod = codegen.to_relax(fp32, {"x": [1, 4, 8, 8]})
+    out, report = int8(mod)
+    assert not report.changed and not report.declined
+    tvm.ir.assert_structural_equal(out, mod)
+
+    once, first = int8(codegen.to_relax(onnx.load(qdq_cnn), {"x": X_SHAPE}))
+    assert first.changed
+    twice, second = int8(once)
+    assert not second.changed and not second.declined, second.summary()
+    tvm.ir.assert_structural_equal(twice, once)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("qemu-aarch64") is None, reason="qemu-user is not installed")
+def test_rpi5_bundle_matches_onnxruntime_under_qemu(qdq_cnn, tmp_path):
+    import edgec
+    from edgec.runtime.device import run_bundle
+
+    out = tmp_path / "rpi5"
+    edgec.compile(qdq_cnn, output=out, target="rpi5", bundle=True, latency=False)
+    step = _output_step(qdq_cnn)
+    for seed in (11, 12):
+        x = np.random.default_rng(seed).standard_normal(X_SHAPE).astype(np.float32)
+        got = run_bundle(out, device="qemu", feed={"x": x}).outputs
+        want = ort_run(qdq_cnn, {"x": x})[0]
+        assert np.abs(next(iter(got.values())) - want).max() <= step + 1e-6
