@@ -4,6 +4,11 @@ Order matters for the user: everything that can be said about the file without s
 (not ONNX, IR/opset, external data, unsupported ops: all of them at once, checker) is said
 before the shape questions (unpinned dims, shape inference), so one run names every problem of
 a kind. Every refusal is an EdgecError with one line that says what to do.
+
+Quantized ops in the QOperator form (QLinearConv, ConvInteger, com.microsoft QLinearAdd, ...)
+are rewritten into their QDQ definitions (passes/qoperator.py) before the op check, on every
+load; the report's notes say what was rewritten, and an op the pass declined is named
+unsupported with its reason.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ from onnx import numpy_helper, shape_inference, version_converter
 from edgec.errors import EdgecError
 
 from .passes.fold_constants import fold_constants, static_shapes
+from .passes.qoperator import qoperator
 
 MIN_OPSET = 11
 MAX_OPSET = onnx.defs.onnx_opset_version()
 CONVERT_TO_OPSET = 17
 # Quantized ops that do not import in TVM 0.27 (../shared/TVM_NOTES.md), refused by name even
-# if a later importer lists them, until real int8 support exists here.
+# if a later importer lists them: load() rewrites them into QDQ (passes/qoperator.py), and the
+# ones it declines stay refused.
 _KNOWN_BROKEN = {"QLinearConv", "QLinearMatMul", "ConvInteger"}
 
 
@@ -111,15 +118,18 @@ def check_versions(model: onnx.ModelProto, report: FrontendReport) -> onnx.Model
     return converted
 
 
-def _check_ops(model: onnx.ModelProto) -> None:
+def _check_ops(model: onnx.ModelProto, declined: dict[str, str] | None = None) -> None:
+    """Refuse every unsupported op type at once, each with its first node (and why the
+    qoperator pass did not rewrite it, from `declined`: node name -> reason)."""
     known = supported_ops()
     bad: dict[str, str] = {}
     for i, node in enumerate(model.graph.node):
         op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
         if (op not in known or node.domain not in ("", "ai.onnx")) and op not in bad:
-            bad[op] = node.name or f"#{i}"
+            why = (declined or {}).get(node.name or node.op_type)
+            bad[op] = f"(node {node.name or f'#{i}'})" + (f" [not rewritten: {why}]" if why else "")
     if bad:
-        listed = ", ".join(f"{op} (node {name})" for op, name in bad.items())
+        listed = ", ".join(f"{op} {where}" for op, where in bad.items())
         raise EdgecError(f"unsupported ops: {listed}")
 
 
@@ -207,8 +217,11 @@ def load(path: str | Path, *, input_shapes: dict[str, list[int]] | None = None,
     model = _read(path)
     model = check_versions(model, report)
     _check_external_data(model, path.parent)
+    model, qops = qoperator(model)
+    if qops.changed or qops.declined:
+        report.notes.append(qops.summary())
     if check_ops:
-        _check_ops(model)
+        _check_ops(model, dict(d.split(": ", 1) for d in qops.declined))
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as err:
