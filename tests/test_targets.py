@@ -79,7 +79,7 @@ def test_broken_target_file(tmp_path):
 
 
 @pytest.mark.parametrize("name, model", [("arm", "aarch64-neon"), ("rpi4", "aarch64-neon"),
-                                         ("rpi5", "aarch64-neon"),
+                                         ("rpi5", "aarch64-dotprod"),
                                          ("android-arm64", "aarch64-neon")])
 def test_cpu_model_is_data_picked_by_the_tvm_target(name, model):
     assert targets.cpu_model(targets.get(name).tvm_target()).name == model
