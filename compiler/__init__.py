@@ -221,7 +221,7 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
             skip_passes: list[str] | None = None, bundle: bool = False,
             tuning_db: str | Path | None = None, use_tuned: bool = True,
             data: str | Path | None = None, preprocess: dict[str, Any] | None = None,
-            latency: bool = True, compression: dict[str, Any] | None = None) -> CompileResult:
+            latency: bool = True, lossy: dict[str, Any] | None = None) -> CompileResult:
     """Compile `model_path` for `target` into the folder `output` (replaced atomically).
 
     With `bundle`, the folder also holds the device runner, the target's TVM runtime libraries
@@ -229,8 +229,9 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
     are then checked under the target's emulator. Kernels with records in the target's tuning
     database (`edgec tune`; `tuning_db` is its root folder) use the tuned schedules. The
     check runs on the first samples of `data` where given (`check_inputs`), on seeded
-    random inputs otherwise; with `latency`, it also times each runtime alone. `compression`
-    (what `edgec compress` did to make `model_path`) goes into the manifest as is.
+    random inputs otherwise; with `latency`, it also times each runtime alone. `lossy` (what
+    `edgec compress` or `edgec quantize` did to make `model_path`, by command name) goes into
+    the manifest as is.
     """
     from edgec import targets
     from edgec.runtime.artifact import MANIFEST
@@ -260,8 +261,7 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
             onnx.save_model(model, str(tmp / OPTIMIZED))
             manifest = _manifest(tmp, tgt, model, source, facts, validate)
             manifest["preprocess"] = spec
-            if compression is not None:
-                manifest["compress"] = compression
+            manifest.update(lossy or {})
             if bundle:
                 from edgec.runtime.bundle import add_bundle
 

@@ -11,6 +11,7 @@ import json
 import sys
 
 from edgec.cli_compress import add_compress, compress_flags
+from edgec.cli_quantize import add_quantize, quantize_flags
 from edgec.cli_validate import add_validate, data_flags
 from edgec.errors import EdgecError
 
@@ -46,7 +47,7 @@ def _need(args: argparse.Namespace, *names: str) -> None:
         raise EdgecError(f"edgec {args.command} needs {' and '.join(flags[m] for m in missing)}")
 
 
-def cmd_compile(args: argparse.Namespace, compression: dict | None = None) -> int:
+def cmd_compile(args: argparse.Namespace, lossy: dict | None = None) -> int:
     import edgec
     from edgec.cli_validate import preprocess_overrides
     from edgec.compiler.report import compile_summary
@@ -54,17 +55,24 @@ def cmd_compile(args: argparse.Namespace, compression: dict | None = None) -> in
     if args.list_passes:
         return _list_passes()
     _need(args, "model", "output")
+    if args.compress and args.int8:
+        raise EdgecError("--compress and --int8 together: compress first (edgec compress), "
+                         "then compile the compressed model with --int8")
     if args.compress:
         from edgec.cli_compress import compile_compressed
 
         return compile_compressed(args, cmd_compile)
+    if args.int8:
+        from edgec.cli_quantize import compile_quantized
+
+        return compile_quantized(args, cmd_compile)
     result = edgec.compile(args.model, output=args.output, target=args.target,
                            input_shapes=input_shapes_arg(args.input_shape), cc=args.cc,
                            validate=not args.no_validate, seed=args.seed,
                            skip_passes=args.skip_pass, bundle=args.bundle,
                            tuning_db=args.db, use_tuned=not args.no_tuned, data=args.data,
                            preprocess=preprocess_overrides(args),
-                           latency=not args.no_latency, compression=compression)
+                           latency=not args.no_latency, lossy=lossy)
     for w in result.warnings:
         print(f"edgec: warning: {w}", file=sys.stderr)
     if args.json:
@@ -249,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first compress the convs on --data (see edgec compress; its flags "
                         "below apply)")
     compress_flags(c, alone=False)
+    c.add_argument("--int8", action="store_true",
+                   help="first quantize to int8 on --data (see edgec quantize; its flags below "
+                        "apply)")
+    quantize_flags(c, alone=False)
     c.set_defaults(fn=cmd_compile)
 
     u = sub.add_parser("tune", help="search schedules for a model's kernels (MetaSchedule)")
@@ -316,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_validate(sub)
     add_compress(sub)
+    add_quantize(sub)
 
     t = sub.add_parser("targets", help="list the targets")
     t.add_argument("--json", action="store_true")

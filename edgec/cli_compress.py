@@ -14,9 +14,10 @@ from typing import Any
 def compress_flags(p: argparse.ArgumentParser, alone: bool) -> None:
     """The flags of compress; compile takes them after --compress (its --data and --target
     are its own)."""
-    p.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="P",
-                   help="top-1 points the compressed model may lose on held-out samples of "
-                        "--data (without labels: %% of samples whose top-1 changes; default 1)")
+    p.add_argument("--max-accuracy-drop", type=float, metavar="P",
+                   help="top-1 points the compressed (or int8) model may lose on held-out "
+                        "samples of --data (without labels: %% of samples whose top-1 "
+                        "changes; default 1 for compress, 0.5 for --int8)")
     p.add_argument("--form", default="auto", choices=["auto", "separable", "grouped"],
                    help="separable (depthwise + 1x1), grouped (grouped or channel low rank + "
                         "1x1), or auto: per layer, either (default)")
@@ -42,7 +43,8 @@ def options(args: argparse.Namespace) -> Any:
     if not args.data:
         raise EdgecError("compress fits and judges the model on your data: give --data PATH "
                          "(an image folder, .npz or .npy folder; a few hundred samples)")
-    return CompressOptions(data=args.data, max_accuracy_drop=args.max_accuracy_drop,
+    drop = {} if args.max_accuracy_drop is None else {"max_accuracy_drop": args.max_accuracy_drop}
+    return CompressOptions(data=args.data, **drop,
                            form=args.form, flops=args.flops, target=args.target,
                            latency=not args.no_latency_check,
                            preprocess=preprocess_overrides(args),
@@ -75,9 +77,9 @@ def summary(result: Any) -> list[str]:
     return lines
 
 
-def _validation(args: argparse.Namespace) -> dict[str, Any] | None:
-    """harness validate of the original and the compressed model compiled for --target, where
-    it runs here, into REPORT/validation/ (None elsewhere)."""
+def validation(args: argparse.Namespace, drop: float) -> dict[str, Any] | None:
+    """harness validate of the original and the written model (-o) compiled for --target,
+    where it runs here, into REPORT/validation/ (None elsewhere); `drop`: the budget."""
     from edgec import targets
     from edgec.cli import input_shapes_arg
     from edgec.cli_validate import preprocess_overrides
@@ -86,7 +88,7 @@ def _validation(args: argparse.Namespace) -> dict[str, Any] | None:
 
     if not targets.get(args.target).runs_here():
         return None
-    opts = Options(data=args.data, budget=Budget(args.max_accuracy_drop), target=args.target,
+    opts = Options(data=args.data, budget=Budget(drop), target=args.target,
                    preprocess=preprocess_overrides(args),
                    input_shapes=input_shapes_arg(args.input_shape))
     result = validate(args.model, [args.model, args.output], opts)
@@ -101,14 +103,15 @@ def cmd_compress(args: argparse.Namespace) -> int:
         from edgec.errors import EdgecError
 
         raise EdgecError("compress needs a model and -o OUTPUT.onnx")
-    result = compress(args.model, output=args.output, options=options(args))
+    opts = options(args)
+    result = compress(args.model, output=args.output, options=opts)
     for w in result.warnings:
         print(f"edgec: warning: {w}", file=sys.stderr)
     if args.report:
         from edgec.compiler.compress.report import write_report
 
-        validation = _validation(args) if result.output else None
-        write_report(result, Path(args.report), Path(args.model).stem, validation)
+        checked = validation(args, opts.max_accuracy_drop) if result.output else None
+        write_report(result, Path(args.report), Path(args.model).stem, checked)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
@@ -133,7 +136,7 @@ def compile_compressed(args: argparse.Namespace, compile_cmd: Any) -> int:
         print("\n".join(summary(result)))
         record = {**result.to_json(), "source": args.model, "output": None}
         args.compress, args.model = False, str(small)
-        return compile_cmd(args, compression=record)
+        return compile_cmd(args, lossy={"compress": record})
 
 
 def add_compress(sub: Any) -> None:

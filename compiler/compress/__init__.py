@@ -29,7 +29,7 @@ from edgec.errors import EdgecError
 from edgec.fileio import atomic_write_bytes
 
 from .. import frontend, passes
-from ..passes.graph import GraphIndex
+from ..passes.graph import GraphIndex, name_nodes
 from .activations import fit_reason
 from .budget import Run, final, search
 from .fit import MomentCache, Plan, convs
@@ -63,19 +63,6 @@ class CompressResult:
                 "conv_macs_before": self.macs_before, "conv_macs_after": self.macs_after,
                 "plans": self.plans, "seconds": self.seconds, "samples": self.samples,
                 "warnings": self.warnings, "latency_decided_by": self.decided_by}
-
-
-def _named(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Every node named (the plan refers to convs by name)."""
-    taken = {n.name for n in model.graph.node if n.name}
-    for i, node in enumerate(model.graph.node):
-        if not node.name:
-            name = f"{node.op_type}_{i}"
-            while name in taken:
-                name += "_"
-            node.name = name
-            taken.add(name)
-    return model
 
 
 def _layers(model: onnx.ModelProto) -> tuple[list[Layer], dict[str, list[int]], list[str]]:
@@ -119,7 +106,7 @@ def compress(model_path: str | Path, *, output: str | Path | None,
 
     t0 = time.perf_counter()
     model, front = frontend.load(model_path, input_shapes=opts.input_shapes, check_ops=False)
-    base = _named(passes.run_passes(model, passes.select())[0])
+    base = name_nodes(passes.run_passes(model, passes.select())[0])
     layers, shapes, declined = _layers(base)
     load_s, t1 = time.perf_counter() - t0, time.perf_counter()
     calib, held, labels = split(base, opts.data, opts.preprocess, opts.calibration,

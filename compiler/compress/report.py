@@ -94,7 +94,7 @@ def write_report(result: Any, folder: Path, name: str,
     if o.top1 is not None:
         notes.append(f"top-1 on held-out samples: {o.top1:.2%} -> {c.top1:.2%}")
     if validation is not None:
-        notes += _whole_model(validation)
+        notes += whole_model(validation)
     head = ["layer", "form", "g x r", "MMACs before", "MMACs after", "SQNR alone dB",
             "dense ms", "pair ms", "speedup", "left dense because"]
     doc = Document("edgec compress report", lead, head, [_row(r) for r in result.layers], notes,
@@ -105,7 +105,7 @@ def write_report(result: Any, folder: Path, name: str,
     return write_document(doc, data, folder)
 
 
-def _whole_model(validation: dict[str, Any]) -> list[str]:
+def whole_model(validation: dict[str, Any]) -> list[str]:
     ref = validation["reference"]
     out = [f"whole model on {validation['data']['samples']} samples of "
            f"{validation['data']['path']} (validation/report.html):"]

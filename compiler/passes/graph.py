@@ -179,3 +179,17 @@ def clear_value_info(model: onnx.ModelProto) -> onnx.ModelProto:
     """Drop intermediate shapes after a rewrite and infer them again."""
     del model.graph.value_info[:]
     return onnx.shape_inference.infer_shapes(model, data_prop=True)
+
+
+def name_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Name every unnamed node "{op}_{position}" (unique), so plans and reports can refer to
+    nodes by name."""
+    taken = {n.name for n in model.graph.node if n.name}
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{i}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+    return model
