@@ -159,10 +159,13 @@ def test_rpi5_build_uses_sdot(qdq_cnn, tmp_path):
     assert "sdot" in code
 
 
+C = 16  # channels of _qdq_conv: one vpdpbusd vector of output channels
+
+
 def _qdq_conv(zx: int, groups: int, weights_input: bool = False) -> onnx.ModelProto:
     """x -> Q(0.05, zx) -> DQ -> conv 3x3 pad 1 with DQ(int8 per-channel weights), fp32 out."""
     rng = np.random.default_rng(3)
-    c, k = 8, 8
+    c, k = C, C
     wq = rng.integers(-127, 128, size=(k, c // groups, 3, 3)).astype(np.int8)
     inits = {"xs": np.float32(0.05), "xz": np.uint8(zx), "ws": rng.uniform(0.01, 0.03, k)
              .astype(np.float32), "wz": np.zeros(k, np.int8), "b": rng.standard_normal(k)
@@ -180,7 +183,13 @@ def _qdq_conv(zx: int, groups: int, weights_input: bool = False) -> onnx.ModelPr
     return model
 
 
-@pytest.mark.parametrize("groups", [1, 8])
+def _conv_bound(zx: int, groups: int) -> float:
+    """1e-5 x sum_k |x_k w_k| <= max|x| (steps of 0.05 from zx) x max|w| (127 x 0.03) x 9 taps
+    x input channels per group."""
+    return 1e-5 * max(zx, 255 - zx) * 0.05 * 127 * 0.03 * 9 * (C // groups)
+
+
+@pytest.mark.parametrize("groups", [1, C])
 @pytest.mark.parametrize("activation", ["uint8", "int8"])
 def test_zero_point_padding_and_shift_are_exact(tmp_path, groups, activation):
     """A zero point of 200 pads the border with 200 (dequantized: 0); int8 activations take
@@ -190,22 +199,35 @@ def test_zero_point_padding_and_shift_are_exact(tmp_path, groups, activation):
 
     model = _qdq_conv(200, groups)
     path = save(model, tmp_path / "m.onnx")
-    mod = codegen.to_relax(model, {"x": [1, 8, 8, 8]})
+    mod = codegen.to_relax(model, {"x": [1, C, 8, 8]})
     mod, report = int8(mod, Int8Options(activation=activation))
     assert report.rewrites == {("conv" if groups == 1 else "depthwise conv"): 1,
                                "quantize as elementwise": 1}
     target = targets.get("host").tvm_target()
     ex = tvm.compile(mod, target, relax_pipeline=relax.get_default_pipeline(target))
-    # sum_k |x_k w_k| <= max|x| (200 steps of 0.05) x max|w| (127 x 0.03) x 9 taps x channels
-    bound = 1e-5 * 200 * 0.05 * 127 * 0.03 * 9 * (8 // groups)
-    _run_calls(ex, path, [1, 8, 8, 8], tol=bound, calls=2)
+    _run_calls(ex, path, [1, C, 8, 8], tol=_conv_bound(200, groups), calls=2)
+
+
+@pytest.mark.parametrize("zx", [0, 200])
+def test_padded_dense_conv_takes_the_dot_product(tmp_path, zx):
+    """Zero point 0: the conv pads itself, the rule copies the padded input once; 200: an
+    explicit pad with 200. Both on vpdpbusd, both within fp32 rounding of onnxruntime."""
+    if cpu_shape(targets.get("host").tvm_target()).int8_dot != "vpdpbusd":
+        pytest.skip("this CPU has no AVX-512 VNNI")
+    model = _qdq_conv(zx, 1)
+    path = save(model, tmp_path / "m.onnx")
+    lowering = codegen.Lowering()
+    ex = codegen.build(model, targets.get("host"), {"x": [1, C, 8, 8]}, lowering)
+    assert {v for k, v in lowering.kernels.items() if "conv2d" in k} == {"int8"}
+    _run_calls(ex, path, [1, C, 8, 8], tol=_conv_bound(zx, 1), calls=2)
+    assert "vpdpbusd" in _disassembly(ex, "host", tmp_path, "objdump")
 
 
 def test_rewrite_declines_runtime_weights():
     model = _qdq_conv(10, 1, weights_input=True)
-    mod = codegen.to_relax(model, {"x": [1, 8, 8, 8], "wq": [8, 8, 3, 3]})
+    mod = codegen.to_relax(model, {"x": [1, C, 8, 8], "wq": [C, C, 3, 3]})
     _, report = int8(mod)
-    assert "conv" not in report.rewrites and "conv 1x8x8x8 groups 1: weights not constant" \
+    assert "conv" not in report.rewrites and f"conv 1x{C}x8x8 groups 1: weights not constant" \
         in report.declined, report.declined
 
 

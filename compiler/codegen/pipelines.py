@@ -86,15 +86,16 @@ def _merge_pass(tvm_target: Any) -> Any:
     """Kernel merges: conv -> depthwise chains a schedule takes, moves into their readers."""
     import tvm
 
+    from edgec.compiler.codegen.cpu.int8 import int8_reduction
     from edgec.compiler.codegen.cpu.schedules import cpu_shape, schedule
     from edgec.compiler.codegen.relax_level.merge_chains import merge_conv_depthwise
     from edgec.compiler.codegen.relax_level.merge_moves import merge_moves
 
     cpu = cpu_shape(tvm_target)
 
-    def scheduled(func: Any) -> bool:
+    def scheduled(func: Any) -> bool:  # int8 convs stay apart: their rule is the dot product
         found = schedule(func, cpu)
-        return found is not None and found[0] == "conv_depthwise"
+        return found is not None and found[0] == "conv_depthwise" and not int8_reduction(func)
 
     def reduced(func: Any) -> bool:  # a reduction rule took the kernel, prologue and all
         found = schedule(func, cpu)

@@ -16,7 +16,9 @@ lane's output channel (vpdpbusd: L = 16, u8 x s8; sdot: L = 4, s8 x s8). So:
 
 with the constant weights repacked at compile time as w'[c // L, kh, kw, ci // 4, c % L, ci % 4]
 (the pipeline's prepack phase folds the layout rewrite into the constant). The pixels of a
-tile are a divisor of H x W (at most MAX_PIXELS), so no row needs a tail.
+tile are a divisor of the row (at most MAX_PIXELS), so no row needs a tail. A conv that pads
+with zeros itself (relax_level/int8.py: a zero point of 0) reads a padded copy of its input,
+made once per call, row-parallel: the dot product loads 4 channels as one word, in bounds.
 
 Depthwise int8 convs (no reduction over input channels) and kernels the dot product cannot
 take (channels not a multiple of L, reduction not a multiple of 4, no `int8_dot` on the CPU)
@@ -30,6 +32,7 @@ from typing import Any
 from edgec.compiler.codegen.cpu.loops import (
     extent,
     fusable_epilogue,
+    pads,
     spatial_prefix,
     top_blocks,
     vectorize_inner,
@@ -149,8 +152,14 @@ def dot_conv(func: Any, cpu: CpuShape) -> Any | None:
     weight = _weight_read(func, sch.get(block))
     if weight is None:
         return None
-    for b, _ in blocks[: reds[0]]:
-        sch.compute_inline(b)
+    before = [b for b, _ in blocks[: reds[0]]]
+    padded = before[-1] if before and pads(sch.get(before[-1])) else None
+    for b in before:
+        if b is not padded:
+            sch.compute_inline(b)
+    if padded is not None:  # a zero-padded copy, made once per call: the dot product reads it
+        sch.parallel(sch.fuse(*sch.get_loops(padded)[:-1]))
+        vectorize_inner(sch, padded, cpu.lanes)
     after = fusable_epilogue(sch, block, [b for b, _ in blocks[reds[0] + 1:]], cpu.lanes)
     n, h, w, c, kh, kw, ci = sch.get_loops(block)
     width, channels, c_in = extent(sch, w), extent(sch, c), extent(sch, ci)

@@ -11,6 +11,8 @@ output channel, zero point 0), one group or depthwise (groups = C_in = C_out). R
     xp = pad(xt, conv's padding, pad_value=zt)    + input channels to a multiple of 4 (with zt;
                                                     the padded weights are 0) for a dense conv
     acc[n] = conv2d(xp, wq, padding=0, out_dtype=int32) - zt * sum_{c,kh,kw} wq[n]
+
+(where zt is 0, as after a ReLU, the conv keeps its own zero padding instead of the pad)
     y[n] = float32(acc[n]) * (sx * sw[n])
 
 exact up to fp32 rounding of the last multiply: sx * sw[n] * sum (xt - zt) * wq is what the fp32
@@ -124,11 +126,14 @@ def _int8_conv(bb: Any, call: Any, operands: tuple, options: Int8Options) -> Any
     extra = (-wq.shape[1]) % REDUCTION_STEP if groups == 1 else 0
     if extra:
         wq = np.pad(wq, [(0, 0), (0, extra), (0, 0), (0, 0)])
-    if top or left or bottom or right or extra:
+    padding = [0, 0, 0, 0]
+    if zt == 0 and not extra:  # the conv's own zero padding pads with zt
+        padding = [top, left, bottom, right]
+    elif top or left or bottom or right or extra:
         xt = bb.emit(relax.op.nn.pad(xt, [0, 0, 0, extra, top, bottom, left, right],
                                      pad_value=float(zt)))
     acc = bb.emit(relax.op.nn.conv2d(
-        xt, relax.const(wq), strides=attrs.strides, padding=[0, 0, 0, 0],
+        xt, relax.const(wq), strides=attrs.strides, padding=padding,
         dilation=attrs.dilation, groups=groups, out_dtype="int32"))
     k = wq.shape[0]
     correction = zt * wq.reshape(k, -1).astype(np.int64).sum(axis=1)
