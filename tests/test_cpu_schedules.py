@@ -138,16 +138,17 @@ def test_dense_weights_repacked_at_compile_time():
     assert [1000 // (u * v), 96, u * v] in shapes, shapes
 
 
-@pytest.mark.parametrize("triple, cpu, mattr, lanes, regs, live", [
-    ("x86_64-linux-gnu", "znver4", [], 16, 24, 0),  # AVX-512: 32 zmm
-    ("x86_64-linux-gnu", "skylake-avx512", [], 16, 24, 0),
-    ("x86_64-linux-gnu", "icelake-server", [], 16, 24, 0),
-    ("x86_64-linux-gnu", "znver3", [], 8, 12, 16),  # AVX2 only: 16 ymm, broadcasts in them
-    ("x86_64-linux-gnu", "haswell", [], 8, 12, 16),
-    ("x86_64-linux-gnu", "x86-64", [], 4, 12, 16),  # SSE2 baseline
-    ("aarch64-linux-gnu", "cortex-a72", ["+neon"], 4, 24, 0),  # NEON: 32 q registers
+@pytest.mark.parametrize("triple, cpu, mattr, lanes, regs, live, dot", [
+    ("x86_64-linux-gnu", "znver4", [], 16, 24, 0, "vpdpbusd"),  # AVX-512: 32 zmm, VNNI
+    ("x86_64-linux-gnu", "skylake-avx512", [], 16, 24, 0, ""),  # no VNNI
+    ("x86_64-linux-gnu", "icelake-server", [], 16, 24, 0, "vpdpbusd"),
+    ("x86_64-linux-gnu", "znver3", [], 8, 12, 16, ""),  # AVX2 only: 16 ymm, broadcasts in them
+    ("x86_64-linux-gnu", "haswell", [], 8, 12, 16, ""),
+    ("x86_64-linux-gnu", "x86-64", [], 4, 12, 16, ""),  # SSE2 baseline
+    ("aarch64-linux-gnu", "cortex-a72", ["+neon"], 4, 24, 0, ""),  # NEON: 32 q registers
+    ("aarch64-linux-gnu", "cortex-a76", ["+neon", "+dotprod"], 4, 24, 0, "sdot"),
 ])
-def test_cpu_shape_follows_the_target_features(triple, cpu, mattr, lanes, regs, live):
+def test_cpu_shape_follows_the_target_features(triple, cpu, mattr, lanes, regs, live, dot):
     """SIMD width comes from the target's features: TVM's llvm_get_vector_width answers 512
     for every x86-64 CPU, and AVX-512-sized tiles spilled on an AVX2 machine."""
     from tvm.target import Target
@@ -156,7 +157,8 @@ def test_cpu_shape_follows_the_target_features(triple, cpu, mattr, lanes, regs, 
                   **({"mattr": mattr} if mattr else {})})
     x86 = triple.startswith("x86_64")
     assert cpu_shape(tgt) == CpuShape(lanes=lanes, registers=regs, live=live, pointwise=x86,
-                                      columns=x86 and lanes == 16)
+                                      columns=x86 and lanes == 16, int8_dot=dot,
+                                      int8_activation="uint8" if x86 else "int8")
 
 
 @pytest.mark.parametrize("lanes, regs", [(16, 24), (8, 12), (4, 24)])
