@@ -6,8 +6,8 @@ divides (pad_channels); at import, auto_pad is written out (explicit_pads). Then
 phases, in order:
 
     dispatch   TVM's library dispatch
-    int8       QDQ convs as int8 convs with int32 sums, other QDQ as elementwise ops
-               (relax_level/int8)
+    int8       QDQ convs as int8 convs with int32 sums (relax_level/int8), the other QDQ ops
+               elementwise (qdq_elementwise)
     layout     channels-last (relax_level/layout, unstack, int8_pads), weight transposes folded
                by numpy (fold_numpy), 3x3 convs as Winograd transforms and GEMMs (winograd)
     legalize   TVM's legalization to TIR kernels and fusion (conv + bias + activation +
@@ -123,6 +123,7 @@ def fused_phases(tvm_target: Any, lowering: Lowering | None = None) -> Phases:
     from edgec.compiler.codegen.relax_level.int8 import Int8Options, int8
     from edgec.compiler.codegen.relax_level.int8_pads import pads_channels_last
     from edgec.compiler.codegen.relax_level.layout import channels_last
+    from edgec.compiler.codegen.relax_level.qdq_elementwise import qdq_elementwise
     from edgec.compiler.codegen.relax_level.winograd import winograd
 
     def note(report: Any) -> None:
@@ -132,6 +133,8 @@ def fused_phases(tvm_target: Any, lowering: Lowering | None = None) -> Phases:
     @tvm.transform.module_pass(opt_level=0, name="EdgecInt8")
     def quantized(mod: Any, _ctx: Any) -> Any:
         mod, report = int8(mod, Int8Options(activation=cpu_shape(tvm_target).int8_activation))
+        note(report)
+        mod, report = qdq_elementwise(mod)
         note(report)
         return mod
 
@@ -145,7 +148,7 @@ def fused_phases(tvm_target: Any, lowering: Lowering | None = None) -> Phases:
 
     return [
         ("dispatch", stock.library_dispatch_passes(tvm_target)),
-        ("int8", [quantized]),  # QDQ convs in integer arithmetic, QDQ elementwise
+        ("int8", [quantized]),  # QDQ convs in integer arithmetic, other QDQ elementwise
         ("layout", [layout]),  # channels-last, weights folded, 3x3 convs as Winograd
         ("legalize", stock.legalize_passes(tvm_target)),  # TIR kernels, fused by TVM
         ("merge", [_merge_pass(tvm_target)]),

@@ -17,13 +17,7 @@ output channel, zero point 0), one group or depthwise (groups = C_in = C_out). R
 
 exact up to fp32 rounding of the last multiply: sx * sw[n] * sum (xt - zt) * wq is what the fp32
 conv on dequantized operands computes. A bias add that follows stays as it is and fuses into
-the epilogue. Then every per-tensor quantize and dequantize left (activations) becomes
-elementwise ops, which the channels-last rewrite moves through without transposes:
-
-    quantize(x, s, z)   -> astype(min(max(round(x / s) + z, lo), hi), dtype)
-    dequantize(q, s, z) -> (float32(q) - z) * s
-
-and a dequantize of constants (weights no int8 conv took, biases) is folded by numpy.
+the epilogue. The quantize and dequantize ops left are qdq_elementwise.py's.
 """
 
 from __future__ import annotations
@@ -45,14 +39,14 @@ class Int8Options:
     activation: str = "uint8"  # the activation dtype the target's int8 kernels take
 
 
-def _op_name(expr: Any) -> str:
+def op_name(expr: Any) -> str:
     import tvm
 
     op = getattr(expr, "op", None)
     return op.name if isinstance(op, tvm.ir.Op) else ""
 
 
-def _scalar(value: np.ndarray | None) -> float | None:
+def scalar(value: np.ndarray | None) -> float | None:
     return None if value is None or value.size != 1 else value.reshape(-1)[0].item()
 
 
@@ -66,15 +60,15 @@ def _shape(ty: Any) -> list[int] | None:
 def _match(mutator: Any, call: Any) -> tuple[Any, str | None]:
     """(the conv's operands, None) or (None, why it is declined); (None, None): not QDQ."""
     x, w = (mutator.lookup_binding(a) if _is_var(a) else a for a in call.args)
-    if _op_name(x) != "relax.dequantize" and _op_name(w) != "relax.dequantize":
+    if op_name(x) != "relax.dequantize" and op_name(w) != "relax.dequantize":
         return None, None
-    if _op_name(x) != "relax.dequantize" or _op_name(w) != "relax.dequantize":
+    if op_name(x) != "relax.dequantize" or op_name(w) != "relax.dequantize":
         return None, "only one operand dequantized"
     attrs = call.attrs
     if (attrs.data_layout, attrs.kernel_layout) != ("NCHW", "OIHW"):
         return None, "layout"
     xq, wq = x.args[0], bound_constant(mutator, w.args[0])
-    sx, zx = (_scalar(bound_constant(mutator, a)) for a in x.args[1:])
+    sx, zx = (scalar(bound_constant(mutator, a)) for a in x.args[1:])
     sw, zw = (bound_constant(mutator, a) for a in w.args[1:])
     shape, out = _shape(xq.ty), _shape(call.ty)
     if wq is None or sw is None or zw is None:
@@ -152,7 +146,7 @@ def _convs(mod: Any, options: Int8Options, report: PassReport) -> Any:
     class Rewrite(relax.PyExprMutator):
         def visit_call_(self, call: Any) -> Any:
             call = super().visit_call_(call)
-            if _op_name(call) != "relax.nn.conv2d":
+            if op_name(call) != "relax.nn.conv2d":
                 return call
             operands, why = _match(self, call)
             shape = _shape(call.ty) or "?"
@@ -167,77 +161,14 @@ def _convs(mod: Any, options: Int8Options, report: PassReport) -> Any:
     return rewrite_functions(Rewrite(mod), mod)
 
 
-def _per_tensor(mutator: Any, call: Any) -> tuple[float, float] | None:
-    scale, zero = (_scalar(bound_constant(mutator, a)) for a in call.args[1:3])
-    return None if scale is None or zero is None else (float(scale), float(zero))
-
-
-def _dequantize_constant(mutator: Any, call: Any) -> np.ndarray | None:
-    """numpy's (q - z) * s of a dequantize whose operands are all constants, else None."""
-    q, s, z = (bound_constant(mutator, a) for a in call.args[:3])
-    if q is None or s is None or z is None:
-        return None
-    axis = int(call.attrs.axis) % max(q.ndim, 1)
-    shape = [-1 if i == axis else 1 for i in range(q.ndim)] if s.size > 1 else [1] * q.ndim
-    value = (q.astype(np.float64) - z.reshape(shape)) * s.astype(np.float64).reshape(shape)
-    return value.astype(np.float32)
-
-
-def _elementwise(mod: Any, report: PassReport) -> Any:
-    """`mod` with per-tensor quantize/dequantize as elementwise ops, constant ones folded."""
-    from tvm import relax
-
-    @relax.expr_functor.mutator
-    class Rewrite(relax.PyExprMutator):
-        def visit_call_(self, call: Any) -> Any:
-            call = super().visit_call_(call)
-            name = _op_name(call)
-            if name == "relax.dequantize":
-                value = _dequantize_constant(self, call)
-                if value is not None:
-                    return relax.const(value)
-            if name not in ("relax.quantize", "relax.dequantize"):
-                return call
-            params = _per_tensor(self, call)
-            if params is None:
-                report.decline(name, "scale or zero point per channel")
-                return call
-            report.count(f"{name.split('.')[-1]} as elementwise")
-            return _quantize(self.builder_, call, *params) if name == "relax.quantize" \
-                else _dequantize(self.builder_, call.args[0], *params)
-
-    return rewrite_functions(Rewrite(mod), mod)
-
-
-def _quantize(bb: Any, call: Any, scale: float, zero: float) -> Any:
-    from tvm import relax
-
-    dtype = str(call.attrs.out_dtype)
-    info = np.iinfo(dtype)
-    x = bb.emit(relax.op.round(relax.op.divide(call.args[0], relax.const(scale, "float32"))))
-    x = bb.emit(relax.op.add(x, relax.const(zero, "float32")))
-    x = bb.emit(relax.op.maximum(x, relax.const(float(info.min), "float32")))
-    x = bb.emit(relax.op.minimum(x, relax.const(float(info.max), "float32")))
-    return relax.op.astype(x, dtype)
-
-
-def _dequantize(bb: Any, q: Any, scale: float, zero: float) -> Any:
-    from tvm import relax
-
-    x = bb.emit(relax.op.subtract(relax.op.astype(q, "float32"), relax.const(zero, "float32")))
-    return relax.op.multiply(x, relax.const(scale, "float32"))
-
-
 def int8(mod: Any, options: Int8Options | None = None) -> tuple[Any, PassReport]:
-    """`mod` with its QDQ convs in integer arithmetic and the rest of its QDQ elementwise; a
-    module without quantize/dequantize comes back unchanged."""
+    """`mod` with its QDQ convs in integer arithmetic; a module without them comes back
+    unchanged."""
     from tvm import relax
 
     options = options or Int8Options()
     report = PassReport("int8")
-    dead_code = relax.transform.DeadCodeElimination()
     mod = _convs(mod, options, report)
-    if report.changed:  # the convs' dequantized operands, now read by nothing
-        mod = dead_code(mod)
-    mod = _elementwise(mod, report)
-    return (dead_code(mod) if report.changed else mod), report
+    if report.changed:  # the dequantized operands, now read by nothing
+        mod = relax.transform.DeadCodeElimination()(mod)
+    return mod, report

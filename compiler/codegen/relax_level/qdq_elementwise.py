@@ -1,0 +1,95 @@
+"""Per-tensor QDQ as elementwise ops: what relax_level/int8.py leaves of a QDQ graph.
+
+Pattern: `quantize(x, s, z)` and `dequantize(q, s, z)` with one scale and one zero point
+(activations, as TVM's ONNX importer writes QuantizeLinear/DequantizeLinear). Rewrite:
+
+    quantize(x, s, z)   -> astype(min(max(round(x / s) + z, lo), hi), dtype)
+    dequantize(q, s, z) -> (float32(q) - z) * s
+
+the ONNX definitions (round: half to even; lo, hi: the dtype's range), as ops the channels-last
+rewrite (layout.py) moves through: the quantize ops have no layout rule, and each would keep
+its NCHW between two transposes. A dequantize whose operands are all constants (the weights no
+int8 conv took, the int32 biases) is folded by numpy instead, per channel where it is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgec.compiler.codegen.relax_level.int8 import op_name, scalar
+from edgec.compiler.codegen.relax_level.rewrite import bound_constant, rewrite_functions
+from edgec.compiler.passes.report import PassReport
+
+
+def _per_tensor(mutator: Any, call: Any) -> tuple[float, float] | None:
+    scale, zero = (scalar(bound_constant(mutator, a)) for a in call.args[1:3])
+    return None if scale is None or zero is None else (float(scale), float(zero))
+
+
+def _dequantize_constant(mutator: Any, call: Any) -> np.ndarray | None:
+    """numpy's (q - z) * s of a dequantize whose operands are all constants, else None."""
+    q, s, z = (bound_constant(mutator, a) for a in call.args[:3])
+    if q is None or s is None or z is None:
+        return None
+    axis = int(call.attrs.axis) % max(q.ndim, 1)
+    shape = [-1 if i == axis else 1 for i in range(q.ndim)] if s.size > 1 else [1] * q.ndim
+    value = (q.astype(np.float64) - z.reshape(shape)) * s.astype(np.float64).reshape(shape)
+    return value.astype(np.float32)
+
+
+def _elementwise(mod: Any, report: PassReport) -> Any:
+    """`mod` with per-tensor quantize/dequantize as elementwise ops, constant ones folded."""
+    from tvm import relax
+
+    @relax.expr_functor.mutator
+    class Rewrite(relax.PyExprMutator):
+        def visit_call_(self, call: Any) -> Any:
+            call = super().visit_call_(call)
+            name = op_name(call)
+            if name == "relax.dequantize":
+                value = _dequantize_constant(self, call)
+                if value is not None:
+                    return relax.const(value)
+            if name not in ("relax.quantize", "relax.dequantize"):
+                return call
+            params = _per_tensor(self, call)
+            if params is None:
+                report.decline(name, "scale or zero point per channel")
+                return call
+            report.count(f"{name.split('.')[-1]} as elementwise")
+            return _quantize(self.builder_, call, *params) if name == "relax.quantize" \
+                else _dequantize(self.builder_, call.args[0], *params)
+
+    return rewrite_functions(Rewrite(mod), mod)
+
+
+def _quantize(bb: Any, call: Any, scale: float, zero: float) -> Any:
+    from tvm import relax
+
+    dtype = str(call.attrs.out_dtype)
+    info = np.iinfo(dtype)
+    x = bb.emit(relax.op.round(relax.op.divide(call.args[0], relax.const(scale, "float32"))))
+    x = bb.emit(relax.op.add(x, relax.const(zero, "float32")))
+    x = bb.emit(relax.op.maximum(x, relax.const(float(info.min), "float32")))
+    x = bb.emit(relax.op.minimum(x, relax.const(float(info.max), "float32")))
+    return relax.op.astype(x, dtype)
+
+
+def _dequantize(bb: Any, q: Any, scale: float, zero: float) -> Any:
+    from tvm import relax
+
+    x = bb.emit(relax.op.subtract(relax.op.astype(q, "float32"), relax.const(zero, "float32")))
+    return relax.op.multiply(x, relax.const(scale, "float32"))
+
+
+
+def qdq_elementwise(mod: Any) -> tuple[Any, PassReport]:
+    """`mod` with per-tensor quantize/dequantize as elementwise ops, constant ones folded; a
+    module without them comes back unchanged."""
+    from tvm import relax
+
+    report = PassReport("qdq elementwise")
+    mod = _elementwise(mod, report)
+    return (relax.transform.DeadCodeElimination()(mod) if report.changed else mod), report
