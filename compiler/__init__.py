@@ -253,7 +253,8 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
         executable, gen = _codegen(model, tgt, front.input_shapes, tuning_db, use_tuned)
     gen["seconds"] = phases.seconds["codegen"]
     notes = list(front.notes) + [r.summary() for r in reports] + [codegen_line(gen)]
-    facts = {"cost": {"before": before.totals(), "after": after.totals()},
+    facts = {"frontend": {"notes": list(front.notes)},
+             "cost": {"before": before.totals(), "after": after.totals()},
              "passes": [r.to_json() for r in reports], "codegen": gen}
     with atomic_dir(Path(output)) as tmp:
         with phases("artifact"):

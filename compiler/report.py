@@ -42,6 +42,7 @@ def compile_summary(manifest: dict[str, Any], artifact: str) -> list[str]:
              f"cpu {t['tvm'].get('mcpu', 'generic')}, {t['threads']} threads)",
              cost_line("before", manifest["cost"]["before"]),
              cost_line("after", manifest["cost"]["after"])]
+    lines[1:1] = [f"frontend {note}" for note in manifest.get("frontend", {}).get("notes", [])]
     if manifest.get("codegen"):
         lines.append(codegen_line(manifest["codegen"]))
     check = manifest.get("validation") or {}

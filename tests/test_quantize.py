@@ -179,3 +179,20 @@ def test_report_has_every_layer(quantized, tmp_path):
     data = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert [r["name"] for r in data["layers"]] == [r["name"] for r in result.layers]
     assert any(t["chosen"] for t in data["tried"])
+
+
+def test_compile_int8_builds_int8_kernels_and_records_it(data, tmp_path, cli):
+    code, out, err = cli("compile", digits.TRAINED_DIR / "digits_vgg.onnx", "-o",
+                         tmp_path / "art", "--int8", "--data", data, "--activations", "uint8",
+                         "--no-latency")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
+    record = manifest["quantize"]
+    assert record["source"].endswith("digits_vgg.onnx") and record["activations"] == "uint8"
+    assert all(r["int8"] for r in record["layers"])
+    # every conv is an int8 kernel, checked against onnxruntime on the QDQ model
+    rules = list(manifest["codegen"]["kernels"].values())
+    assert rules.count("int8") == sum(r["op"] == "Conv" for r in record["layers"])
+    assert "unscheduled" not in rules
+    assert all(row["ok"] for row in manifest["validation"]["outputs"])
+    assert "layers int8" in out
