@@ -52,8 +52,8 @@ def small_cnn() -> onnx.ModelProto:
     rng = np.random.default_rng(0)
     inits = [random_const(n, s, rng) for n, s in (
         ("w1", (16, 3, 3, 3)), ("b1", (16,)), ("w2", (16, 1, 3, 3)), ("b2", (16,)),
-        ("w3", (32, 16, 1, 1)), ("b3", (32,)), ("w4", (32, 32, 3, 3)), ("fw", (10, 32)),
-        ("fb", (10,)))]
+        ("w3", (32, 16, 1, 1)), ("b3", (32,)), ("w4", (32, 32, 3, 3)), ("fw", (16, 32)),
+        ("fb", (16,)))]
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1] * 4, strides=[2, 2]),
              helper.make_node("Relu", ["c1"], ["r1"]),
              helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1] * 4, group=16),
@@ -64,7 +64,7 @@ def small_cnn() -> onnx.ModelProto:
              helper.make_node("GlobalAveragePool", ["a"], ["p"]),
              helper.make_node("Flatten", ["p"], ["f"]),
              helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], transB=1)]
-    return tiny_model(nodes, X_SHAPE, inits, out_shape=[1, 10])
+    return tiny_model(nodes, X_SHAPE, inits, out_shape=[1, 16])
 
 
 def quantize(model: onnx.ModelProto, folder: Path) -> Path:
@@ -124,18 +124,37 @@ def _run_calls(ex, model_path: Path, shape: list[int], tol: float, calls: int = 
 
 def test_quantized_cnn_matches_onnxruntime_within_one_step(host_build, qdq_cnn):
     ex, lowering = host_build
-    assert "int8: conv 3, depthwise conv 1" in lowering.graph[0], lowering.graph
+    assert "int8: conv 3, depthwise conv 1, matmul 1" in lowering.graph[0], lowering.graph
     assert lowering.graph[1].startswith("qdq elementwise: dequantize as elementwise"), \
         lowering.graph
     step = _output_step(qdq_cnn)
     _run_calls(ex, qdq_cnn, X_SHAPE, tol=1.0 * step + 1e-6)
 
 
-def test_int8_rule_takes_every_int8_conv(host_build):
+def test_int8_rule_takes_every_int8_conv_and_dense(host_build):
     _, lowering = host_build
-    convs = {k: v for k, v in lowering.kernels.items() if "conv2d" in k}
-    assert len(convs) == 4 and set(convs.values()) == {"int8"}, convs
+    convs = {k: v for k, v in lowering.kernels.items() if "conv2d" in k or "matmul" in k}
+    assert len(convs) == 5 and set(convs.values()) == {"int8"}, convs
     assert "unscheduled" not in lowering.kernels.values(), lowering.kernels
+
+
+def test_dot_product_takes_the_dense_convs_and_the_gemm(qdq_cnn):
+    """The dot-product schedule (not the int32 fallback) takes all but the depthwise conv."""
+    import tvm
+
+    from edgec.compiler.codegen.cpu.int8 import dot_conv, int8_reduction
+    from edgec.compiler.codegen.pipelines import fused
+
+    target = targets.get("host")
+    cpu = cpu_shape(target.tvm_target())
+    if not cpu.int8_dot:
+        pytest.skip("this CPU has no int8 dot product")
+    with target.tvm_target():
+        mod = fused(target.tvm_target())(
+            codegen.import_model(onnx.load(qdq_cnn), target, {"x": X_SHAPE}))
+    taken = {gv.name_hint: dot_conv(f, cpu) is not None for gv, f in mod.functions_items()
+             if isinstance(f, tvm.tirx.PrimFunc) and int8_reduction(f)}
+    assert sorted(taken.values()) == [False, True, True, True, True], taken
 
 
 def _disassembly(ex, target_name: str, folder: Path, objdump: str) -> str:
@@ -151,7 +170,7 @@ def test_host_build_uses_vpdpbusd(host_build, tmp_path):
     if cpu_shape(targets.get("host").tvm_target()).int8_dot != "vpdpbusd":
         pytest.skip("this CPU has no AVX-512 VNNI")
     code = _disassembly(host_build[0], "host", tmp_path, "objdump")
-    assert code.count("vpdpbusd") >= 4
+    assert code.count("vpdpbusd") >= 4  # 3 dense convs and the Gemm
 
 
 def test_rpi5_build_uses_sdot(qdq_cnn, tmp_path):

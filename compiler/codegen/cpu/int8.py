@@ -19,6 +19,8 @@ with the constant weights repacked at compile time as w'[c // L, kh, kw, ci // 4
 tile are a divisor of the row (at most MAX_PIXELS), so no row needs a tail. A conv that pads
 with zeros itself (relax_level/int8.py: a zero point of 0) reads a padded copy of its input,
 made once per call, row-parallel: the dot product loads 4 channels as one word, in bounds.
+A dense (out[m, c] = sum_ci x[m, ci] w[ci, c]: int8 MatMul/Gemm heads) is the same nest
+without the taps, its rows as the pixels.
 
 Depthwise int8 convs (no reduction over input channels) and kernels the dot product cannot
 take (channels not a multiple of L, reduction not a multiple of 4, no `int8_dot` on the CPU)
@@ -118,26 +120,40 @@ def _tile(pixels: int, channels: int, lanes: int, cpu: CpuShape) -> tuple[int, i
 
 
 def _pack(sch: Any, block: Any, weight: int, lanes: int) -> None:
-    """Read the HWIO weight (read `weight` of `block`) as [c // L, kh, kw, ci // 4, c % L,
-    ci % 4], a layout rewrite the pipeline folds into the constant."""
+    """Read the weight (read `weight` of `block`: HWIO, or [K, N] for a dense) as [c // L,
+    ..., ci // 4, c % L, ci % 4], a layout rewrite the pipeline folds into the constant."""
     from tvm.tirx import IndexMap
 
+    ndim = len(sch.get(block).reads[weight].source.shape)
     cached = sch.cache_read(block, weight, "global")
     sch.transform_layout(block, ("read", weight), IndexMap.from_func(
-        lambda kh, kw, ci, c: (c // lanes, kh, kw, ci // STEP, c % lanes, ci % STEP)))
+        lambda *i: (i[-1] // lanes, *i[:-2], i[-2] // STEP, i[-1] % lanes, i[-2] % STEP),
+        ndim=ndim))
     sch.annotate(cached, "meta_schedule.layout_rewrite_preproc", True)
 
 
 def _weight_read(func: Any, block: Any) -> int | None:
-    """Which read of the conv block is its constant HWIO weight."""
+    """Which read of the block is its constant weight ([..., c_in, c])."""
     free = func.attrs.get("layout_free_buffers") if func.attrs else None
     params = [func.params[int(i)] for i in free or []]
     return next((i for i, r in enumerate(block.reads)
-                 if len(r.source.shape) == 4 and any(r.source.same_as(p) for p in params)), None)
+                 if len(r.source.shape) >= 2 and any(r.source.same_as(p) for p in params)), None)
+
+
+def _prologue(sch: Any, before: list[Any], lanes: int) -> None:
+    """Blocks before the reduction inlined, but a zero-padded copy, made once per call (the
+    dot product loads 4 of its channels as one word)."""
+    padded = before[-1] if before and pads(sch.get(before[-1])) else None
+    for b in before:
+        if b is not padded:
+            sch.compute_inline(b)
+    if padded is not None:
+        sch.parallel(sch.fuse(*sch.get_loops(padded)[:-1]))
+        vectorize_inner(sch, padded, lanes)
 
 
 def dot_conv(func: Any, cpu: CpuShape) -> Any | None:
-    """The schedule of the module docstring for an int8 conv kernel, else None."""
+    """The schedule of the module docstring for an int8 conv or dense kernel, else None."""
     from tvm import s_tir
 
     if not cpu.int8_dot or not int8_reduction(func):
@@ -146,22 +162,17 @@ def dot_conv(func: Any, cpu: CpuShape) -> Any | None:
     sch = s_tir.Schedule(func)
     blocks = top_blocks(sch)
     reds = [i for i, (_, kinds) in enumerate(blocks) if set(kinds) != {"S"}]
-    if len(reds) != 1 or blocks[reds[0]][1] != "SSSSRRR" or spatial_prefix("SSSSRRR") != 4:
+    if len(reds) != 1 or spatial_prefix(blocks[reds[0]][1]) < 2:
         return None
-    block = blocks[reds[0]][0]
+    block, n_s = blocks[reds[0]][0], spatial_prefix(blocks[reds[0]][1])
     weight = _weight_read(func, sch.get(block))
     if weight is None:
         return None
-    before = [b for b, _ in blocks[: reds[0]]]
-    padded = before[-1] if before and pads(sch.get(before[-1])) else None
-    for b in before:
-        if b is not padded:
-            sch.compute_inline(b)
-    if padded is not None:  # a zero-padded copy, made once per call: the dot product reads it
-        sch.parallel(sch.fuse(*sch.get_loops(padded)[:-1]))
-        vectorize_inner(sch, padded, cpu.lanes)
+    _prologue(sch, [b for b, _ in blocks[: reds[0]]], cpu.lanes)
     after = fusable_epilogue(sch, block, [b for b, _ in blocks[reds[0] + 1:]], cpu.lanes)
-    n, h, w, c, kh, kw, ci = sch.get_loops(block)
+    loops = sch.get_loops(block)
+    *spatial, w, c = loops[:n_s]
+    *taps, ci = loops[n_s:]
     width, channels, c_in = extent(sch, w), extent(sch, c), extent(sch, ci)
     if not width or not channels or channels % lanes or not c_in or c_in % STEP:
         return None
@@ -170,13 +181,13 @@ def dot_conv(func: Any, cpu: CpuShape) -> Any | None:
     p_o, p_in = sch.split(w, factors=[None, p_i])
     c_o, c_u, c_v = sch.split(c, factors=[None, u, lanes])
     ci_o, ci_i = sch.split(ci, factors=[None, STEP])
-    sch.reorder(c_o, n, h, p_o, kh, kw, ci_o, p_in, c_u, c_v, ci_i)
-    outer = sch.fuse(c_o, n, h, p_o)
+    sch.reorder(c_o, *spatial, p_o, *taps, ci_o, p_in, c_u, c_v, ci_i)
+    outer = sch.fuse(c_o, *spatial, p_o)
     sch.parallel(outer)
     if after:
         sch.reverse_compute_at(after[-1], outer, preserve_unit_loops=True)
         vectorize_inner(sch, after[-1], cpu.lanes)
-    sch.decompose_reduction(block, kh)
+    sch.decompose_reduction(block, taps[0] if taps else ci_o)
     sch.unroll(p_in)
     sch.unroll(c_u)
     sch.tensorize(c_v, intrinsic)

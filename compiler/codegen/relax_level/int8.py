@@ -17,7 +17,9 @@ output channel, zero point 0), one group or depthwise (groups = C_in = C_out). R
 
 exact up to fp32 rounding of the last multiply: sx * sw[n] * sum (xt - zt) * wq is what the fp32
 conv on dequantized operands computes. A bias add that follows stays as it is and fuses into
-the epilogue. The quantize and dequantize ops left are qdq_elementwise.py's.
+the epilogue. A matmul(dequantize(xq), w) with w = dequantize(wq[K, N]) or its transpose (a
+Gemm's transB) likewise becomes float32(matmul(xt, wq) - zt * sum_k wq[k, n]) * (sx * sw[n]).
+The quantize and dequantize ops left are qdq_elementwise.py's.
 """
 
 from __future__ import annotations
@@ -57,36 +59,74 @@ def _shape(ty: Any) -> list[int] | None:
         return None
 
 
-def _match(mutator: Any, call: Any) -> tuple[Any, str | None]:
-    """(the conv's operands, None) or (None, why it is declined); (None, None): not QDQ."""
-    x, w = (mutator.lookup_binding(a) if _is_var(a) else a for a in call.args)
+def _bound(mutator: Any, expr: Any) -> Any:
+    return mutator.lookup_binding(expr) if _is_var(expr) else expr
+
+
+def _operands(mutator: Any, x: Any, w: Any) -> tuple | str | None:
+    """(xq, sx, zx, wq, sw, w's axis) of dequantized operands x (per tensor) and w (constant
+    int8, zero point 0); or why not; None where neither is dequantized (not QDQ)."""
     if op_name(x) != "relax.dequantize" and op_name(w) != "relax.dequantize":
-        return None, None
+        return None
     if op_name(x) != "relax.dequantize" or op_name(w) != "relax.dequantize":
-        return None, "only one operand dequantized"
-    attrs = call.attrs
-    if (attrs.data_layout, attrs.kernel_layout) != ("NCHW", "OIHW"):
-        return None, "layout"
+        return "only one operand dequantized"
     xq, wq = x.args[0], bound_constant(mutator, w.args[0])
     sx, zx = (scalar(bound_constant(mutator, a)) for a in x.args[1:])
     sw, zw = (bound_constant(mutator, a) for a in w.args[1:])
-    shape, out = _shape(xq.ty), _shape(call.ty)
     if wq is None or sw is None or zw is None:
-        return None, "weights not constant"
+        return "weights not constant"
     if sx is None or zx is None:
-        return None, "activation scale or zero point not one constant"
+        return "activation scale or zero point not one constant"
     if str(xq.ty.dtype) not in ("uint8", "int8") or wq.dtype != np.int8:
-        return None, f"{xq.ty.dtype} x {wq.dtype} (uint8/int8 x int8 only)"
+        return f"{xq.ty.dtype} x {wq.dtype} (uint8/int8 x int8 only)"
     if np.any(zw != 0):
-        return None, "weight zero point not 0"
-    if shape is None or out is None:
-        return None, "symbolic shape"
+        return "weight zero point not 0"
+    if _shape(xq.ty) is None:
+        return "symbolic shape"
+    return xq, float(sx), int(zx), wq, sw.reshape(-1), int(w.attrs.axis) % wq.ndim
+
+
+def _per_output(sw: np.ndarray, axis: int, wq: np.ndarray, out_axis: int) -> np.ndarray | None:
+    """The weight scale per output channel, where it is per tensor or along `out_axis`."""
+    if sw.size == 1 or sw.size == wq.shape[out_axis] and axis == out_axis:
+        return np.broadcast_to(sw, wq.shape[out_axis:out_axis + 1])
+    return None
+
+
+def _match(mutator: Any, call: Any) -> tuple[Any, str | None]:
+    """(the conv's operands, None) or (None, why it is declined); (None, None): not QDQ."""
+    found = _operands(mutator, *(_bound(mutator, a) for a in call.args))
+    if not isinstance(found, tuple):
+        return None, found
+    xq, sx, zx, wq, sw, axis = found
+    attrs, shape, out = call.attrs, _shape(xq.ty), _shape(call.ty)
+    if (attrs.data_layout, attrs.kernel_layout) != ("NCHW", "OIHW") or out is None:
+        return None, "layout"
     groups = int(attrs.groups)
     if groups != 1 and not groups == shape[1] == out[1] == wq.shape[0]:
         return None, f"{groups} groups (one, or depthwise only)"
-    if sw.size not in (1, wq.shape[0]) or sw.size > 1 and int(w.attrs.axis) != 0:
+    sw = _per_output(sw, axis, wq, 0)
+    if sw is None:
         return None, "weight scale neither per tensor nor per output channel"
-    return (xq, float(sx), int(zx), wq, np.broadcast_to(sw.reshape(-1), wq.shape[:1])), None
+    return (xq, sx, zx, wq, sw), None
+
+
+def _match_dense(mutator: Any, call: Any) -> tuple[Any, str | None]:
+    """_match for matmul(x[M, K], w[K, N]), w a dequantize or a transposed one (Gemm)."""
+    x, w = (_bound(mutator, a) for a in call.args)
+    transposed = op_name(w) == "relax.permute_dims" and [int(a) for a in w.attrs.axes or []] \
+        == [1, 0]
+    found = _operands(mutator, x, _bound(mutator, w.args[0]) if transposed else w)
+    if not isinstance(found, tuple):
+        return None, found
+    xq, sx, zx, wq, sw, axis = found
+    if len(_shape(xq.ty)) != 2 or wq.ndim != 2:
+        return None, "not a 2-D matmul"
+    out_axis = 0 if transposed else 1
+    sw = _per_output(sw, axis, wq, out_axis)
+    if sw is None:
+        return None, "weight scale neither per tensor nor per output column"
+    return (xq, sx, zx, wq.T if transposed else wq, sw), None
 
 
 def _is_var(expr: Any) -> bool:
@@ -138,6 +178,20 @@ def _int8_conv(bb: Any, call: Any, operands: tuple, options: Int8Options) -> Any
     return relax.op.multiply(bb.emit(relax.op.astype(acc, "float32")), relax.const(scale))
 
 
+def _int8_dense(bb: Any, operands: tuple, options: Int8Options) -> Any:
+    """y[m, n] = float32(matmul(xt, wq) - zt * sum_k wq[k, n]) * (sx * sw[n])."""
+    from tvm import relax
+
+    xq, sx, zx, wq, sw = operands
+    xt, zt = _to_activation(bb, xq, zx, options.activation)
+    acc = bb.emit(relax.op.matmul(xt, relax.const(np.ascontiguousarray(wq)), out_dtype="int32"))
+    correction = zt * wq.astype(np.int64).sum(axis=0)
+    if np.any(correction):
+        acc = bb.emit(relax.op.subtract(acc, relax.const(correction.astype(np.int32))))
+    scale = (np.float64(sx) * sw.astype(np.float64)).astype(np.float32)
+    return relax.op.multiply(bb.emit(relax.op.astype(acc, "float32")), relax.const(scale))
+
+
 def _convs(mod: Any, options: Int8Options, report: PassReport) -> Any:
     """`mod` with each QDQ conv of the pattern as an int8 conv."""
     from tvm import relax
@@ -146,15 +200,20 @@ def _convs(mod: Any, options: Int8Options, report: PassReport) -> Any:
     class Rewrite(relax.PyExprMutator):
         def visit_call_(self, call: Any) -> Any:
             call = super().visit_call_(call)
-            if op_name(call) != "relax.nn.conv2d":
+            name = op_name(call)
+            if name not in ("relax.nn.conv2d", "relax.matmul"):
                 return call
-            operands, why = _match(self, call)
-            shape = _shape(call.ty) or "?"
-            key = f"conv {'x'.join(map(str, shape))} groups {int(call.attrs.groups)}"
+            conv = name == "relax.nn.conv2d"
+            operands, why = (_match if conv else _match_dense)(self, call)
+            shape = "x".join(map(str, _shape(call.ty) or "?"))
+            key = f"conv {shape} groups {int(call.attrs.groups)}" if conv else f"matmul {shape}"
             if why is not None:
                 report.decline(key, why)
             if operands is None:
                 return call
+            if not conv:
+                report.count("matmul")
+                return _int8_dense(self.builder_, operands, options)
             report.count("depthwise conv" if int(call.attrs.groups) > 1 else "conv")
             return _int8_conv(self.builder_, call, operands, options)
 
