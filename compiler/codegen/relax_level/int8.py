@@ -1,4 +1,4 @@
-"""Int8 convs: QDQ fake quantization (as TVM's ONNX importer writes it) as integer arithmetic.
+"""Int8 convs and matmuls: QDQ fake quantization (as TVM's ONNX importer writes it) in integers.
 
 Pattern, in the imported NCHW graph:
 
@@ -11,10 +11,9 @@ output channel, zero point 0), one group or depthwise (groups = C_in = C_out). R
     xp = pad(xt, conv's padding, pad_value=zt)    + input channels to a multiple of 4 (with zt;
                                                     the padded weights are 0) for a dense conv
     acc[n] = conv2d(xp, wq, padding=0, out_dtype=int32) - zt * sum_{c,kh,kw} wq[n]
-
-(where zt is 0, as after a ReLU, the conv keeps its own zero padding instead of the pad)
     y[n] = float32(acc[n]) * (sx * sw[n])
 
+(where zt is 0, as after a ReLU, the conv keeps its own zero padding instead of the pad),
 exact up to fp32 rounding of the last multiply: sx * sw[n] * sum (xt - zt) * wq is what the fp32
 conv on dequantized operands computes. A bias add that follows stays as it is and fuses into
 the epilogue. A matmul(dequantize(xq), w) with w = dequantize(wq[K, N]) or its transpose (a
