@@ -136,6 +136,9 @@ def test_int8_rule_takes_every_int8_conv_and_dense(host_build):
     convs = {k: v for k, v in lowering.kernels.items() if "conv2d" in k or "matmul" in k}
     assert len(convs) == 5 and set(convs.values()) == {"int8"}, convs
     assert "unscheduled" not in lowering.kernels.values(), lowering.kernels
+    # the 3x3 32 -> 32 conv on 16 2x2 tiles would be Winograd's in fp32; int8, it stays direct
+    assert not any(line.startswith("winograd") for line in lowering.graph), lowering.graph
+    assert "winograd" not in lowering.kernels.values()
 
 
 def test_dot_product_takes_the_dense_convs_and_the_gemm(qdq_cnn):
