@@ -125,6 +125,6 @@ def test_cpu_pipeline_names_its_phases():
     t = targets.get("host").tvm_target()
     with t:
         names = [n for n, _ in PIPELINES["cpu"].phases(t, Lowering())]
-        assert names == ["dispatch", "layout", "legalize", "merge", "constants", "tuned",
-                         "schedule", "prepack", "lower", "inputs"]
-        assert [n for n, _ in fused_phases(t)] == names[:5]
+        assert names == ["dispatch", "int8", "layout", "legalize", "merge", "constants",
+                         "tuned", "schedule", "prepack", "lower", "inputs"]
+        assert [n for n, _ in fused_phases(t)] == names[:6]
