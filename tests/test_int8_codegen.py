@@ -292,3 +292,36 @@ def test_rpi5_bundle_matches_onnxruntime_under_qemu(qdq_cnn, tmp_path):
         want = ort_run(qdq_cnn, {"x": x})[0]
         assert result.emulated
         assert np.abs(next(iter(result.outputs.values())) - want).max() <= step + 1e-6
+
+
+NEON_INT8_MAC = ("smlal", "smlal2", "sadalp")  # widening int16 -> int32 multiply-accumulates
+
+
+@pytest.mark.skipif(shutil.which("qemu-aarch64") is None, reason="qemu-user is not installed")
+def test_rpi4_bundle_uses_neon_int8_and_matches_onnxruntime_under_qemu(qdq_cnn, tmp_path):
+    """Cortex-A72 has no dot product: the int8 convs take the int32-lane tile, whose widening
+    multiply-accumulates are NEON's; the bundle runs under qemu as a Cortex-A72 (the target's
+    emulator names that CPU, so an sdot would fault)."""
+    import edgec
+    from edgec.runtime.device import run_bundle
+
+    target = targets.get("rpi4")
+    assert list(target.emulator[1:3]) == ["-cpu", "cortex-a72"], target.emulator
+    assert not cpu_shape(target.tvm_target()).int8_dot
+    out = tmp_path / "rpi4"
+    edgec.compile(qdq_cnn, output=out, target="rpi4", bundle=True, latency=False)
+    if shutil.which("aarch64-linux-gnu-objdump") is None:
+        pytest.skip("aarch64-linux-gnu-objdump is not installed")
+    code = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(out / "model.so")],
+                          capture_output=True, text=True, check=True).stdout
+    mnemonics = [line.split("\t")[2].split()[0] for line in code.splitlines()
+                 if line.count("\t") >= 2 and line.split("\t")[2].strip()]
+    assert any(m in NEON_INT8_MAC for m in mnemonics), sorted(set(mnemonics))
+    assert "sdot" not in mnemonics and "udot" not in mnemonics
+    step = _output_step(qdq_cnn)
+    for seed in (11, 12):
+        x = np.random.default_rng(seed).standard_normal(X_SHAPE).astype(np.float32)
+        result = run_bundle(out, device="qemu", feed={"x": x})
+        want = ort_run(qdq_cnn, {"x": x})[0]
+        assert result.emulated
+        assert np.abs(next(iter(result.outputs.values())) - want).max() <= step + 1e-6
