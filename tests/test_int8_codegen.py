@@ -176,6 +176,21 @@ def test_host_build_uses_vpdpbusd(host_build, tmp_path):
     assert code.count("vpdpbusd") >= 4  # 3 dense convs and the Gemm
 
 
+def test_int8_epilogues_and_depthwise_are_vector_code(host_build, tmp_path):
+    """The quantize's round half to even (nearbyint) is a vector op to TVM's vectorizer, so
+    no epilogue loop is scalarized and rebuilt by LLVM with gathers; the depthwise conv reads
+    a padded copy (contiguous vector loads, no bounds-checked gathers)."""
+    import tvm
+
+    import edgec.compiler.codegen.cpu.int8  # noqa: F401  (registers the op attribute)
+
+    assert tvm.ir.Op.get("tirx.nearbyint").get_attr("TVectorizable")
+    if cpu_shape(targets.get("host").tvm_target()).lanes < 16:
+        pytest.skip("checked on AVX-512 code")
+    code = _disassembly(host_build[0], "host", tmp_path, "objdump")
+    assert "vrndscaleps" in code and "gather" not in code
+
+
 def test_rpi5_build_uses_sdot(qdq_cnn, tmp_path):
     lowering = codegen.Lowering()
     ex = codegen.build(onnx.load(qdq_cnn), targets.get("rpi5"), {"x": X_SHAPE}, lowering)

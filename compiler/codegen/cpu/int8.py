@@ -24,7 +24,9 @@ without the taps, its rows as the pixels.
 
 Depthwise int8 convs (no reduction over input channels) and kernels the dot product cannot
 take (channels not a multiple of L, reduction not a multiple of 4, no `int8_dot` on the CPU)
-get the fp32 rule's register tile on int32 lanes (schedules.reduction_tile).
+get the fp32 rule's register tile on int32 lanes (schedules.reduction_tile), reading a padded
+copy of their input made once per call: in place, each bounds-checked load of a byte vector
+became a gather.
 """
 
 from __future__ import annotations
@@ -43,6 +45,22 @@ from edgec.compiler.codegen.cpu.tiles import CpuShape
 
 MAX_PIXELS = 8  # pixels per register tile
 STEP = 4  # input channels per dot product
+
+
+def vectorizable_rounding() -> None:
+    """Let TVM's loop vectorizer take `nearbyint` (round half to even: the quantize of
+    qdq_elementwise.py, in every int8 epilogue) as a vector op, as it takes `round`; without
+    the op attribute it scalarizes the whole loop and LLVM rebuilds it (gathers and one byte
+    stored at a time for a depthwise conv's epilogue). LLVM lowers the vector op to one
+    instruction (vrndscaleps, frinti) in the default rounding mode, half to even."""
+    import tvm
+
+    op = tvm.ir.Op.get("tirx.nearbyint")
+    if not op.get_attr("TVectorizable"):
+        tvm.ir.register_op_attr("tirx.nearbyint", "TVectorizable", True)
+
+
+vectorizable_rounding()  # any process that schedules int8 kernels imports this module
 
 
 def int8_reduction(func: Any) -> bool:
@@ -205,4 +223,4 @@ def int8_conv(func: Any, cpu: CpuShape) -> Any | None:
         sch = dot_conv(func, cpu)
     except (RuntimeError, ValueError):  # a loop nest tensorize cannot match
         sch = None
-    return sch if sch is not None else reduction_tile(func, cpu)
+    return sch if sch is not None else reduction_tile(func, cpu, copy_pads=True)

@@ -59,10 +59,12 @@ from edgec.compiler.codegen.cpu.winograd_transforms import winograd_transforms
 PAD_COPY_MIN = 64  # a conv's reduction length from which its padded input is copied once
 
 
-def reduction_tile(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
+def reduction_tile(func: Any, cpu: CpuShape, knobs: Knobs = RULE,
+                   copy_pads: bool = False) -> Any | None:
     """Conv, depthwise, dense, pooling: one S..SR..R block with injective prologue/epilogue.
 
-    `knobs` fix the tile, the pixel walk or the K-blocking instead of the cost model."""
+    `knobs` fix the tile, the pixel walk or the K-blocking instead of the cost model;
+    `copy_pads`: a padded input is copied once per call whatever the reduction's length."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)
@@ -92,7 +94,7 @@ def reduction_tile(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
     # MobileNetV3's 3x3 RGB stem (27) went from 0.13 to 0.19 ms with the copy. Nor for a
     # grouped conv, whose inputs only its own group's tiles read (often one): a 56x56 64 -> 64
     # conv in 4 groups ran in 154 us in place and 272 with the copy (AVX-512, 2 threads).
-    padded = (before[-1] if red >= PAD_COPY_MIN and not grouped and before
+    padded = (before[-1] if (copy_pads or red >= PAD_COPY_MIN and not grouped) and before
               and pads(sch.get(before[-1])) else None)
     for b in before:
         if b is not padded:
