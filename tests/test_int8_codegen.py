@@ -202,10 +202,11 @@ def test_rpi5_build_uses_sdot(qdq_cnn, tmp_path):
 C = 16  # channels of _qdq_conv: one vpdpbusd vector of output channels
 
 
-def _qdq_conv(zx: int, groups: int, weights_input: bool = False) -> onnx.ModelProto:
-    """x -> Q(0.05, zx) -> DQ -> conv 3x3 pad 1 with DQ(int8 per-channel weights), fp32 out."""
+def _qdq_conv(zx: int, groups: int, weights_input: bool = False, k: int = C) -> onnx.ModelProto:
+    """x -> Q(0.05, zx) -> DQ -> conv 3x3 pad 1 (C -> k channels) with DQ(int8 per-channel
+    weights), fp32 out."""
     rng = np.random.default_rng(3)
-    c, k = C, C
+    c = C
     wq = rng.integers(-127, 128, size=(k, c // groups, 3, 3)).astype(np.int8)
     inits = {"xs": np.float32(0.05), "xz": np.uint8(zx), "ws": rng.uniform(0.01, 0.03, k)
              .astype(np.float32), "wz": np.zeros(k, np.int8), "b": rng.standard_normal(k)
@@ -247,19 +248,22 @@ def test_zero_point_padding_and_shift_are_exact(tmp_path, groups, activation):
     _run_calls(ex, path, [1, C, 8, 8], tol=_conv_bound(200, groups), calls=2)
 
 
-@pytest.mark.parametrize("zx", [0, 200])
-def test_padded_dense_conv_takes_the_dot_product(tmp_path, zx):
+@pytest.mark.parametrize("zx, k", [(0, C), (200, C), (200, 24)])
+def test_padded_dense_conv_takes_the_dot_product(tmp_path, zx, k):
     """Zero point 0: the conv pads itself, the rule copies the padded input once; 200: an
-    explicit pad with 200. Both on vpdpbusd, both within fp32 rounding of onnxruntime."""
+    explicit pad with 200. Both on vpdpbusd, both within fp32 rounding of onnxruntime. 24
+    output channels (MobileNetV2's) take its 256-bit form, 8 lanes."""
     if cpu_shape(targets.get("host").tvm_target()).int8_dot != "vpdpbusd":
         pytest.skip("this CPU has no AVX-512 VNNI")
-    model = _qdq_conv(zx, 1)
+    model = _qdq_conv(zx, 1, k=k)
     path = save(model, tmp_path / "m.onnx")
     lowering = codegen.Lowering()
     ex = codegen.build(model, targets.get("host"), {"x": [1, C, 8, 8]}, lowering)
-    assert {v for k, v in lowering.kernels.items() if "conv2d" in k} == {"int8"}
+    assert {v for name, v in lowering.kernels.items() if "conv2d" in name} == {"int8"}
     _run_calls(ex, path, [1, C, 8, 8], tol=_conv_bound(zx, 1), calls=2)
-    assert "vpdpbusd" in _disassembly(ex, "host", tmp_path, "objdump")
+    code = _disassembly(ex, "host", tmp_path, "objdump")
+    dots = [line for line in code.splitlines() if "vpdpbusd" in line]
+    assert dots and all(("%ymm" in line) == (k % 16 != 0) for line in dots), dots[:4]
 
 
 def test_rewrite_declines_runtime_weights():

@@ -4,7 +4,8 @@ An int8 conv (NHWC, HWIO, int32 sums) is out[n, p, c] = sum_{kh, kw, ci} x[n, ..
 w[kh, kw, ci, c] with p the output pixel. The CPU's dot-product instruction (cpu/models.toml
 `int8_dot`, a TVM tensor intrinsic) adds to each of L int32 lanes the sum of 4 products: 4
 consecutive input channels of one pixel (one 32-bit word, broadcast) times 4 weights of that
-lane's output channel (vpdpbusd: L = 16, u8 x s8; sdot: L = 4, s8 x s8). So:
+lane's output channel (vpdpbusd: L = 16, or 8 in its 256-bit form where 16 does not divide the
+channels, u8 x s8; sdot: L = 4, s8 x s8). So:
 
     parallel for (c_o, n, p_o):                 # one tile: p_i pixels x u * L channels
         acc[p_i, c_u, 0:L] = 0
@@ -23,7 +24,7 @@ A dense (out[m, c] = sum_ci x[m, ci] w[ci, c]: int8 MatMul/Gemm heads) is the sa
 without the taps, its rows as the pixels.
 
 Depthwise int8 convs (no reduction over input channels) and kernels the dot product cannot
-take (channels not a multiple of L, reduction not a multiple of 4, no `int8_dot` on the CPU)
+take (channels no form's L divides, reduction not a multiple of 4, no `int8_dot` on the CPU)
 get the fp32 rule's register tile on int32 lanes (schedules.reduction_tile), reading a padded
 copy of their input made once per call: in place, each bounds-checked load of a byte vector
 became a gather.
@@ -72,20 +73,30 @@ def int8_reduction(func: Any) -> bool:
     return any(str(r.source.dtype) in ("int8", "uint8") for b in blocks for r in sch.get(b).reads)
 
 
-# instruction (cpu/models.toml `int8_dot`) -> LLVM intrinsic, int32 lanes, activation dtype
+# instruction (cpu/models.toml `int8_dot`) -> LLVM intrinsic, int32 lanes, activation dtype;
+# the first form is the widest, the next ones take channel counts it does not divide
 INSTRUCTIONS = {
-    "vpdpbusd": ("llvm.x86.avx512.vpdpbusd.512", 16, "uint8"),
-    "sdot": ("llvm.aarch64.neon.sdot.v4i32.v16i8", 4, "int8"),
+    "vpdpbusd": [("llvm.x86.avx512.vpdpbusd.512", 16, "uint8"),
+                 ("llvm.x86.avx512.vpdpbusd.256", 8, "uint8")],  # AVX512-VL, 24 channels
+    "sdot": [("llvm.aarch64.neon.sdot.v4i32.v16i8", 4, "int8")],
 }
 
 
-def dot_intrinsic(instruction: str) -> tuple[str, int]:
-    """(name, L) of the TVM tensor intrinsic for `instruction`, registered on first use:
-    C[i] += sum_k int32(A[k]) * int32(B[i, k]) for i < L, k < 4, as one instruction."""
+def dot_lanes(instruction: str, channels: int) -> int | None:
+    """The widest L of `instruction`'s forms that divides `channels`, else None."""
+    return next((lanes for _, lanes, _ in INSTRUCTIONS[instruction] if channels % lanes == 0),
+                None)
+
+
+def dot_intrinsic(instruction: str, lanes: int | None = None) -> tuple[str, int]:
+    """(name, L) of the TVM tensor intrinsic for `instruction` on L lanes (default: its widest
+    form), registered on first use: C[i] += sum_k int32(A[k]) * int32(B[i, k]) for i < L,
+    k < 4, as one instruction."""
     from tvm.s_tir import TensorIntrin
 
-    llvm, lanes, a_dtype = INSTRUCTIONS[instruction]
-    name = f"edgec_dot_{instruction}"
+    forms = INSTRUCTIONS[instruction]
+    llvm, lanes, a_dtype = next(f for f in forms if lanes in (None, f[1]))
+    name = f"edgec_dot_{instruction}" + ("" if lanes == forms[0][1] else f"_{lanes}")
     try:
         TensorIntrin.get(name)
     except (ValueError, RuntimeError):  # not registered yet
@@ -176,7 +187,6 @@ def dot_conv(func: Any, cpu: CpuShape) -> Any | None:
 
     if not cpu.int8_dot or not int8_reduction(func):
         return None
-    intrinsic, lanes = dot_intrinsic(cpu.int8_dot)
     sch = s_tir.Schedule(func)
     blocks = top_blocks(sch)
     reds = [i for i, (_, kinds) in enumerate(blocks) if set(kinds) != {"S"}]
@@ -192,8 +202,10 @@ def dot_conv(func: Any, cpu: CpuShape) -> Any | None:
     *spatial, w, c = loops[:n_s]
     *taps, ci = loops[n_s:]
     width, channels, c_in = extent(sch, w), extent(sch, c), extent(sch, ci)
-    if not width or not channels or channels % lanes or not c_in or c_in % STEP:
+    lanes = dot_lanes(cpu.int8_dot, channels or 0)
+    if not width or not channels or not lanes or not c_in or c_in % STEP:
         return None
+    intrinsic, lanes = dot_intrinsic(cpu.int8_dot, lanes)
     p_i, u = _tile(width, channels, lanes, cpu)
     _pack(sch, block, weight, lanes)
     p_o, p_in = sch.split(w, factors=[None, p_i])
