@@ -42,9 +42,13 @@ from edgec.compiler.codegen.cpu.loops import (
     top_blocks,
     vectorize_inner,
 )
-from edgec.compiler.codegen.cpu.tiles import CpuShape
+from edgec.compiler.codegen.cpu.tiles import CpuShape, Knobs
 
 MAX_PIXELS = 8  # pixels per register tile
+# the int32-lane tile's walk: a thread's consecutive tiles are the channel vectors of one pixel
+# tile, so each cache line of the input is read once (channels outermost, a depthwise conv
+# read its input once per vector of channels, 16 of each line's 64 bytes at a time)
+DEPTHWISE = Knobs(pixels_outer=True)
 STEP = 4  # input channels per dot product
 
 
@@ -235,4 +239,4 @@ def int8_conv(func: Any, cpu: CpuShape) -> Any | None:
         sch = dot_conv(func, cpu)
     except (RuntimeError, ValueError):  # a loop nest tensorize cannot match
         sch = None
-    return sch if sch is not None else reduction_tile(func, cpu, copy_pads=True)
+    return sch if sch is not None else reduction_tile(func, cpu, DEPTHWISE, copy_pads=True)
