@@ -190,9 +190,10 @@ def test_compile_int8_builds_int8_kernels_and_records_it(data, tmp_path, cli):
     record = manifest["quantize"]
     assert record["source"].endswith("digits_vgg.onnx") and record["activations"] == "uint8"
     assert all(r["int8"] for r in record["layers"])
-    # every conv is an int8 kernel, checked against onnxruntime on the QDQ model
+    # every conv and the Gemm head is an int8 kernel, checked against onnxruntime on the QDQ
+    # model
     rules = list(manifest["codegen"]["kernels"].values())
-    assert rules.count("int8") == sum(r["op"] == "Conv" for r in record["layers"])
+    assert rules.count("int8") == sum(r["op"] in ("Conv", "Gemm") for r in record["layers"])
     assert "unscheduled" not in rules
     assert all(row["ok"] for row in manifest["validation"]["outputs"])
     assert "layers int8" in out
