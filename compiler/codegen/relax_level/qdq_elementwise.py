@@ -3,10 +3,14 @@
 Pattern: `quantize(x, s, z)` and `dequantize(q, s, z)` with one scale and one zero point
 (activations, as TVM's ONNX importer writes QuantizeLinear/DequantizeLinear). Rewrite:
 
-    quantize(x, s, z)   -> astype(min(max(round(x / s) + z, lo), hi), dtype)
+    quantize(x, s, z)   -> astype(min(max(round(x * r) + z, lo), hi), dtype), r = fp32(1 / s)
     dequantize(q, s, z) -> (float32(q) - z) * s
 
-the ONNX definitions (round: half to even; lo, hi: the dtype's range), as ops the channels-last
+the ONNX definitions (round: half to even; lo, hi: the dtype's range) but for x * r in place
+of x / s: a multiply in every int8 kernel's epilogue instead of a division (a vector division
+issues at a fraction of a multiply's rate). The two differ by at most an ulp or two of x / s,
+which moves the rounded value only where x / s lies that close to a half: a step of the
+output, as a differently rounded fp32 product already may. As ops the channels-last
 rewrite (layout.py) moves through: the quantize ops have no layout rule, and each would keep
 its NCHW between two transposes. A dequantize whose operands are all constants (the weights no
 int8 conv took, the int32 biases) is folded by numpy instead, per channel where it is.
@@ -70,7 +74,8 @@ def _quantize(bb: Any, call: Any, scale: float, zero: float) -> Any:
 
     dtype = str(call.attrs.out_dtype)
     info = np.iinfo(dtype)
-    x = bb.emit(relax.op.round(relax.op.divide(call.args[0], relax.const(scale, "float32"))))
+    inverse = np.float32(1.0 / np.float64(scale))
+    x = bb.emit(relax.op.round(relax.op.multiply(call.args[0], relax.const(inverse, "float32"))))
     x = bb.emit(relax.op.add(x, relax.const(zero, "float32")))
     x = bb.emit(relax.op.maximum(x, relax.const(float(info.min), "float32")))
     x = bb.emit(relax.op.minimum(x, relax.const(float(info.max), "float32")))
