@@ -9,6 +9,7 @@ Conventions (printed with every table):
   friends too: the cost of the op, not of its exact arithmetic). BatchNorm at inference: 2 FLOPs
   per element (scale and shift). Pooling: 1 FLOP per window element per output; global pooling
   1 per input element. Softmax: 3 per element (exp, sum, divide).
+- Weight bytes: every initializer as stored (an int8 QDQ model's weights take 1 byte each).
 - Params: weights and biases counted apart; BatchNorm has 2 x C params (gamma, beta), its running
   statistics are not trained and are not counted (as in the seeds' tables).
 """
@@ -51,6 +52,7 @@ class ModelCost:
     nodes: list[NodeCost] = field(default_factory=list)
     peak_activation_bytes: int = 0
     input_bytes: int = 0
+    weight_bytes: int = 0  # the initializers' bytes as stored: int8 weights take 1 each
 
     def op_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -74,7 +76,8 @@ class ModelCost:
         return {"macs": self.macs, "flops": self.flops, "params": self.params,
                 "weights": sum(n.weights for n in self.nodes),
                 "biases": sum(n.biases for n in self.nodes), "nodes": len(self.nodes),
-                "peak_activation_bytes": self.peak_activation_bytes}
+                "peak_activation_bytes": self.peak_activation_bytes,
+                "weight_bytes": self.weight_bytes}
 
     def to_json(self) -> dict:
         return {"convention": "1 MAC = 2 FLOPs; bias, activation, pooling, elementwise counted "
@@ -149,6 +152,9 @@ def analyze(model: onnx.ModelProto) -> ModelCost:
             activation_bytes=_numel(out_shape) * itemsize,
         ))
     cost.peak_activation_bytes, cost.input_bytes = _peak_memory(model, elem, shapes)
+    cost.weight_bytes = sum(
+        _numel(list(t.dims)) * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        for t in model.graph.initializer)
     return cost
 
 

@@ -16,8 +16,9 @@ def _si(n: float) -> str:
 
 
 def cost_line(label: str, totals: dict[str, int]) -> str:
+    size = f" ({_si(totals['weight_bytes'])}B of weights)" if "weight_bytes" in totals else ""
     return (f"{label:<8} {_si(totals['flops'])}FLOPs  {_si(totals['macs'])}MACs  "
-            f"{totals['params']:,} params")
+            f"{totals['params']:,} params{size}")
 
 
 def codegen_line(gen: dict[str, Any]) -> str:

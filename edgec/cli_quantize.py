@@ -73,9 +73,11 @@ def summary(result: Any) -> list[str]:
            f"top-1 agreement {q.agreement:.2%}" if q.agreement is not None else
            f"noise {q.noise:.3g}")
     n = sum(r["int8"] for r in result.layers)
+    before, after = result.weight_bytes
     lines.append(f"{n}/{len(result.layers)} layers int8 ({result.activations} activations, "
-                 f"{result.method} ranges); {acc} on {result.samples['held_out']} held-out "
-                 f"samples (drop {q.drop:.2f} points)")
+                 f"{result.method} ranges); weights {before / 1e3:.1f} kB -> {after / 1e3:.1f} "
+                 f"kB; {acc} on {result.samples['held_out']} held-out samples (drop "
+                 f"{q.drop:.2f} points)")
     return lines
 
 

@@ -53,6 +53,8 @@ def test_int8_within_budget_on_unseen_samples(quantized):
     ops = [n.op_type for n in model.graph.node]
     assert all(r["int8"] for r in result.layers) and result.quantized.drop <= 0.5
     assert ops.count("QuantizeLinear") >= len(result.layers)
+    before, after = result.weight_bytes  # int8 weights: about a quarter of the bytes
+    assert after < before / 3.5
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     convs = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
     for node in convs:  # int8 weights per output channel, int32 bias, both dequantized

@@ -60,6 +60,7 @@ class QuantizeResult:
     tried: list[dict[str, Any]]
     seconds: dict[str, float]
     samples: dict[str, int]
+    weight_bytes: tuple[int, int] = (0, 0)  # the initializers' bytes: fp32 model, as written
     warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -67,7 +68,9 @@ class QuantizeResult:
                 "tensors": self.tensors, "original": self.original.to_json(),
                 "quantized": self.quantized.to_json(), "activations": self.activations,
                 "method": self.method, "equalize": self.equalized, "tried": self.tried,
-                "seconds": self.seconds, "samples": self.samples, "warnings": self.warnings}
+                "seconds": self.seconds, "samples": self.samples,
+                "weight_bytes": {"before": self.weight_bytes[0], "after": self.weight_bytes[1]},
+                "warnings": self.warnings}
 
 
 def activation_dtype(options: QuantizeOptions) -> str:
@@ -147,7 +150,13 @@ def quantize(model_path: str | Path, *, output: str | Path | None,
                    "zero_point": quant[t].zero} for t in used}
     return QuantizeResult(path, rows, tensors, scorer.original, choice.score, dtype,
                           opts.method, eq.to_json(), choice.tried, clock.seconds,
-                          {"calibration": len(calib), "held_out": len(held)}, warnings)
+                          {"calibration": len(calib), "held_out": len(held)},
+                          (_weight_bytes(base), _weight_bytes(final)), warnings)
+
+
+def _weight_bytes(model: onnx.ModelProto) -> int:
+    return sum(int(np.prod(t.dims)) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+               for t in model.graph.initializer)
 
 
 def _write(model: onnx.ModelProto, output: str | Path, opts: QuantizeOptions,
