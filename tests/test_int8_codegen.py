@@ -191,6 +191,28 @@ def test_int8_epilogues_and_depthwise_are_vector_code(host_build, tmp_path):
     assert "vrndscaleps" in code and "gather" not in code
 
 
+def test_input_quantize_walks_the_width_in_vectors(qdq_cnn):
+    """The model's input, quantized from NCHW planes into 4 NHWC channels (the first conv's
+    pad and channel pad), is scheduled with the width in vectors innermost (loads from the
+    planes contiguous), not one scalar pixel of 4 channels at a time (cpu/loops.py,
+    planes_to_channels). Its values are checked by the whole-model test above."""
+    import tvm
+
+    from edgec.compiler.codegen.cpu.schedules import elementwise
+    from edgec.compiler.codegen.pipelines import fused
+
+    target = targets.get("host")
+    cpu = cpu_shape(target.tvm_target())
+    with target.tvm_target():
+        mod = fused(target.tvm_target())(
+            codegen.import_model(onnx.load(qdq_cnn), target, {"x": X_SHAPE}))
+    inputs = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)
+              and [int(d) for d in f.params[0].ty.shape] == X_SHAPE]
+    assert len(inputs) == 1
+    script = elementwise(inputs[0], cpu).mod["main"].script()
+    assert f"T.vectorized(T.int64({cpu.lanes}))" in script and "T.unroll(T.int64(4))" in script
+
+
 def test_rpi5_build_uses_sdot(qdq_cnn, tmp_path):
     lowering = codegen.Lowering()
     ex = codegen.build(onnx.load(qdq_cnn), targets.get("rpi5"), {"x": X_SHAPE}, lowering)

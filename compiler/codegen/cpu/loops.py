@@ -235,3 +235,36 @@ def order_tile(sch: Any, above: list[Any], w_i: Any, c_u: Any, c_v: Any, v: int)
         sch.vectorize(c_v)
     sch.unroll(c_u)
     sch.unroll(w_i)
+
+
+def planes_to_channels(sch: Any, block: Any, lanes: int) -> bool:
+    """Schedule a block writing few channels (innermost extent under `lanes`, e.g. an RGB
+    input quantized into NHWC) from planes (a read whose innermost index follows the output's
+    width, not its channel): parallel over the outer loops, the width in vectors of `lanes`
+    innermost, the channels unrolled around them. The loads and the compute are vectors; the
+    stores are strided by the channel count. False (and nothing done) where it does not fit.
+    The input quantize of MobileNetV2 (3 x 224 x 224 -> 226 x 226 x 4 uint8): 0.085 -> 0.029 ms.
+    """
+    loops = sch.get_loops(block)
+    if len(loops) < 3:
+        return False
+    channels, width = extent(sch, loops[-1]), extent(sch, loops[-2])
+    if not channels or not width or channels >= lanes or width < lanes:
+        return False
+    stmt = sch.get(block)
+    w_var, c_var = (iv.var for iv in stmt.iter_vars[-2:])
+    if not any(_uses(r.region[-1].min, w_var) and not _uses(r.region[-1].min, c_var)
+               for r in stmt.reads if r.region):
+        return False
+    w_o, w_i = sch.split(loops[-2], factors=[None, lanes])
+    sch.reorder(w_o, loops[-1], w_i)
+    sch.parallel(sch.fuse(*loops[:-2]) if len(loops) > 3 else loops[0])
+    sch.unroll(loops[-1])
+    sch.vectorize(w_i)
+    return True
+
+
+def _uses(expr: Any, var: Any) -> bool:
+    from tvm.tirx.analysis import undefined_vars
+
+    return any(v.same_as(var) for v in undefined_vars(expr, []))

@@ -36,6 +36,7 @@ from edgec.compiler.codegen.cpu.loops import (
     pack_weights,
     pads,
     parallel_vectorized,
+    planes_to_channels,
     reduction_length,
     register_tile,
     spatial_prefix,
@@ -165,7 +166,8 @@ def elementwise(func: Any, cpu: CpuShape) -> Any | None:
     block = blocks[-1][0]
     if not sch.get_loops(block):
         return None
-    parallel_vectorized(sch, block, cpu.lanes)
+    if not planes_to_channels(sch, block, cpu.lanes):
+        parallel_vectorized(sch, block, cpu.lanes)
     return sch
 
 
