@@ -112,23 +112,36 @@ def _met(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
-def zoo_curve(names: list[str], samples: int, curve: int) -> list[str]:
-    from edgec import models
-    from edgec.compiler.compress import CompressOptions, compress
+def random_draw(spec: dict, seeds: range) -> np.ndarray:
+    """Seeded random inputs of the input `spec`, one per seed, stacked."""
     from edgec.runtime import random_inputs
+
+    return np.concatenate([random_inputs([spec], seed=i)[spec["name"]] for i in seeds])
+
+
+def zoo_data(name: str, folder: Path, samples: int) -> tuple[Path, Path, dict]:
+    """The zoo model `name` exported into `folder`, an .npz of `samples` seeded random inputs
+    beside it, and its input's spec."""
+    import onnx
+
+    from edgec import models
+
+    path = models.export(name, folder / f"{name}.onnx")
+    inp = onnx.load(path).graph.input[0]
+    spec = {"name": inp.name, "dtype": "float32",
+            "shape": [d.dim_value for d in inp.type.tensor_type.shape.dim]}
+    data = folder / f"{name}.npz"
+    np.savez(data, **{inp.name: random_draw(spec, range(samples))})
+    return path, data, spec
+
+
+def zoo_curve(names: list[str], samples: int, curve: int) -> list[str]:
+    from edgec.compiler.compress import CompressOptions, compress
 
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            path = models.export(name, Path(tmp) / f"{name}.onnx")
-            import onnx
-
-            inp = onnx.load(path).graph.input[0]
-            spec = {"name": inp.name, "dtype": "float32",
-                    "shape": [d.dim_value for d in inp.type.tensor_type.shape.dim]}
-            data = Path(tmp) / f"{name}.npz"
-            np.savez(data, **{inp.name: np.concatenate(
-                [random_inputs([spec], seed=i)[inp.name] for i in range(samples)])})
+            path, data, _ = zoo_data(name, Path(tmp), samples)
             t0 = time.perf_counter()
             result = compress(path, output=None, curve=curve, options=CompressOptions(
                 data=data, max_accuracy_drop=5.0, latency=False, calibration=samples // 2,

@@ -116,16 +116,9 @@ def _folded(path: Path) -> Path:
     return out
 
 
-def _draw(spec: dict, seeds: range) -> np.ndarray:
-    from edgec.runtime import random_inputs
-
-    return np.concatenate([random_inputs([spec], seed=i)[spec["name"]] for i in seeds])
-
-
 def zoo_table(names: list[str], samples: int) -> list[str]:
-    import onnx
+    from compress import random_draw, zoo_data
 
-    from edgec import models
     from edgec.compiler.compress.score import sqnr_db
     from edgec.compiler.quantize import QuantizeOptions, quantize
 
@@ -133,21 +126,17 @@ def zoo_table(names: list[str], samples: int) -> list[str]:
              "onnxruntime quantize_static: agreement, SQNR |", "|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            path = models.export(name, Path(tmp) / f"{name}.onnx")
-            inp = onnx.load(path).graph.input[0]
-            spec = {"name": inp.name, "dtype": "float32",
-                    "shape": [d.dim_value for d in inp.type.tensor_type.shape.dim]}
-            data = Path(tmp) / f"{name}.npz"
-            np.savez(data, **{inp.name: _draw(spec, range(samples))})
+            path, data, spec = zoo_data(name, Path(tmp), samples)
             t0 = time.perf_counter()
             result = quantize(path, output=Path(tmp) / f"{name}.int8.onnx", options=(
                 QuantizeOptions(data=data, max_accuracy_drop=1.0, calibration=samples // 2,
                                 held_out=samples // 2)))
             secs = time.perf_counter() - t0
-            test = _draw(spec, range(1000, 1000 + samples))
-            calib = np.load(data)[inp.name][:samples // 2]
-            tool = _ort_tool(_folded(path), inp.name, calib, Path(tmp) / f"{name}.ort.onnx")
-            ref, ours, theirs = (_outputs(p, inp.name, test) for p in (path, result.output, tool))
+            test = random_draw(spec, range(1000, 1000 + samples))
+            calib = np.load(data)[spec["name"]][:samples // 2]
+            tool = _ort_tool(_folded(path), spec["name"], calib, Path(tmp) / f"{name}.ort.onnx")
+            ref, ours, theirs = (_outputs(p, spec["name"], test)
+                                 for p in (path, result.output, tool))
             n8 = sum(r["int8"] for r in result.layers)
             lines.append(f"| {name} | {_agree(ref, ours):.2%} | {sqnr_db(_noise(ref, ours)):.1f} "
                          f"dB | {n8}/{len(result.layers)} | {secs:.0f} | "

@@ -5,9 +5,6 @@ input."""
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from pathlib import Path
 from typing import Any
 
 
@@ -77,66 +74,25 @@ def summary(result: Any) -> list[str]:
     return lines
 
 
-def validation(args: argparse.Namespace, drop: float) -> dict[str, Any] | None:
-    """harness validate of the original and the written model (-o) compiled for --target,
-    where it runs here, into REPORT/validation/ (None elsewhere); `drop`: the budget."""
-    from edgec import targets
-    from edgec.cli import input_shapes_arg
-    from edgec.cli_validate import preprocess_overrides
-    from edgec.harness import report
-    from edgec.harness.validate import Budget, Options, validate
+def _step() -> Any:
+    from edgec.cli_lossy import Step
+    from edgec.compiler.compress import compress
+    from edgec.compiler.compress.report import write_report
 
-    if not targets.get(args.target).runs_here():
-        return None
-    opts = Options(data=args.data, budget=Budget(drop), target=args.target,
-                   preprocess=preprocess_overrides(args),
-                   input_shapes=input_shapes_arg(args.input_shape))
-    result = validate(args.model, [args.model, args.output], opts)
-    report.write(result, Path(args.report) / "validation")
-    return result
+    return Step("compress", "compress", "compressed", compress, options, summary, write_report)
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from edgec.compiler.compress import compress
+    from edgec.cli_lossy import run_command
 
-    if not args.model or not args.output:
-        from edgec.errors import EdgecError
-
-        raise EdgecError("compress needs a model and -o OUTPUT.onnx")
-    opts = options(args)
-    result = compress(args.model, output=args.output, options=opts)
-    for w in result.warnings:
-        print(f"edgec: warning: {w}", file=sys.stderr)
-    if args.report:
-        from edgec.compiler.compress.report import write_report
-
-        checked = validation(args, opts.max_accuracy_drop) if result.output else None
-        write_report(result, Path(args.report), Path(args.model).stem, checked)
-    if args.json:
-        print(json.dumps(result.to_json(), indent=2))
-    else:
-        print("\n".join(summary(result)))
-        print(f"wrote {result.output}")
-    return 0
+    return run_command(args, _step())
 
 
 def compile_compressed(args: argparse.Namespace, compile_cmd: Any) -> int:
-    """compile --compress: compress into a temporary .onnx, then `compile_cmd` (cmd_compile)
-    compiles that, the compression recorded in the manifest."""
-    import tempfile
+    """compile --compress: compress, then compile the compressed model (cli_lossy)."""
+    from edgec.cli_lossy import compile_after
 
-    from edgec.compiler.compress import compress
-
-    opts = options(args)
-    with tempfile.TemporaryDirectory(prefix="edgec-compress-") as tmp:
-        small = Path(tmp) / f"{Path(args.model).stem}.compressed.onnx"
-        result = compress(args.model, output=small, options=opts)
-        for w in result.warnings:
-            print(f"edgec: warning: {w}", file=sys.stderr)
-        print("\n".join(summary(result)))
-        record = {**result.to_json(), "source": args.model, "output": None}
-        args.compress, args.model = False, str(small)
-        return compile_cmd(args, lossy={"compress": record})
+    return compile_after(args, compile_cmd, _step())
 
 
 def add_compress(sub: Any) -> None:

@@ -5,9 +5,6 @@ input."""
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from pathlib import Path
 from typing import Any
 
 DEFAULT_DROP = 0.5
@@ -81,47 +78,25 @@ def summary(result: Any) -> list[str]:
     return lines
 
 
-def cmd_quantize(args: argparse.Namespace) -> int:
-    from edgec.cli_compress import validation
+def _step() -> Any:
+    from edgec.cli_lossy import Step
     from edgec.compiler.quantize import quantize
-    from edgec.errors import EdgecError
+    from edgec.compiler.quantize.report import write_report
 
-    if not args.model or not args.output:
-        raise EdgecError("quantize needs a model and -o OUTPUT.onnx")
-    opts = options(args)
-    result = quantize(args.model, output=args.output, options=opts)
-    for w in result.warnings:
-        print(f"edgec: warning: {w}", file=sys.stderr)
-    if args.report:
-        from edgec.compiler.quantize.report import write_report
+    return Step("quantize", "int8", "int8", quantize, options, summary, write_report)
 
-        checked = validation(args, opts.max_accuracy_drop) if result.output else None
-        write_report(result, Path(args.report), Path(args.model).stem, checked)
-    if args.json:
-        print(json.dumps(result.to_json(), indent=2))
-    else:
-        print("\n".join(summary(result)))
-        print(f"wrote {result.output}")
-    return 0
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from edgec.cli_lossy import run_command
+
+    return run_command(args, _step())
 
 
 def compile_quantized(args: argparse.Namespace, compile_cmd: Any) -> int:
-    """compile --int8: quantize into a temporary .onnx, then `compile_cmd` (cmd_compile)
-    compiles that, the quantization recorded in the manifest."""
-    import tempfile
+    """compile --int8: quantize, then compile the int8 model (cli_lossy)."""
+    from edgec.cli_lossy import compile_after
 
-    from edgec.compiler.quantize import quantize
-
-    opts = options(args)
-    with tempfile.TemporaryDirectory(prefix="edgec-quantize-") as tmp:
-        small = Path(tmp) / f"{Path(args.model).stem}.int8.onnx"
-        result = quantize(args.model, output=small, options=opts)
-        for w in result.warnings:
-            print(f"edgec: warning: {w}", file=sys.stderr)
-        print("\n".join(summary(result)))
-        record = {**result.to_json(), "source": args.model, "output": None}
-        args.int8, args.model = False, str(small)
-        return compile_cmd(args, lossy={"quantize": record})
+    return compile_after(args, compile_cmd, _step())
 
 
 def add_quantize(sub: Any) -> None:

@@ -349,3 +349,15 @@ def ssh_device(tmp_path_factory):
         os.environ.pop("EDGEC_SSH_OPTS", None)
     else:
         os.environ["EDGEC_SSH_OPTS"] = old
+
+
+@pytest.fixture(scope="session")
+def digits_data(tmp_path_factory):
+    """The first 200 digits test images as model inputs, with labels (.npz): the data the lossy
+    steps (compress, quantize) fit and judge on; the last 160 stay unseen."""
+    from edgec.models import digits
+
+    images, labels = digits.test_split()
+    path = tmp_path_factory.mktemp("digits") / "data.npz"
+    np.savez(path, input=digits.model_inputs(images[:200]), labels=labels[:200])
+    return path

@@ -23,12 +23,9 @@ FAST = dict(calibration=64, held_out=136, activations="uint8")
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(digits_data):
     """The first 200 test images as model inputs; the last 160 are kept out of quantize."""
-    images, labels = digits.test_split()
-    path = tmp_path_factory.mktemp("digits") / "data.npz"
-    np.savez(path, input=digits.model_inputs(images[:200]), labels=labels[:200])
-    return path
+    return digits_data
 
 
 def _top1(model, x: np.ndarray) -> np.ndarray:
