@@ -37,16 +37,24 @@ def _nudge(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (arr * (1 + eps * sign)).astype(arr.dtype)
 
 
+# inputs that size the output (op -> input positions), not values it computes with: a Resize's
+# scale 2.0 moved a step down turns a 5-row map into 9 rows, not 10 (torch's F.interpolate)
+SIZING_INPUTS = {"Resize": (1, 2), "Upsample": (1,)}
+
+
 def perturbed(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
-    """`model` with every float32 initializer and Constant moved by one rounding step."""
+    """`model` with every float32 initializer and Constant moved by one rounding step, except
+    those read as SIZING_INPUTS."""
     rng = np.random.default_rng(seed)
     out = onnx.ModelProto()
     out.CopyFrom(model)
+    sizing = {n.input[i] for n in out.graph.node for i in SIZING_INPUTS.get(n.op_type, ())
+              if i < len(n.input)}
     tensors = list(out.graph.initializer) + [
-        a.t for n in out.graph.node if n.op_type == "Constant" for a in n.attribute
-        if a.name == "value"]
+        a.t for n in out.graph.node if n.op_type == "Constant" and n.output[0] not in sizing
+        for a in n.attribute if a.name == "value"]
     for t in tensors:
-        if t.data_type == onnx.TensorProto.FLOAT:
+        if t.data_type == onnx.TensorProto.FLOAT and t.name not in sizing:
             t.CopyFrom(numpy_helper.from_array(_nudge(numpy_helper.to_array(t), rng), t.name))
     return out
 

@@ -80,3 +80,14 @@ def test_perturbation_is_one_rounding_step_of_floats_only():
     steps = np.abs(moved["k"] - orig["k"]) / np.spacing(orig["k"])
     assert np.all((steps > 0) & (steps <= 2)), steps
     onnx.checker.check_model(perturbed(model))
+
+
+def test_perturbation_keeps_resize_scales():
+    """A Resize's scales size its output: moved a step down, 2.0 x 5 rows would be 9."""
+    model = tiny_model([helper.make_node("Resize", ["x", "", "scales"], ["r"], mode="nearest"),
+                        helper.make_node("Mul", ["r", "k"], ["y"])], [1, 1, 5, 5],
+                       {"scales": np.array([1, 1, 2, 2], np.float32),
+                        "k": np.array([1.5], np.float32)})
+    moved = {t.name: numpy_helper.to_array(t) for t in perturbed(model).graph.initializer}
+    assert np.array_equal(moved["scales"], [1, 1, 2, 2])
+    assert moved["k"][0] != np.float32(1.5)
