@@ -32,6 +32,7 @@ became a gather.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from edgec.compiler.codegen.cpu.loops import (
@@ -49,6 +50,7 @@ MAX_PIXELS = 8  # pixels per register tile
 # tile, so each cache line of the input is read once (channels outermost, a depthwise conv
 # read its input once per vector of channels, 16 of each line's 64 bytes at a time)
 DEPTHWISE = Knobs(pixels_outer=True)
+MAX_TAPS = 25  # the int32-lane tile's taps unrolled up to this many (a 5x5 kernel)
 STEP = 4  # input channels per dot product
 
 
@@ -231,6 +233,8 @@ def dot_conv(func: Any, cpu: CpuShape) -> Any | None:
 def int8_conv(func: Any, cpu: CpuShape) -> Any | None:
     """Int8 kernels: the dot-product schedule where it applies, else the fp32 rule's register
     tile on int32 lanes (depthwise convs, channels the dot product does not divide)."""
+    from tvm import s_tir
+
     from edgec.compiler.codegen.cpu.schedules import reduction_tile
 
     if not int8_reduction(func):
@@ -239,4 +243,30 @@ def int8_conv(func: Any, cpu: CpuShape) -> Any | None:
         sch = dot_conv(func, cpu)
     except (RuntimeError, ValueError):  # a loop nest tensorize cannot match
         sch = None
-    return sch if sch is not None else reduction_tile(func, cpu, DEPTHWISE, copy_pads=True)
+    if sch is not None:
+        return sch
+    plain = s_tir.Schedule(func)
+    name = next(plain.get(b).name_hint for b, kinds in top_blocks(plain) if set(kinds) != {"S"})
+    sch = reduction_tile(func, cpu, DEPTHWISE, copy_pads=True)
+    if sch is not None:
+        _unroll_taps(sch, sch.get_sblock(f"{name}_update"))  # decompose_reduction's name
+    return sch
+
+
+def _unroll_taps(sch: Any, block: Any) -> None:
+    """Unroll the taps of the int32-lane tile (the serial loops between its parallel loop and
+    its unrolled columns), so the loads of one input pixel the taps of neighbouring output
+    columns share are one load: a 3x3 depthwise tile of 14 columns loads 48 input vectors
+    per output row instead of 126."""
+    from tvm import tirx
+
+    loops = sch.get_loops(block)
+    kinds = [sch.get(loop).kind for loop in loops]
+    if tirx.ForKind.PARALLEL not in kinds or tirx.ForKind.UNROLLED not in kinds:
+        return
+    first = kinds.index(tirx.ForKind.PARALLEL) + 1
+    last = kinds.index(tirx.ForKind.UNROLLED, first)
+    taps = [loop for loop in loops[first:last] if sch.get(loop).kind == tirx.ForKind.SERIAL]
+    if taps and math.prod(extent(sch, t) or MAX_TAPS + 1 for t in taps) <= MAX_TAPS:
+        for t in taps:
+            sch.unroll(t)
