@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 import tempfile
 import time
@@ -59,10 +60,11 @@ def digits_table(names: list[str], methods: list[str], budget: float) -> list[st
         np.savez(data, input=digits.model_inputs(tr_x), labels=tr_y)
         x = digits.model_inputs(te_x)
         for name in names:
-            src = digits.TRAINED_DIR / f"{name}.onnx"
+            src = Path(tmp) / f"{name}.onnx"  # a copy: the tool writes beside it
+            shutil.copy(digits.TRAINED_DIR / f"{name}.onnx", src)
             fp32 = _top1_ort(src, x)
             order = np.random.default_rng(0).permutation(len(tr_x))[:256]
-            tool = _top1_ort(_ort_tool(_folded(src), "input", digits.model_inputs(tr_x[order]),
+            tool = _top1_ort(_ort_tool(src, "input", digits.model_inputs(tr_x[order]),
                                        Path(tmp) / f"{name}.ort.onnx"), x)
             for method in methods:
                 out = Path(tmp) / f"{name}.{method}.int8.onnx"
@@ -85,35 +87,12 @@ def digits_table(names: list[str], methods: list[str], budget: float) -> list[st
 
 
 def _ort_tool(src: Path, name: str, x: np.ndarray, out: Path) -> Path:
-    """onnxruntime's own quantize_static on calibration inputs `x`: QDQ, per-channel
-    int8 weights, uint8 activations, MinMax ranges (its defaults otherwise)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    """onnxruntime's own quantize_static (benchmarks/int8.py: QDQ, per-channel int8 weights,
+    uint8 activations, MinMax ranges) on the model with BatchNorm folded, calibrated on `x`."""
+    from int8 import folded, quantize_qdq
 
     logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process, once per layer
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.feeds = iter({name: x[i:i + 1]} for i in range(len(x)))
-
-        def get_next(self) -> dict | None:
-            return next(self.feeds, None)
-
-    quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True)
-    return out
-
-
-def _folded(path: Path) -> Path:
-    """The model with BatchNorm folded into its convs, as edgec quantizes it (onnxruntime's
-    tool otherwise quantizes BatchNorm's parameters as weights)."""
-    import onnx
-
-    from edgec.compiler import frontend, passes
-
-    model, _ = frontend.load(path, check_ops=False)
-    out = path.with_suffix(".folded.onnx")
-    onnx.save_model(passes.run_passes(model, passes.select())[0], str(out))
-    return out
+    return quantize_qdq(folded(src), out, [{name: x[i:i + 1]} for i in range(len(x))])
 
 
 def zoo_table(names: list[str], samples: int) -> list[str]:
@@ -134,7 +113,7 @@ def zoo_table(names: list[str], samples: int) -> list[str]:
             secs = time.perf_counter() - t0
             test = random_draw(spec, range(1000, 1000 + samples))
             calib = np.load(data)[spec["name"]][:samples // 2]
-            tool = _ort_tool(_folded(path), spec["name"], calib, Path(tmp) / f"{name}.ort.onnx")
+            tool = _ort_tool(path, spec["name"], calib, Path(tmp) / f"{name}.ort.onnx")
             ref, ours, theirs = (_outputs(p, spec["name"], test)
                                  for p in (path, result.output, tool))
             n8 = sum(r["int8"] for r in result.layers)
