@@ -28,7 +28,7 @@ from edgec.errors import EdgecError
 from edgec.fileio import atomic_dir
 
 from . import analysis, codegen, frontend, passes
-from .report import codegen_line
+from .report import codegen_line, fallback_warning
 
 __all__ = ["CompileResult", "EdgecError", "compile", "inspect"]
 
@@ -274,4 +274,6 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
                                                 compared, latency)
         manifest["phases"] = phases.seconds
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    return CompileResult(Path(output), manifest, front.warnings, notes)
+    fallback = fallback_warning(gen)  # kernels no rule took: named, not only counted
+    return CompileResult(Path(output), manifest, front.warnings + [fallback] * bool(fallback),
+                         notes)

@@ -21,8 +21,23 @@ def cost_line(label: str, totals: dict[str, int]) -> str:
             f"{totals['params']:,} params{size}")
 
 
+def unscheduled(gen: dict[str, Any]) -> list[str]:
+    """The kernels no rule took (TVM's default schedule: serial scalar loops), by name."""
+    return sorted(k for k, how in gen.get("kernels", {}).items() if how == "unscheduled")
+
+
+def fallback_warning(gen: dict[str, Any]) -> str | None:
+    """compile's warning naming the unscheduled kernels, or None where there are none."""
+    names = unscheduled(gen)
+    if not names:
+        return None
+    return (f"{len(names)} kernel{'s' * (len(names) > 1)} left to TVM's default schedule "
+            f"(serial, scalar; no edgec rule matched): {', '.join(names)}")
+
+
 def codegen_line(gen: dict[str, Any]) -> str:
-    """How the kernels were scheduled: database coverage, then edgec's rules by name."""
+    """How the kernels were scheduled: database coverage, then edgec's rules by name, then
+    the unscheduled kernels by name."""
     counts: dict[str, int] = {}
     for how in gen["kernels"].values():
         counts[how] = counts.get(how, 0) + 1
@@ -33,8 +48,10 @@ def codegen_line(gen: dict[str, Any]) -> str:
           "database" + (f" ({kept} more left to the rules: slower in the model)" if kept else "")
           if gen.get("tuning_db") else "no tuning database used")
     graph = "".join(f"; {line}" for line in gen.get("graph", []))
+    left = unscheduled(gen)
+    fallback = f"; unscheduled: {', '.join(left)}" if left else ""
     return (f"codegen  {gen['pipeline']} pipeline, {gen['seconds']:.1f} s; {db}; "
-            f"rules: {rules or 'none'}{graph}")
+            f"rules: {rules or 'none'}{fallback}{graph}")
 
 
 def compile_summary(manifest: dict[str, Any], artifact: str) -> list[str]:

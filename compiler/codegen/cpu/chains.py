@@ -156,6 +156,10 @@ def conv_depthwise(func: Any, cpu: CpuShape, knobs: Knobs = RULE) -> Any | None:
     padding = between[len(epilogue):]
     if any(_shape(sch, b) == mid_shape for b in padding):
         return None
+    if any(_shape(sch, b)[3] != mid_shape[3] for b in padding):
+        # a channel slice between the convs (pad_channels' Slice of a padded conv before a
+        # SiLU's Mul, x * sigmoid(x)): the conv's output is then read past `mid`, around it
+        return None
     after = fusable_epilogue(sch, dw, [b for b, _ in blocks[reds[1] + 1:]], cpu.lanes)
     for b in [b for b, _ in blocks[: reds[0]]] + epilogue[:-1] + padding:
         sch.compute_inline(b)

@@ -18,8 +18,9 @@ tail tile whose loop nest is a separate copy, so no predicate reaches an inner l
 tile over the whole map beats the row's, a conv's h and w are one pixel loop (cpu/pixels.py).
 A grouped conv's vectors and tiles stay within one of its groups, so each vector reads one
 broadcast input (tiles.vector_run; onnx_level/group_channels gives groups whole vectors).
-Elementwise kernels get fused, parallel, vectorized loops. A kernel that matches no rule keeps
-TVM's default schedule.
+Elementwise kernels get fused, parallel, vectorized loops; softmax-like kernels (blocks over the
+same rows, some reducing them) one parallel loop over the rows (cpu/rows.py). A kernel that
+matches no rule keeps TVM's default schedule.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from edgec.compiler.codegen.cpu.loops import (
     vectorize_inner,
 )
 from edgec.compiler.codegen.cpu.pixels import row_with_tail, whole_map
+from edgec.compiler.codegen.cpu.rows import row_reduction
 from edgec.compiler.codegen.cpu.tiles import (
     RULE,
     CpuShape,
@@ -172,7 +174,8 @@ def elementwise(func: Any, cpu: CpuShape) -> Any | None:
 
 
 RULES = {"int8": int8_conv, "conv_depthwise": conv_depthwise, "reduction_tile": reduction_tile,
-         "winograd": winograd_transforms, "elementwise": elementwise}
+         "winograd": winograd_transforms, "row_reduction": row_reduction,
+         "elementwise": elementwise}
 
 
 def schedule(func: Any, cpu: CpuShape) -> tuple[str, Any] | None:
