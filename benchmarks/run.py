@@ -1,6 +1,6 @@
 """Benchmark the reference models: edgec against onnxruntime, measured in one run.
 
-    .venv/bin/python benchmarks/run.py [--models a,b] [--seconds 10] [--out BENCHMARKS.md]
+    .venv/bin/python benchmarks/run.py [--models a,b|realworld] [--seconds 10] [--out BENCHMARKS.md]
                                        [--tune mobilenet_v2,resnet18 --tune-time 30m]
 
 For each model: compile time for the host target, edgec's and onnxruntime's latency (each
@@ -28,6 +28,30 @@ import numpy as np
 
 DEFAULT_MODELS = ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "resnet18",
                   "squeezenet1_1", "shufflenet_v2"]
+
+
+def groups() -> dict[str, list[str]]:
+    """--models' group names, each for all its models: `realworld` is models/realworld.py's
+    torch exports (torch needed to export them), none of them in DEFAULT_MODELS."""
+    from edgec.models.realworld import REALWORLD
+
+    return {"realworld": list(REALWORLD)}
+
+
+def model_names(arg: str) -> list[str]:
+    """--models as model names: each group named expanded to its models, in order."""
+    named = groups()
+    return [m for n in arg.split(",") if n for m in named.get(n, [n])]
+
+
+def export_model(name: str, path: Path) -> Path:
+    """Write model `name` (the zoo's, or models/realworld.py's by torch) to `path`."""
+    from edgec import models
+    from edgec.models import realworld
+
+    if name in realworld.REALWORLD:
+        return realworld.export(name, path)
+    return models.export(name, path)
 
 
 def fma_peak_gflops(target, threads: int, lanes: int = 16, chains: int = 12,
@@ -83,7 +107,9 @@ def _profile_table(title: str, layers: list[dict]) -> list[str]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default=",".join(DEFAULT_MODELS))
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                   help="comma-separated models or groups (realworld: "
+                   "models/realworld.py's torch exports)")
     p.add_argument("--seconds", type=float, default=10.0, help="timing budget per model")
     p.add_argument("--out", default="BENCHMARKS.md")
     p.add_argument("--profile", default="mobilenet_v2",
@@ -96,7 +122,7 @@ def main() -> int:
     args = p.parse_args()
 
     import edgec
-    from edgec import models, targets
+    from edgec import targets
     from edgec.cli import parse_duration
     from edgec.compiler.bench import ROUNDS, bench
     from edgec.compiler.tuning import tune
@@ -111,8 +137,8 @@ def main() -> int:
     peak = fma_peak_gflops(host.tvm_target(), threads, lanes=lanes)
     rows, tuned = [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models.split(","):
-            src = models.export(name, Path(tmp) / f"{name}.onnx")
+        for name in model_names(args.models):
+            src = export_model(name, Path(tmp) / f"{name}.onnx")
             t0 = time.perf_counter()
             edgec.compile(src, output=Path(tmp) / name, target="host", validate=False,
                           use_tuned=False)

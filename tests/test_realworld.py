@@ -131,3 +131,19 @@ def test_codegen_line_lists_unscheduled_kernels_by_name():
     assert unscheduled(gen) == ["mean_d", "norm_b"]
     gen["kernels"] = {"conv_a": "reduction_tile"}
     assert "unscheduled" not in codegen_line(gen)
+
+
+def test_benchmarks_take_the_realworld_group(exported, tmp_path):
+    """benchmarks/run.py --models realworld (or names from it) without changing its default."""
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("bench_run", REPO / "benchmarks" / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    assert run.model_names("realworld") == list(REALWORLD)
+    assert run.model_names("mobilenet_v2,dbnet_small") == ["mobilenet_v2", "dbnet_small"]
+    assert not set(run.DEFAULT_MODELS) & set(REALWORLD)
+    path = run.export_model("effnet_small", tmp_path / "e.onnx")
+    assert path.read_bytes() == exported("effnet_small").read_bytes()  # seeded: the same
