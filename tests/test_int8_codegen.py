@@ -319,6 +319,26 @@ def test_fp32_model_unchanged_and_rewrite_idempotent(qdq_cnn):
     tvm.ir.assert_structural_equal(twice, once)
 
 
+def test_requantize_is_one_multiply_add(qdq_cnn):
+    """Each quantize of an int8 conv's or matmul's result rounds a * (c1 / s) + c2 / s (the
+    conv's scale and bias folded with the quantize's 1 / s; a * (c1 / s) without a bias),
+    no separate multiply; the model input's quantize rounds x * (1 / s)."""
+    from tvm import relax
+
+    from edgec.compiler.codegen.relax_level.int8 import op_name
+
+    mod, _ = qdq_elementwise(int8(codegen.to_relax(onnx.load(qdq_cnn), {"x": X_SHAPE}))[0])
+    bindings = {b.var: b.value for block in mod["main"].body.blocks for b in block.bindings}
+    rounded = [bindings[v.args[0]] for v in bindings.values() if op_name(v) == "relax.round"]
+    kinds = [op_name(x) + ("(" + op_name(bindings[x.args[0]]) + ")"
+             if isinstance(x.args[0], relax.Var) and x.args[0] in bindings else "")
+             for x in rounded]
+    # the convs with a bias and the Gemm; the conv without one; the input
+    assert kinds.count("relax.add(relax.multiply)") == 4, kinds
+    assert kinds.count("relax.multiply(relax.astype)") == 1, kinds
+    assert kinds[0] == "relax.multiply", kinds
+
+
 @pytest.mark.skipif(shutil.which("qemu-aarch64") is None, reason="qemu-user is not installed")
 def test_rpi5_bundle_matches_onnxruntime_under_qemu(qdq_cnn, tmp_path):
     import edgec

@@ -8,9 +8,12 @@ Pattern: `quantize(x, s, z)` and `dequantize(q, s, z)` with one scale and one ze
 
 the ONNX definitions (round: half to even; lo, hi: the dtype's range) but for x * r in place
 of x / s: a multiply in every int8 kernel's epilogue instead of a division (a vector division
-issues at a fraction of a multiply's rate). The two differ by at most an ulp or two of x / s,
-which moves the rounded value only where x / s lies that close to a half: a step of the
-output, as a differently rounded fp32 product already may. As ops the channels-last
+issues at a fraction of a multiply's rate). Where x = a * c1 + c2 with constants c1, c2 (an
+int8 conv's scale and bias, relax_level/int8.py; or x = a * c1), x * r is a * (c1 r) + c2 r,
+one multiply-add.
+Each differs from x / s by at most an ulp or two, which moves the rounded value only where
+x / s lies that close to a half: a step of the output, as a differently rounded fp32 product
+already may. As ops the channels-last
 rewrite (layout.py) moves through: the quantize ops have no layout rule, and each would keep
 its NCHW between two transposes. A dequantize whose operands are all constants (the weights no
 int8 conv took, the int32 biases) is folded by numpy instead, per channel where it is.
@@ -63,19 +66,62 @@ def _elementwise(mod: Any, report: PassReport) -> Any:
                 report.decline(name, "scale or zero point per channel")
                 return call
             report.count(f"{name.split('.')[-1]} as elementwise")
-            return _quantize(self.builder_, call, *params) if name == "relax.quantize" \
+            return _quantize(self, call, *params) if name == "relax.quantize" \
                 else _dequantize(self.builder_, call.args[0], *params)
 
     return rewrite_functions(Rewrite(mod), mod)
 
 
-def _quantize(bb: Any, call: Any, scale: float, zero: float) -> Any:
+def _constant(mutator: Any, arg: Any) -> np.ndarray | None:
+    """bound_constant, or the value of a reshape of a constant (a conv's bias as imported)."""
     from tvm import relax
 
+    value = bound_constant(mutator, arg)
+    call = mutator.lookup_binding(arg) if value is None and isinstance(arg, relax.Var) else None
+    if call is None or op_name(call) != "relax.reshape":
+        return value
+    inner = bound_constant(mutator, call.args[0])
+    shape = [int(d) for d in call.ty.shape.values] if inner is not None else None
+    return None if shape is None else inner.reshape(shape)
+
+
+def _affine(mutator: Any, x: Any) -> tuple[Any, np.ndarray, np.ndarray | None] | None:
+    """(a, c1, c2) where `x` is bound to add(multiply(a, c1), c2) with fp32 constants c1, c2
+    (an int8 conv's scale and bias), (a, c1, None) where to multiply(a, c1), else None."""
+    from tvm import relax
+
+    def bound(expr: Any, name: str) -> Any:
+        call = mutator.lookup_binding(expr) if isinstance(expr, relax.Var) else None
+        return call if call is not None and op_name(call) == name else None
+
+    add = bound(x, "relax.add")
+    mul = bound(add.args[0] if add is not None else x, "relax.multiply")
+    if mul is None:
+        return None
+    c1 = _constant(mutator, mul.args[1])
+    c2 = _constant(mutator, add.args[1]) if add is not None else None
+    if c1 is None or c1.dtype != np.float32 or add is not None and (
+            c2 is None or c2.dtype != np.float32):
+        return None
+    return mul.args[0], c1, c2
+
+
+def _quantize(mutator: Any, call: Any, scale: float, zero: float) -> Any:
+    from tvm import relax
+
+    bb = mutator.builder_
     dtype = str(call.attrs.out_dtype)
     info = np.iinfo(dtype)
-    inverse = np.float32(1.0 / np.float64(scale))
-    x = bb.emit(relax.op.round(relax.op.multiply(call.args[0], relax.const(inverse, "float32"))))
+    inverse = np.float64(1.0) / np.float64(scale)
+    affine = _affine(mutator, call.args[0])
+    if affine is not None:  # (a * c1 + c2) * r as a * (c1 r) + c2 r: one multiply-add
+        a, c1, c2 = affine
+        x = relax.op.multiply(a, relax.const((c1 * inverse).astype(np.float32)))
+        if c2 is not None:
+            x = relax.op.add(bb.emit(x), relax.const((c2 * inverse).astype(np.float32)))
+    else:
+        x = relax.op.multiply(call.args[0], relax.const(np.float32(inverse), "float32"))
+    x = bb.emit(relax.op.round(bb.emit(x)))
     x = bb.emit(relax.op.add(x, relax.const(zero, "float32")))
     x = bb.emit(relax.op.maximum(x, relax.const(float(info.min), "float32")))
     x = bb.emit(relax.op.minimum(x, relax.const(float(info.max), "float32")))
