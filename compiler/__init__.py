@@ -156,9 +156,10 @@ def inspect(model_path: str | Path, *,
 
 
 def _codegen(model: onnx.ModelProto, tgt: Any, shapes: dict[str, list[int]],
-             tuning_db: str | Path | None, use_tuned: bool) -> tuple[Any, dict[str, Any]]:
+             tuning_db: str | Path | None, use_tuned: bool,
+             precision: str = "fp32") -> tuple[Any, dict[str, Any]]:
     """The built executable, and the manifest's record of how its kernels were made."""
-    lowering, db_dir = codegen.Lowering(), None
+    lowering, db_dir = codegen.Lowering(precision=precision), None
     if use_tuned and tgt.pipeline == "cpu":
         from .tuning.db import db_folder, default_db_root, use_database
 
@@ -168,11 +169,13 @@ def _codegen(model: onnx.ModelProto, tgt: Any, shapes: dict[str, list[int]],
     return executable, {
         "pipeline": tgt.pipeline, "kernels": lowering.kernels, "graph": lowering.graph,
         "tuning_db": str(db_dir) if lowering.database is not None else None,
-        "kept_rule": lowering.kept, "input_alignment": lowering.input_alignment}
+        "kept_rule": lowering.kept, "input_alignment": lowering.input_alignment,
+        "precision": precision}
 
 
 def _manifest(tmp: Path, tgt: Any, model: onnx.ModelProto, source: Path,
               facts: dict[str, Any], validate: bool) -> dict[str, Any]:
+    from edgec import targets
     from edgec.runtime.artifact import FORMAT, cpu_flags, sha256_file
 
     weights = {t.name for t in model.graph.initializer}
@@ -190,8 +193,10 @@ def _manifest(tmp: Path, tgt: Any, model: onnx.ModelProto, source: Path,
         "source": {"path": str(source), "sha256": sha256_file(source)},
         **facts,
         "validation": {"skipped": "disabled (--no-validate)" if not validate else
-                       f"this {tgt.arch} artifact does not run on this machine "
-                       f"({platform.machine()}); run it on the device"},
+                       f"this {tgt.arch} {tgt.device} artifact does not run on this machine "
+                       f"({platform.machine()}, {tgt.device} "
+                       f"{'present' if targets.device_present(tgt.device) else 'absent'}); "
+                       "run it on the device"},
     }
 
 
@@ -221,7 +226,8 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
             skip_passes: list[str] | None = None, bundle: bool = False,
             tuning_db: str | Path | None = None, use_tuned: bool = True,
             data: str | Path | None = None, preprocess: dict[str, Any] | None = None,
-            latency: bool = True, lossy: dict[str, Any] | None = None) -> CompileResult:
+            latency: bool = True, lossy: dict[str, Any] | None = None,
+            precision: str = "fp32") -> CompileResult:
     """Compile `model_path` for `target` into the folder `output` (replaced atomically).
 
     With `bundle`, the folder also holds the device runner, the target's TVM runtime libraries
@@ -231,7 +237,8 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
     check runs on the first samples of `data` where given (`check_inputs`), on seeded
     random inputs otherwise; with `latency`, it also times each runtime alone. `lossy` (what
     `edgec compress` or `edgec quantize` did to make `model_path`, by command name) goes into
-    the manifest as is.
+    the manifest as is. `precision` "fp16" runs the kernels in half precision (GPU targets);
+    compile's fp32 check then is skipped (benchmarks/gpu.sh checks fp16 at its own tolerance).
     """
     from edgec import targets
     from edgec.runtime.artifact import MANIFEST
@@ -250,7 +257,8 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
                                          seed=seed, checks=checks, data=data,
                                          preprocess=preprocess)
     with phases("codegen"):
-        executable, gen = _codegen(model, tgt, front.input_shapes, tuning_db, use_tuned)
+        executable, gen = _codegen(model, tgt, front.input_shapes, tuning_db, use_tuned,
+                                   precision)
     gen["seconds"] = phases.seconds["codegen"]
     notes = list(front.notes) + [r.summary() for r in reports] + [codegen_line(gen)]
     facts = {"frontend": {"notes": list(front.notes)},
@@ -268,7 +276,10 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
 
                 manifest["bundle"] = add_bundle(tmp, tgt, manifest, cc)
         emulate = bundle and not tgt.runs_here() and bool(tgt.emulator)
-        if validate and (tgt.runs_here() or emulate):
+        if precision != "fp32":
+            manifest["validation"] = {"skipped": f"{precision} kernels: not held to fp32's "
+                                      "tolerance (benchmarks/gpu.sh checks them)"}
+        elif validate and (tgt.runs_here() or emulate):
             with phases("validate"):
                 manifest["validation"] = _check(tmp, tgt, manifest, source, emulate, feeds,
                                                 compared, latency)

@@ -72,7 +72,8 @@ def cmd_compile(args: argparse.Namespace, lossy: dict | None = None) -> int:
                            skip_passes=args.skip_pass, bundle=args.bundle,
                            tuning_db=args.db, use_tuned=not args.no_tuned, data=args.data,
                            preprocess=preprocess_overrides(args),
-                           latency=not args.no_latency, lossy=lossy)
+                           latency=not args.no_latency, lossy=lossy,
+                           precision=args.precision)
     for w in result.warnings:
         print(f"edgec: warning: {w}", file=sys.stderr)
     if args.json:
@@ -246,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-latency", action="store_true",
                    help="check the outputs but do not time the runtimes")
     c.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    c.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
+                   help="kernel arithmetic: fp16 on GPU targets (sums stay fp32)")
     c.add_argument("--bundle", action="store_true",
                    help="add the device runner, TVM runtime and run.sh: a folder the board runs "
                         "without Python (checked under the target's emulator)")

@@ -9,8 +9,10 @@ platform tag, or "installed" for this machine's) and how to emulate the target h
 (`emulator`, e.g. qemu-aarch64).
 
 Two placeholders keep host-specific facts out of the files: the value "detect" (for `arch`,
-`tvm.mtriple`, `tvm.mcpu`) is replaced by what this machine is, and `{ENV_VAR}` in `cc` by the
-environment variable (a clear error when unset).
+`tvm.mtriple`, `tvm.mcpu`, the same in a GPU target's `[tvm.host]`, and a CUDA target's
+`tvm.arch`) is replaced by what this machine is, and `{ENV_VAR}` in `cc` by the environment
+variable (a clear error when unset). A CUDA `tvm.arch` of "detect" is the compute capability
+nvidia-smi reports for GPU 0, or GPU_ARCH_WITHOUT_GPU where there is none.
 
 The CPU models the schedule rules read (vector width, register budget; compiler/codegen/cpu/)
 are data too: cpu/models.toml, picked by what the TVM target is (cpu_model).
@@ -38,6 +40,7 @@ BUILTIN_DIR = Path(__file__).resolve().parent
 _ENV_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ARCH_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
 DEVICES = ("cpu", "opencl", "cuda")  # TVM device names the runtime opens (tvm.device(name))
+GPU_ARCH_WITHOUT_GPU = "sm_75"  # the oldest architecture nvcc 13 compiles for
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,20 @@ class Target:
         return cc
 
     def runs_here(self) -> bool:
-        return self.arch == host_arch()
+        """This machine's CPU is the target's, and its device (a GPU) is present here."""
+        return self.arch == host_arch() and device_present(self.device)
+
+
+def device_present(device: str) -> bool:
+    """Whether TVM can open `device` here (the CPU always; a GPU where its runtime loads)."""
+    if device == "cpu":
+        return True
+    import tvm
+
+    try:
+        return bool(tvm.device(device).exist)
+    except Exception:  # the device's runtime library is absent or failed to load
+        return False
 
 
 def host_arch() -> str:
@@ -105,7 +121,36 @@ def _detect(key: str) -> str:
         from tvm.target import codegen
 
         return str(codegen.llvm_get_system_cpu())
+    if key == "gpu_arch":
+        return _gpu_arch()
     raise EdgecError(f"'detect' is not allowed for '{key}'")
+
+
+def _gpu_arch() -> str:
+    """sm_XY of GPU 0 as nvidia-smi reports it; GPU_ARCH_WITHOUT_GPU where there is none."""
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return GPU_ARCH_WITHOUT_GPU
+    done = subprocess.run([smi, "--query-gpu=compute_cap", "--format=csv,noheader"],
+                          capture_output=True, text=True)
+    first = (done.stdout.split() or [""])[0] if done.returncode == 0 else ""
+    return "sm_" + first.replace(".", "") if re.fullmatch(r"\d+\.\d+", first) \
+        else GPU_ARCH_WITHOUT_GPU
+
+
+def _resolve_tvm(spec: dict[str, Any]) -> dict[str, Any]:
+    """A [tvm] table with its "detect" values resolved, its [tvm.host] table too."""
+    spec = dict(spec)
+    for key in ("mtriple", "mcpu"):
+        if spec.get(key) == "detect":
+            spec[key] = _detect(key)
+    if spec.get("kind") == "cuda" and spec.get("arch") == "detect":
+        spec["arch"] = _detect("gpu_arch")
+    if isinstance(spec.get("host"), dict):
+        spec["host"] = _resolve_tvm(spec["host"])
+    return spec
 
 
 def search_path() -> list[Path]:
@@ -124,9 +169,7 @@ def _read(path: Path) -> Target:
     tvm_spec = dict(data.get("tvm") or {})
     if "kind" not in tvm_spec:
         raise EdgecError(f"target file {path} has no [tvm] kind")
-    for key in ("mtriple", "mcpu"):
-        if tvm_spec.get(key) == "detect":
-            tvm_spec[key] = _detect(key)
+    tvm_spec = _resolve_tvm(tvm_spec)
     arch = data.get("arch", "detect")
     arch = _detect("arch") if arch == "detect" else arch
     cc = (data.get("toolchain") or {}).get("cc")

@@ -88,8 +88,19 @@ def build(model: onnx.ModelProto, target: Target, input_shapes: dict[str, list[i
 
     from edgec.compiler.codegen.tir_level.stack_scratch import pipeline
 
+    chosen = _pipeline(target)
+    lowering = lowering if lowering is not None else Lowering()
+    if lowering.precision not in chosen.precisions:
+        raise EdgecError(f"target '{target.name}' (pipeline '{target.pipeline}') builds "
+                         f"{', '.join(chosen.precisions)}, not {lowering.precision}")
     lowered = lower(model, target, input_shapes, lowering)
-    return tvm.compile(lowered, target.tvm_target(), relax_pipeline=None, tir_pipeline=pipeline())
+    if chosen.check_lowered is not None:
+        chosen.check_lowered(lowered)
+    if chosen.prepare is not None:
+        chosen.prepare()
+    tvm_target = target.tvm_target()
+    with tvm_target:  # the CUDA compile callback reads the architecture from it
+        return tvm.compile(lowered, tvm_target, relax_pipeline=None, tir_pipeline=pipeline())
 
 
 def export(executable: Any, path: Path, target: Target, cc: str | None = None) -> Path:
@@ -103,4 +114,7 @@ def export(executable: Any, path: Path, target: Target, cc: str | None = None) -
     except Exception as err:
         line = next((ln for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
         raise EdgecError(f"linking with {compiler} failed: {line[:300]}") from None
+    chosen = _pipeline(target)
+    if chosen.check_library is not None:
+        chosen.check_library(path, target.tvm_target())
     return path

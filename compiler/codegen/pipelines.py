@@ -24,6 +24,10 @@ phases, in order:
 The TIR build after them keeps register-tile scratch on the stack (tir_level/stack_scratch).
 Tuning extracts its tasks after `constants` (fused_phases).
 
+`gpu` (CUDA targets): dispatch, precision (fp16 with --precision fp16), legalize, schedule
+(dlight's GPU rules as the floor), lower; see gpu/pipeline.py. Its build compiles the kernels
+with nvcc into the library and refuses kernels left on the host (gpu/checks.py).
+
 `tvm-default` is TVM's own default pipeline: NCHW, fused, and no schedules at all (serial,
 scalar loops). It stays as the baseline the benchmarks compare against.
 """
@@ -35,6 +39,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import onnx
+
+from edgec.compiler.codegen.gpu import checks as _gpu_checks
+from edgec.compiler.codegen.gpu import pipeline as _gpu
 
 
 @dataclass
@@ -52,6 +59,7 @@ class Lowering:
     # bytes each input's data must be aligned to, in input order (tir_level/unaligned_inputs.py);
     # empty: TVM's 64 for every input
     input_alignment: list[int] = field(default_factory=list)
+    precision: str = "fp32"  # in: the arithmetic the kernels use (Pipeline.precisions)
 
 
 Phases = list[tuple[str, list[Any]]]  # (phase name, its TVM module passes), in order
@@ -64,6 +72,11 @@ class Pipeline:
     # ONNX rewrites before import, for this TVM target (layout-level choices, exact numerics):
     # the model and each rewrite's PassReport
     graph: Callable[[onnx.ModelProto, Any], tuple[onnx.ModelProto, list[Any]]] | None = None
+    precisions: tuple[str, ...] = ("fp32",)  # what --precision may ask of it
+    prepare: Callable[[], None] | None = None  # before the TIR build (e.g. the CUDA compiler)
+    check_lowered: Callable[[Any], None] | None = None  # the lowered module, before the build
+    # the exported library and the TVM target -> what it holds; an EdgecError where it is wrong
+    check_library: Callable[[Any, Any], Any] | None = None
 
     def relax(self, tvm_target: Any, lowering: Lowering) -> Any:
         """All phases as one TVM module transform."""
@@ -207,4 +220,6 @@ def _cpu_graph(model: onnx.ModelProto, tvm_target: Any) -> tuple[onnx.ModelProto
 PIPELINES: dict[str, Pipeline] = {
     "cpu": Pipeline(phases=_cpu, graph=_cpu_graph),
     "tvm-default": Pipeline(phases=_tvm_default),
+    "gpu": Pipeline(phases=_gpu.phases, precisions=_gpu.PRECISIONS, prepare=_gpu.prepare,
+                    check_lowered=_gpu_checks.check_lowered, check_library=_gpu.check_library),
 }
