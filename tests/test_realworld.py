@@ -17,7 +17,7 @@ from edgec import runtime
 from edgec.compiler.report import codegen_line, compile_summary, unscheduled
 from edgec.compiler.tolerance import RTOL
 
-from conftest import build_and_check, ort_run, save, tiny_model
+from conftest import ort_run, save, tiny_model
 
 torch = pytest.importorskip("torch")
 
@@ -86,15 +86,6 @@ def test_compiles_matches_and_every_kernel_is_scheduled(exported, tmp_path, name
         calls.append((got, kept))
     for got, kept in calls:  # a second call left the first call's outputs as they were
         assert all(np.array_equal(np.asarray(got[k]), v) for k, v in kept.items())
-
-
-@pytest.mark.parametrize("shape", [[2, 24, 97], [1, 6, 32]])
-def test_softmax_takes_the_row_reduction_rule(shape):
-    """Softmax over the innermost axis: four blocks over the same rows, two of them reducing;
-    97 classes (scalar inner loops) and 32 (vectorized)."""
-    model = tiny_model([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], shape)
-    lowering = build_and_check(model)
-    assert list(lowering.kernels.values()) == ["row_reduction"], lowering.kernels
 
 
 def _instance_norm(path):

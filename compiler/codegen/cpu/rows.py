@@ -1,5 +1,5 @@
-"""Schedule for row-reduction kernels: softmax and its kin, several blocks over the same rows,
-some of them reducing each row's innermost axis.
+"""Schedule for row-reduction kernels: softmax, layer norm over the innermost axis and their
+kin, several blocks over the same rows, some of them reducing each row's innermost axis.
 
     parallel for row:                      # every loop but the innermost, fused
         max[row] = max_k x[row, k]         # each block computed for one row at a time,
@@ -28,21 +28,23 @@ def _domain(sch: Any, block: Any) -> list[int | None]:
 
 
 def _same_rows(sch: Any, blocks: list[tuple[Any, str]], rows: list[int | None]) -> bool:
-    """Every block iterates the last block's rows: spatial over its whole domain, or spatial
-    over the rows and reducing one innermost axis."""
+    """Every block iterates the last block's rows: spatial over its whole domain, spatial over
+    the rows alone (layer norm's mean from its sum), or spatial over the rows and reducing one
+    innermost axis."""
     for block, kinds in blocks:
         dom = _domain(sch, block)
-        if kinds == "S" * (len(rows) + 1):
-            if dom[:-1] != rows:
+        if kinds == "S" * len(rows):
+            if dom != rows:
                 return False
-        elif kinds != "S" * len(rows) + "R" or dom[:-1] != rows:
+        elif kinds not in ("S" * (len(rows) + 1), "S" * len(rows) + "R") or dom[:-1] != rows:
             return False
     return True
 
 
 def row_reduction(func: Any, cpu: CpuShape) -> Any | None:
     """Softmax-like kernels: a spatial last block over (rows..., k), the blocks before it over
-    the same rows, at least one of them reducing k. None where the kernel does not fit."""
+    the same rows (_same_rows), at least one of them reducing k. None where the kernel does
+    not fit."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)
