@@ -221,3 +221,22 @@ def test_rejected_merge_keeps_two_kernels():
         return len(m["main"].body.blocks[0].bindings)
 
     assert calls(merged) == calls(mod) - 1
+
+
+def test_sliced_silu_between_conv_and_depthwise_stays_apart():
+    """A conv whose channels pad_channels pads (76 -> 80), SiLU as exported (x * sigmoid(x),
+    whose Mul takes a Slice back to 76 channels), then a 5x5 stride-2 depthwise conv
+    (EfficientNet's block): the chain rule declines the slice, both convs keep a rule of
+    their own (merged, the kernel fell back to TVM's default schedule)."""
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], kernel_shape=[1, 1]),
+             helper.make_node("Sigmoid", ["c"], ["s"]),
+             helper.make_node("Mul", ["c", "s"], ["a"]),
+             helper.make_node("Conv", ["a", "w2"], ["y"], group=76, kernel_shape=[5, 5],
+                              strides=[2, 2], pads=[2] * 4)]
+    model = tiny_model(nodes, [1, 16, 24, 24], [random_const("w1", (76, 16, 1, 1), RNG),
+                                                 random_const("b1", (76,), RNG),
+                                                 random_const("w2", (76, 1, 5, 5), RNG)])
+    lowering = build_and_check(model)
+    assert "unscheduled" not in lowering.kernels.values(), lowering.kernels
+    if any("conv 76->80" in line for line in lowering.graph):  # vectors of 4 need no padding
+        assert sorted(conv_kernels(lowering).values()) == ["reduction_tile"] * 2
