@@ -164,12 +164,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edgec.compiler.bench import bench
     from edgec.compiler.report import bench_lines
 
+    if args.count_instructions:
+        return _count_instructions(args)
+
     result = bench(args.model, target=args.target, threads=args.threads,
                    input_shapes=input_shapes_arg(args.input_shape), per_layer=args.per_layer,
                    budget_s=args.seconds, interleaved=args.interleaved,
                    processes=args.processes)
     print(json.dumps(result, indent=2) if args.json else "\n".join(bench_lines(result)))
     return 0 if result["agreement"]["ok"] else 1
+
+
+def _count_instructions(args: argparse.Namespace) -> int:
+    from edgec.runtime.icount import count_instructions
+
+    if args.device != "qemu":
+        raise EdgecError("--count-instructions counts under qemu: give --device qemu")
+    result = count_instructions(args.model, calls=args.calls, onnxruntime=not args.no_ort)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    for name in ("edgec", "onnxruntime"):
+        if name in result:
+            r = result[name]
+            print(f"{name:<12} {r['instructions_per_inference'] / 1e6:9.3f} M instructions per "
+                  f"inference (start-up {r['startup_instructions'] / 1e6:.1f} M apart)")
+    if "ratio" in result:
+        print(f"ratio        {result['ratio']:.2f}x onnxruntime's instructions")
+    print(f"{result['label']}; {result['calls']} calls counted")
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -326,6 +349,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 5)")
     b.add_argument("--interleaved", action="store_true",
                    help="also time both alternately in one process (a diagnostic)")
+    b.add_argument("--device", choices=["qemu"],
+                   help="with --count-instructions: the emulator the bundle runs under")
+    b.add_argument("--count-instructions", action="store_true",
+                   help="count the guest instructions per inference of an aarch64 bundle under "
+                        "qemu on the target's proxy CPU (an ARM speed proxy, not time)")
+    b.add_argument("--calls", type=int, default=3,
+                   help="with --count-instructions: inferences counted (default 3)")
+    b.add_argument("--no-ort", action="store_true",
+                   help="with --count-instructions: count the bundle only, not onnxruntime")
     b.add_argument("--json", action="store_true")
     b.set_defaults(fn=cmd_bench)
 

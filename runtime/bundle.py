@@ -208,5 +208,5 @@ def add_bundle(folder: Path, target: Target, manifest: dict[str, Any],
         tvm=version("apache-tvm"), ffi=version("apache-tvm-ffi")))
     files = [*TOOLS, *[f"lib/{n}" for n in libs]]
     return {"runner": "edgec-run", "run": "run.sh", "rpc": "rpc.sh",
-            "emulator": list(target.emulator),
+            "emulator": list(target.emulator), "proxy_cpu": target.proxy_cpu,
             "sha256": {Path(rel).name: sha256_file(folder / rel) for rel in files}}

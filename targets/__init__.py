@@ -59,6 +59,7 @@ class Target:
     wheel_platform: str | None = None
     emulator: tuple[str, ...] = ()
     device: str = "cpu"
+    proxy_cpu: str = ""  # the emulator's model of the board's core (runtime/icount.py)
 
     def tvm_target(self) -> Any:
         """The `tvm.target.Target` for codegen (TVM is imported only here)."""
@@ -191,6 +192,7 @@ def _read(path: Path) -> Target:
         wheel_platform=(data.get("deploy") or {}).get("wheel_platform"),
         emulator=tuple((data.get("deploy") or {}).get("emulator", ())),
         device=device,
+        proxy_cpu=str((data.get("deploy") or {}).get("proxy_cpu", "")),
     )
 
 
