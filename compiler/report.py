@@ -42,14 +42,15 @@ def codegen_line(gen: dict[str, Any]) -> str:
     for how in gen["kernels"].values():
         counts[how] = counts.get(how, 0) + 1
     rules = ", ".join(f"{n} {how}" for how, n in sorted(counts.items(), key=lambda x: -x[1])
-                      if how != "tuned")
+                      if how not in ("tuned", "unscheduled"))
     kept = len(gen.get("kept_rule", []))
     db = (f"{counts.get('tuned', 0)} of {len(gen['kernels'])} kernels covered by the tuning "
           "database" + (f" ({kept} more left to the rules: slower in the model)" if kept else "")
           if gen.get("tuning_db") else "no tuning database used")
     graph = "".join(f"; {line}" for line in gen.get("graph", []))
     left = unscheduled(gen)
-    fallback = f"; unscheduled: {', '.join(left)}" if left else ""
+    fallback = (f"; {len(left)} unscheduled (TVM's default schedule): {', '.join(left)}"
+                if left else "")
     return (f"codegen  {gen['pipeline']} pipeline, {gen['seconds']:.1f} s; {db}; "
             f"rules: {rules or 'none'}{fallback}{graph}")
 

@@ -118,7 +118,8 @@ def test_codegen_line_lists_unscheduled_kernels_by_name():
            "kernels": {"conv_a": "reduction_tile", "norm_b": "unscheduled",
                        "add_c": "elementwise", "mean_d": "unscheduled"}}
     line = codegen_line(gen)
-    assert line.endswith("unscheduled: mean_d, norm_b"), line
+    assert line.endswith("; 2 unscheduled (TVM's default schedule): mean_d, norm_b"), line
+    assert "rules: 1 reduction_tile, 1 elementwise;" in line, line
     assert unscheduled(gen) == ["mean_d", "norm_b"]
     gen["kernels"] = {"conv_a": "reduction_tile"}
     assert "unscheduled" not in codegen_line(gen)
