@@ -37,6 +37,14 @@ from .artifact import file_stem, sha256_file
 
 RUNNER_SRC = Path(__file__).resolve().parent / "device"
 LIBS = {"apache-tvm": ("tvm", "libtvm_runtime.so"), "apache-tvm-ffi": ("tvm_ffi", "libtvm_ffi.so")}
+# what a device adds to the bundle's lib/, from the apache-tvm wheel (the runner loads it)
+DEVICE_LIBS = {"cuda": ("tvm", "libtvm_runtime_cuda.so")}
+
+
+def _libs(target: Target) -> list[tuple[str, str]]:
+    """(package, file) of each runtime library the target's bundle holds."""
+    extra = DEVICE_LIBS.get(target.device)
+    return [*LIBS.values(), *([extra] if extra else [])]
 
 
 def cache_dir() -> Path:
@@ -58,9 +66,10 @@ def runtime_libs(target: Target) -> dict[str, Path]:
         raise EdgecError(f"target '{target.name}' names no TVM runtime for a bundle "
                          "([deploy] wheel_platform); no prebuilt runtime exists for it")
     if platform == "installed":
-        return {name: _installed_lib(pkg, name) for pkg, name in LIBS.values()}
+        return {name: _installed_lib(pkg, name) for pkg, name in _libs(target)}
     versions = {dist: version(dist) for dist in LIBS}
-    folder = cache_dir() / "runtime" / "-".join([platform, *versions.values()])
+    suffix = [target.device] if target.device in DEVICE_LIBS else []
+    folder = cache_dir() / "runtime" / "-".join([platform, *versions.values(), *suffix])
     record = folder / "sha256.json"
     if not record.is_file():
         with atomic_dir(folder) as tmp:
@@ -79,17 +88,17 @@ def runtime_libs(target: Target) -> dict[str, Path]:
             for wheel in wheels.glob("*.whl"):
                 sums[wheel.name] = sha256_file(wheel)
                 with zipfile.ZipFile(wheel) as zf:
-                    for pkg, name in LIBS.values():
+                    for pkg, name in _libs(target):
                         member = f"{pkg}/lib/{name}"
                         if member in zf.namelist():
                             (tmp / name).write_bytes(zf.read(member))
-            for _, name in LIBS.values():
+            for _, name in _libs(target):
                 if not (tmp / name).is_file():
                     raise EdgecError(f"the {platform} wheels hold no {name}")
                 sums[name] = sha256_file(tmp / name)
             shutil.rmtree(wheels)
             (tmp / "sha256.json").write_text(json.dumps(sums, indent=2))
-    return {name: folder / name for _, name in LIBS.values()}
+    return {name: folder / name for _, name in _libs(target)}
 
 
 def _include_dir() -> Path:
@@ -118,7 +127,7 @@ def build_tool(target: Target, name: str, cc: str | None = None) -> Path:
         cmd = [compiler, "-std=c++17", "-O2", f"-I{_include_dir()}", f"-I{RUNNER_SRC}",
                str(RUNNER_SRC / TOOLS[name]), "-o", str(tmp / name),
                *[f"-L{d}" for d in lib_dirs], "-Wl,--no-as-needed", "-ltvm_runtime",
-               "-ltvm_ffi", "-Wl,-rpath,$ORIGIN/lib"]
+               "-ltvm_ffi", "-ldl", "-Wl,-rpath,$ORIGIN/lib"]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             first = next((ln for ln in done.stderr.splitlines() if "error" in ln), done.stderr)
@@ -174,16 +183,22 @@ Needs a 64-bit Linux with glibc >= 2.28 (Raspberry Pi OS 64-bit, Debian 11+, Ubu
 no Python. A board with Python can instead `pip install apache-tvm=={tvm}
 apache-tvm-ffi=={ffi}` and use `edgec.runtime`. Runtime libraries: lib/ (sha256 in
 manifest.json under "bundle").
-"""
+{device_note}"""
+_DEVICE_NOTES = {"cuda": """
+The kernels run on the NVIDIA GPU (CUDA {gpu_arch} machine code in model.so; nothing is
+compiled on the board). lib/libtvm_runtime_cuda.so is TVM's CUDA runtime: it needs the CUDA 13
+runtime (libcudart.so.13) and a driver that supports CUDA 13 (libcuda.so.1) on the library
+path; without them run.sh stops with the loader's message naming the missing library.
+"""}
 
 
 def add_bundle(folder: Path, target: Target, manifest: dict[str, Any],
                cc: str | None = None) -> dict[str, Any]:
     """Put the programs, the runtime libraries, the launchers and README.txt into a folder."""
-    if target.device != "cpu":  # edgec-run opens the CPU (runtime/device/runner.cc)
+    if target.device != "cpu" and target.device not in DEVICE_LIBS:  # runner.cc opens these
         raise EdgecError(f"target '{target.name}' runs on {target.device}; device bundles run "
-                         "CPU artifacts only: compile without --bundle and load the artifact "
-                         "with edgec.runtime")
+                         f"{', '.join(['cpu', *DEVICE_LIBS])} artifacts only: compile without "
+                         "--bundle and load the artifact with edgec.runtime")
     libs = runtime_libs(target)
     (folder / "lib").mkdir(exist_ok=True)
     for name, path in libs.items():
@@ -205,7 +220,9 @@ def add_bundle(folder: Path, target: Target, manifest: dict[str, Any],
         name=Path(manifest["source"]["path"]).name, target=target.name, arch=target.arch,
         first_input=file_stem(manifest["inputs"][0]["name"]), threads=target.threads or 4,
         inputs=spec(manifest["inputs"]), outputs=spec(manifest["outputs"]),
-        tvm=version("apache-tvm"), ffi=version("apache-tvm-ffi")))
+        tvm=version("apache-tvm"), ffi=version("apache-tvm-ffi"),
+        device_note=_DEVICE_NOTES.get(target.device, "").format(
+            gpu_arch=target.tvm.get("arch", ""))))
     files = [*TOOLS, *[f"lib/{n}" for n in libs]]
     return {"runner": "edgec-run", "run": "run.sh", "rpc": "rpc.sh",
             "emulator": list(target.emulator), "proxy_cpu": target.proxy_cpu,

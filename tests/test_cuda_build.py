@@ -147,3 +147,25 @@ def test_loading_without_a_gpu_fails_in_one_line(cuda_artifact):
 def test_cuda_artifact_agrees_with_onnxruntime_on_the_gpu(cuda_artifact):
     manifest = json.loads((cuda_artifact / "manifest.json").read_text())
     assert manifest["validation"]["ok"]
+
+
+@pytest.mark.slow  # fetches the aarch64 wheels once, cross-builds the runner
+def test_jetson_bundle_holds_the_cuda_runtime_and_fails_plainly_without_cuda(onnx_path, tmp_path):
+    import shutil
+
+    import edgec
+
+    out = tmp_path / "bundle"
+    edgec.compile(onnx_path, output=out, target="jetson-orin", bundle=True)
+    for name in ("edgec-run", "lib/libtvm_runtime_cuda.so", "lib/libtvm_runtime.so"):
+        assert _machine(out / name) == EM_AARCH64
+    assert (out / "run.sh").stat().st_mode & 0o111
+    assert "CUDA 13\nruntime (libcudart.so.13)" in (out / "README.txt").read_text()
+    if shutil.which("qemu-aarch64") is None:
+        pytest.skip("no qemu-aarch64 to start the runner")
+    done = subprocess.run(["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu", str(out / "edgec-run"),
+                           "--bundle", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "edgec-run: error: cannot load TVM's CUDA runtime: libcudart.so.13: cannot open shared "
+        "object file: No such file or directory"]

@@ -40,6 +40,7 @@
 #include <string>
 #include <vector>
 
+#include "gpu.h"
 #include "npy.h"
 
 namespace ffi = tvm::ffi;
@@ -265,14 +266,28 @@ void LoadSample(std::vector<Input>& inputs, int i) {
   }
 }
 
-ffi::Function LoadModel(const std::string& bundle, const ffi::json::Object& manifest) {
+// The device the artifact's kernels run on (manifest target.device; "cpu" where absent).
+std::string DeviceName(const ffi::json::Object& manifest) {
+  auto target = manifest.at("target").cast<ffi::json::Object>();
+  auto it = target.find("device");
+  return it == target.end() ? "cpu" : std::string((*it).second.cast<ffi::String>());
+}
+
+ffi::Function LoadModel(const std::string& bundle, const ffi::json::Object& manifest,
+                        DLDevice device) {
   try {
     std::string lib_path = bundle + "/" + std::string(manifest.at("library").cast<ffi::String>());
     ffi::Module lib = ffi::Module::LoadFromFile(lib_path);
     auto load = lib->GetFunction("vm_load_executable");
     if (!load.has_value()) Fail(lib_path + " is not an edgec/TVM Relax model");
     ffi::Module vm = (*load)().cast<ffi::Module>();
-    (*vm->GetFunction("vm_initialization"))(static_cast<int>(kDLCPU), 0, 2);  // 2: pooled
+    auto init = *vm->GetFunction("vm_initialization");
+    if (device.device_type == kDLCPU) {
+      init(static_cast<int>(kDLCPU), 0, 2);  // 2: pooled
+    } else {  // the device, then the host for the VM's own tensors
+      init(static_cast<int>(device.device_type), device.device_id, 2, static_cast<int>(kDLCPU),
+           0, 2);
+    }
     return *vm->GetFunction("main");
   } catch (const std::exception& e) {
     std::string what = e.what();
@@ -358,18 +373,35 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     Fail(e.what());
   }
-  ffi::Function main_fn = LoadModel(opt.bundle, manifest);
+  DLDevice device{kDLCPU, 0};
+  std::vector<ffi::Tensor> staged;  // the inputs the model reads: on the device
+  try {
+    device = edgec::OpenDevice(opt.bundle, DeviceName(manifest));
+    for (const Input& in : inputs) {
+      staged.push_back(device.device_type == kDLCPU ? in.tensor
+                                                    : edgec::AllocLike(in.tensor, device));
+    }
+  } catch (const std::exception& e) {
+    Fail(e.what());
+  }
+  ffi::Function main_fn = LoadModel(opt.bundle, manifest, device);
 
   std::vector<ffi::AnyView> views;
-  for (const Input& in : inputs) views.emplace_back(in.tensor);
+  for (const ffi::Tensor& t : staged) views.emplace_back(t);
   ffi::Any result;
-  auto run = [&]() { main_fn.CallPacked(views.data(), static_cast<int32_t>(views.size()), &result); };
+  std::vector<ffi::Tensor> results;  // the last run's outputs, in host memory
+  auto run = [&]() {
+    bool gpu = device.device_type != kDLCPU;
+    for (size_t i = 0; gpu && i < inputs.size(); ++i) edgec::CopyTensor(inputs[i].tensor, staged[i]);
+    main_fn.CallPacked(views.data(), static_cast<int32_t>(views.size()), &result);
+    results = Results(result, out_specs.size());
+    if (gpu) results = edgec::ToHost(results);
+  };
   std::vector<NpyArray> stacked(out_specs.size());
   try {
     for (int i = 0; i < std::max(opt.samples, 1); ++i) {
       LoadSample(inputs, i);
       run();
-      std::vector<ffi::Tensor> results = Results(result, out_specs.size());
       if (!opt.out_dir.empty()) AppendOutputs(stacked, results, out_specs, opt.samples);
     }
     if (opt.repeat > 0) {
