@@ -27,7 +27,7 @@ Depthwise int8 convs (no reduction over input channels) and kernels the dot prod
 take (channels no form's L divides, reduction not a multiple of 4, no `int8_dot` on the CPU)
 get the fp32 rule's register tile on int32 lanes (schedules.reduction_tile), reading a padded
 copy of their input made once per call: in place, each bounds-checked load of a byte vector
-became a gather.
+became a gather. A depthwise conv's tile walks pixel tiles outermost and unrolls its taps.
 """
 
 from __future__ import annotations
@@ -39,16 +39,18 @@ from edgec.compiler.codegen.cpu.loops import (
     extent,
     fusable_epilogue,
     pads,
+    reduction_length,
     spatial_prefix,
     top_blocks,
     vectorize_inner,
 )
-from edgec.compiler.codegen.cpu.tiles import CpuShape, Knobs
+from edgec.compiler.codegen.cpu.tiles import RULE, CpuShape, Knobs
 
 MAX_PIXELS = 8  # pixels per register tile
-# the int32-lane tile's walk: a thread's consecutive tiles are the channel vectors of one pixel
-# tile, so each cache line of the input is read once (channels outermost, a depthwise conv
-# read its input once per vector of channels, 16 of each line's 64 bytes at a time)
+# a depthwise conv's walk on int32 lanes: a thread's consecutive tiles are the channel vectors
+# of one pixel tile, so each cache line of the input is read once (channels outermost, it read
+# its input once per vector of channels, 16 of each line's 64 bytes at a time); the other
+# kernels on int32 lanes (no dot product) keep channels outermost, for weight reuse
 DEPTHWISE = Knobs(pixels_outer=True)
 MAX_TAPS = 25  # the int32-lane tile's taps unrolled up to this many (a 5x5 kernel)
 STEP = 4  # input channels per dot product
@@ -246,10 +248,11 @@ def int8_conv(func: Any, cpu: CpuShape) -> Any | None:
     if sch is not None:
         return sch
     plain = s_tir.Schedule(func)
-    name = next(plain.get(b).name_hint for b, kinds in top_blocks(plain) if set(kinds) != {"S"})
-    sch = reduction_tile(func, cpu, DEPTHWISE, copy_pads=True)
-    if sch is not None:
-        _unroll_taps(sch, sch.get_sblock(f"{name}_update"))  # decompose_reduction's name
+    block, kinds = next((b, k) for b, k in top_blocks(plain) if set(k) != {"S"})
+    channelwise = reduction_length(plain, block, spatial_prefix(kinds)) == 0  # depthwise
+    sch = reduction_tile(func, cpu, DEPTHWISE if channelwise else RULE, copy_pads=True)
+    if sch is not None and channelwise:  # decompose_reduction named the update block
+        _unroll_taps(sch, sch.get_sblock(f"{plain.get(block).name_hint}_update"))
     return sch
 
 
