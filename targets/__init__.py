@@ -225,12 +225,13 @@ def describe_all() -> list[dict[str, str]]:
     rows = []
     for name, path in available().items():
         t = _read(path)
+        cpu = t.tvm.get("host") or t.tvm  # a GPU target's host code is the CPU's
         rows.append(
             {
                 "name": name,
-                "triple": str(t.tvm.get("mtriple", "")),
-                "cpu": str(t.tvm.get("mcpu", "generic")),
-                "features": ",".join(t.tvm.get("mattr", [])) or "-",
+                "triple": str(cpu.get("mtriple", "")),
+                "cpu": str(cpu.get("mcpu", "generic")),
+                "features": ",".join(cpu.get("mattr", [])) or "-",
                 "threads": str(t.threads or "all"),
                 "cc": t.cc or "-",
                 "description": t.description,
