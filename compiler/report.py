@@ -169,3 +169,18 @@ def bench_lines(r: dict[str, Any]) -> list[str]:
             lines.append(f"{k['kernel'][:44]:<44} {k['calls']:>5} {k['ms']:>9.3f} "
                          f"{k['share']:>6.1%} {k['flops'] / 1e6:>9.2f} {k['gflops']:>8.2f}")
     return lines
+
+
+def mca_lines(mca: dict[str, Any]) -> list[str]:
+    """llvm-mca's estimate of the hottest blocks (runtime/icount_mca.py), one line each."""
+    cores = list(mca["cycles_per_inference"])
+    lines = [f"hottest blocks: {mca['label']}",
+             f"{'block':<14} {'instr.':>6} {'runs/inf.':>10} {'share':>6}  "
+             + "  ".join(f"{c + ' cyc/pass':>20}" for c in cores)]
+    for b in mca["blocks"]:
+        lines.append(f"{b['address']:<14} {b['instructions']:>6} {b['runs_per_inference']:>10.0f}"
+                     f" {b['share']:>6.1%}  " + "  ".join(
+                         f"{b['cycles_per_pass'][c]:>20.1f}" for c in cores))
+    lines.append("cycles per inference in these blocks: " + ", ".join(
+        f"{c} {v / 1e6:.2f} M" for c, v in mca["cycles_per_inference"].items()))
+    return lines

@@ -176,11 +176,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _count_instructions(args: argparse.Namespace) -> int:
+    from edgec.compiler.report import mca_lines
     from edgec.runtime.icount import count_instructions
 
     if args.device != "qemu":
         raise EdgecError("--count-instructions counts under qemu: give --device qemu")
-    result = count_instructions(args.model, calls=args.calls, onnxruntime=not args.no_ort)
+    result = count_instructions(args.model, calls=args.calls, onnxruntime=not args.no_ort,
+                                mca=args.mca)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -192,6 +194,8 @@ def _count_instructions(args: argparse.Namespace) -> int:
     if "ratio" in result:
         print(f"ratio        {result['ratio']:.2f}x onnxruntime's instructions")
     print(f"{result['label']}; {result['calls']} calls counted")
+    if "mca" in result:
+        print("\n".join(mca_lines(result["mca"])))
     return 0
 
 
@@ -356,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "qemu on the target's proxy CPU (an ARM speed proxy, not time)")
     b.add_argument("--calls", type=int, default=3,
                    help="with --count-instructions: inferences counted (default 3)")
+    b.add_argument("--mca", action="store_true",
+                   help="with --count-instructions: llvm-mca cycle estimates (Cortex-A72, and "
+                        "Neoverse N1 for the A76 class) of the bundle's hottest blocks")
     b.add_argument("--no-ort", action="store_true",
                    help="with --count-instructions: count the bundle only, not onnxruntime")
     b.add_argument("--json", action="store_true")

@@ -26,6 +26,9 @@ from edgec.errors import EdgecError
 
 PLUGIN_SOURCE = Path(__file__).parent / "device" / "icount.c"
 DEFAULT_CPU = "max"  # qemu's own model, where the target names no proxy_cpu
+# inferences a count with one timed call runs: the runner's first call (its outputs) and the
+# timed one (onnxruntime's counter is run the same way)
+INFERENCES_AT_ONE = 2
 
 
 def plugin() -> Path:
@@ -61,9 +64,11 @@ def _emulator(manifest: dict[str, Any], cpu: str) -> list[str]:
     return [emulator[0], "-cpu", cpu, *emulator[1:]]
 
 
-def _counted(emulator: list[str], out: Path) -> list[str]:
-    """`emulator` with edgec's plugin writing its count to `out`."""
-    return [emulator[0], "-plugin", f"{plugin()},out={out}", *emulator[1:]]
+def _counted(emulator: list[str], out: Path, hot: Path | None = None) -> list[str]:
+    """`emulator` with edgec's plugin writing its count to `out` (and the hottest blocks to
+    `hot`)."""
+    args = f"{plugin()},out={out}" + (f",hot={hot}" if hot else "")
+    return [emulator[0], "-plugin", args, *emulator[1:]]
 
 
 def _read(done: subprocess.CompletedProcess, out: Path, what: str) -> int:
@@ -74,9 +79,10 @@ def _read(done: subprocess.CompletedProcess, out: Path, what: str) -> int:
     return int(out.read_text().split()[0])
 
 
-def _count_edgec(bundle: Path, emulator: list[str], calls: int, work: Path) -> int:
+def _count_edgec(bundle: Path, emulator: list[str], calls: int, work: Path,
+                 hot: Path | None = None) -> int:
     out = work / f"edgec-{calls}.txt"
-    env = dict(os.environ, EDGEC_EMULATOR=" ".join(_counted(emulator, out)))
+    env = dict(os.environ, EDGEC_EMULATOR=" ".join(_counted(emulator, out, hot)))
     (work / "out").mkdir(exist_ok=True)
     done = subprocess.run(["sh", str(bundle / "run.sh"), "--output-dir", str(work / "out"),
                            "--repeat", str(calls), "--warmup", "0", "--threads", "1"],
@@ -94,17 +100,31 @@ def _count_ort(bundle: Path, manifest: dict[str, Any], emulator: list[str], call
     fake.write_text(cpuinfo(emulator[emulator.index("-cpu") + 1]))
     out = work / f"ort-{calls}.txt"
     compiler = targets.get(manifest["target"]["name"]).compiler()
+    # as the bundle's runner runs them: a first call, then `calls` more
     argv = command(bundle / manifest["optimized_onnx"], manifest["inputs"],
-                   [o["name"] for o in manifest["outputs"]], calls, compiler)
+                   [o["name"] for o in manifest["outputs"]], 1 + calls, compiler)
     done = subprocess.run(in_namespace([*_counted(emulator, out), *argv], fake),
                           capture_output=True, text=True)
     return _read(done, out, "onnxruntime")
 
 
-def count_instructions(bundle: str | Path, calls: int = 3,
-                       onnxruntime: bool = True) -> dict[str, Any]:
+def _mca(bundle: Path, emulator: list[str], calls: int, work: Path, total: float) -> dict:
+    """llvm-mca's cycles of the bundle's hottest blocks per inference (icount_mca.py)."""
+    from .icount_mca import estimate, parse, per_inference
+
+    runs = []
+    for n in (1, 1 + calls):
+        hot = work / f"hot-{n}.txt"
+        _count_edgec(bundle, emulator, n, work, hot)
+        runs.append(parse(hot.read_text()))
+    return estimate(per_inference(*runs, calls), total)
+
+
+def count_instructions(bundle: str | Path, calls: int = 3, onnxruntime: bool = True,
+                       mca: bool = False) -> dict[str, Any]:
     """Guest instructions per inference of `bundle` under its proxy CPU, one thread, and
-    (`onnxruntime`) of onnxruntime running the bundle's model.onnx under the same CPU."""
+    (`onnxruntime`) of onnxruntime running the bundle's model.onnx under the same CPU; with
+    `mca`, llvm-mca's cycle estimates of the bundle's hottest blocks (icount_mca.py)."""
     bundle = Path(bundle)
     manifest_path = bundle / "manifest.json"
     if not manifest_path.is_file():
@@ -123,8 +143,12 @@ def count_instructions(bundle: str | Path, calls: int = 3,
     with tempfile.TemporaryDirectory(prefix="edgec-icount-") as tmp:
         for name, count in counters.items():
             one, more = count(1, Path(tmp)), count(1 + calls, Path(tmp))
-            result[name] = {"instructions_per_inference": (more - one) / calls,
-                            "startup_instructions": one - (more - one) / calls}
+            per = (more - one) / calls
+            result[name] = {"instructions_per_inference": per,
+                            "startup_instructions": one - INFERENCES_AT_ONE * per}
+        if mca:
+            result["mca"] = _mca(bundle, emulator, calls, Path(tmp),
+                                 result["edgec"]["instructions_per_inference"])
     if onnxruntime:
         result["ratio"] = (result["edgec"]["instructions_per_inference"]
                            / result["onnxruntime"]["instructions_per_inference"])

@@ -88,3 +88,17 @@ def test_bad_input_is_one_line(args, message, bundles, tmp_path, cli):
     argv = ["bench", target, *[a for a in args if a != "{host}"]]
     code, _, err = cli(*argv)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(shutil.which("llvm-mca-19") is None,
+                    reason="Debian's llvm-19 is not installed (./dev setup installs it)")
+def test_hottest_blocks_get_llvm_mca_cycles(bundles):
+    r = count_instructions(bundles[3], calls=2, onnxruntime=False, mca=True)
+    mca = r["mca"]
+    assert 0.5 <= mca["coverage"] <= 1.02  # the top blocks: most of the work, not more
+    assert mca["blocks"] == sorted(mca["blocks"], key=lambda b: -b["share"])
+    conv = mca["blocks"][0]  # the conv's inner loop: NEON multiply-adds
+    assert conv["runs_per_inference"] > 100
+    a72, n1 = (mca["cycles_per_inference"][c] for c in ("cortex-a72", "neoverse-n1"))
+    # fewer cycles than instructions issued on either core, and the wider N1 needs fewer
+    assert 0 < n1 < a72 < r["edgec"]["instructions_per_inference"]
