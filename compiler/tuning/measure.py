@@ -53,8 +53,10 @@ class Build:
         import tvm
         from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
+        from edgec.compiler.codegen.cpu.int8 import vectorizable_rounding
         from edgec.compiler.codegen.tir_level.stack_scratch import pipeline
 
+        vectorizable_rounding()  # int8 epilogues vectorized as in compile's own build
         mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
         return tvm.tirx.build(mod, target=target, pipeline=pipeline())
 
