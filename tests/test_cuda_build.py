@@ -169,3 +169,14 @@ def test_jetson_bundle_holds_the_cuda_runtime_and_fails_plainly_without_cuda(onn
     assert done.stderr.strip().splitlines() == [
         "edgec-run: error: cannot load TVM's CUDA runtime: libcudart.so.13: cannot open shared "
         "object file: No such file or directory"]
+
+
+def test_fp16_a_model_tvm_cannot_convert_is_refused_in_one_line(tmp_path):
+    import edgec
+
+    path = models.export("gem_head", tmp_path / "gem_head.onnx")  # GeM pooling: pow, clip
+    for _ in range(2):  # the error type survives TVM's pass boundary every time
+        with pytest.raises(EdgecError, match=r"^--precision fp16: TVM's ToMixedPrecision cannot "
+                                             r"convert this model \(.*\); build it in fp32$"):
+            edgec.compile(path, output=tmp_path / "out", target="cuda", precision="fp16")
+        assert not (tmp_path / "out").exists()

@@ -2,7 +2,8 @@
 
     dispatch   TVM's library dispatch for CUDA (sampling, sort and scan)
     precision  with --precision fp16: every op in float16 where TVM's ToMixedPrecision allows,
-               sums in float32; the model's inputs and outputs stay float32
+               sums in float32; the model's inputs and outputs stay float32 (a model it cannot
+               convert is refused in one line)
     legalize   TVM's legalization to TIR kernels, constants folded, kernels fused
     schedule   dlight's GPU rules, the floor every kernel gets: Matmul (convs as implicit
                GEMM, dense layers), GEMV, Reduction, GeneralReduction (softmax, pooling over
@@ -30,14 +31,45 @@ def dlight_rules() -> list[Any]:
             dl.gpu.Fallback()]
 
 
+def _ffi_error(cls: type) -> None:
+    """Let `cls` raised inside a TVM pass reach the caller as itself (not a RuntimeError)."""
+    import tvm_ffi
+
+    try:
+        tvm_ffi.register_error(cls.__name__, cls)
+    except ValueError:  # registered already
+        pass
+
+
+def _half() -> Any:
+    """ToMixedPrecision to float16; where TVM cannot convert a model (ops with non-tensor
+    arguments such as clip's bounds: ReLU6, hard-swish), an EdgecError saying so."""
+    import tvm
+    from tvm import relax
+
+    from edgec.errors import EdgecError
+
+    _ffi_error(EdgecError)
+
+    @tvm.transform.module_pass(opt_level=0, name="EdgecHalf")
+    def half(mod: Any, _ctx: Any) -> Any:
+        try:
+            return relax.transform.ToMixedPrecision(out_dtype="float16")(mod)
+        except Exception as err:  # TVM's check failures carry a C++ trace: keep one line
+            line = next((ln for ln in str(err).splitlines() if "Check failed" in ln),
+                        str(err).splitlines()[0] if str(err) else type(err).__name__)
+            raise EdgecError("--precision fp16: TVM's ToMixedPrecision cannot convert this "
+                             f"model ({line.strip()[:160]}); build it in fp32") from None
+
+    return half
+
+
 def phases(tvm_target: Any, lowering: Any) -> list[tuple[str, list[Any]]]:
     from tvm import relax
     from tvm.relax.backend.cuda import pipeline as stock
     from tvm.s_tir import dlight as dl
 
-    precision = []
-    if getattr(lowering, "precision", "fp32") == "fp16":
-        precision = [relax.transform.ToMixedPrecision(out_dtype="float16")]
+    precision = [_half()] if getattr(lowering, "precision", "fp32") == "fp16" else []
     return [
         ("dispatch", stock.library_dispatch_passes(tvm_target)),
         ("precision", precision),
