@@ -14,8 +14,9 @@ Two placeholders keep host-specific facts out of the files: the value "detect" (
 variable (a clear error when unset). A CUDA `tvm.arch` of "detect" is the compute capability
 nvidia-smi reports for GPU 0, or GPU_ARCH_WITHOUT_GPU where there is none.
 
-The CPU models the schedule rules read (vector width, register budget; compiler/codegen/cpu/)
-are data too: cpu/models.toml, picked by what the TVM target is (cpu_model).
+The CPU models the schedule rules read (vector width and registers, L1D and L2 sizes, FMA
+latency and pipes; compiler/codegen/cpu/shape.py) are data too: cpu/models.toml, picked by
+what the TVM target is (cpu_model).
 
 Users add targets without touching code: drop `NAME.toml` into a folder listed in
 EDGEC_TARGET_PATH (os.pathsep-separated) or ~/.config/edgec/targets, or pass the file's path
@@ -247,7 +248,12 @@ class CpuModel:
     name: str
     match: dict[str, Any]
     vector_bits: int
-    registers: int
+    vector_registers: int  # architectural SIMD registers
+    operand_registers: int  # ... of which a tile leaves this many to its inputs and weights
+    l1d_kib: int  # L1 data cache per core
+    l2_kib: int  # L2 cache a core's tiles may count on
+    fma_latency: int  # cycles from a vector FMA to the next FMA into the same accumulator
+    fma_pipes: int  # vector FMAs issued per cycle
     live: int
     pointwise: bool
     columns: bool

@@ -78,8 +78,8 @@ def test_broken_target_file(tmp_path):
         targets.get(str(bad))
 
 
-@pytest.mark.parametrize("name, model", [("arm", "aarch64-neon"), ("rpi4", "aarch64-neon"),
-                                         ("rpi5", "aarch64-dotprod"),
+@pytest.mark.parametrize("name, model", [("arm", "aarch64-neon"), ("rpi4", "cortex-a72"),
+                                         ("rpi5", "cortex-a76"),
                                          ("android-arm64", "aarch64-neon")])
 def test_cpu_model_is_data_picked_by_the_tvm_target(name, model):
     assert targets.cpu_model(targets.get(name).tvm_target()).name == model

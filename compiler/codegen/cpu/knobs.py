@@ -42,8 +42,6 @@ from edgec.compiler.codegen.cpu.loops import (
 from edgec.compiler.codegen.cpu.pixels import MAP_MIN_TILES
 from edgec.compiler.codegen.cpu.schedules import RULES, schedule
 from edgec.compiler.codegen.cpu.tiles import (
-    FMA_IN_FLIGHT,
-    L2_WEIGHTS,
     CpuShape,
     Knobs,
     busy,
@@ -83,10 +81,10 @@ def _unlimited(cpu: CpuShape) -> CpuShape:
     return dataclasses.replace(cpu, live=0)
 
 
-def _rank(length: int, wi: int, u: int, v: int, red: int) -> tuple[Any, ...]:
+def _rank(length: int, wi: int, u: int, v: int, red: int, cpu: CpuShape) -> tuple[Any, ...]:
     loads = (wi + u) / (wi * u)
-    return (u * v * red * 4 > L2_WEIGHTS, wi * u < FMA_IN_FLIGHT,
-            -round(busy(length, wi, u), 2), loads)
+    return (u * v * red * 4 > cpu.l2_weights, wi * u < cpu.in_flight,
+            -round(busy(length, wi, u, cpu.in_flight), 2), loads)
 
 
 def _chain_knob_sets(func: Any, cpu: CpuShape) -> list[Knobs]:
@@ -104,10 +102,11 @@ def _chain_knob_sets(func: Any, cpu: CpuShape) -> list[Knobs]:
     _, convs = candidates(length, chunk, _unlimited(cpu), red)
     convs = sorted((s for s in convs if (by_map or w % s[0] == 0)
                     and s[0] * s[1] >= MIN_ACCUMULATORS),
-                   key=lambda s: _rank(length, *s, v, red))
+                   key=lambda s: _rank(length, *s, v, red, cpu))
     _, dws = candidates(w_dw, chunk, cpu)
     dws = sorted((s for s in dws if w_dw % s[0] == 0 and s[0] * s[1] >= MIN_ACCUMULATORS),
-                 key=lambda s: tile_cost(*s, v, 0, live=bool(cpu.live)))
+                 key=lambda s: tile_cost(*s, v, 0, live=bool(cpu.live),
+                                               in_flight=cpu.in_flight))
     chunks = [k for k in (chunk * 2, chunk // 2) if k % v == 0 and k and c % k == 0]
     bands = [-1] * bool(band) + [r for r in (band * 2, band // 2)
                                  if band and r and h_dw % r == 0 and h_dw // r >= 2]
@@ -132,7 +131,7 @@ def knob_sets(func: Any, cpu: CpuShape) -> list[Knobs]:
         v, shapes = candidates(length, channels, _unlimited(cpu), red, group=group)
         ok = [(wi, u) for wi, u in shapes if wi * u >= MIN_ACCUMULATORS and (
             length % wi == 0 or walk == "rows" or channels // (u * v) >= MAP_MIN_TILES)]
-        ok.sort(key=lambda s: _rank(length, *s, v, red))
+        ok.sort(key=lambda s: _rank(length, *s, v, red, cpu))
         out += [Knobs(tile=s, walk=walk, k_block=walk == "rows") for s in ok[:PER_WALK]]
     if n_s == 4 and red:
         out += [Knobs(walk="rows", k_block=False), Knobs(pixels_outer=True)]

@@ -47,7 +47,8 @@ def whole_map(sch: Any, block: Any, after: list[Any], hw: tuple[int, int], chann
     if pixels % flat[0] and channels // (flat[1] * flat[2]) < MAP_MIN_TILES:
         return None
     if fixed is None and flat == row \
-            and busy(pixels, flat[0], flat[2]) <= busy(width, row[0], row[2]) + 0.01:
+            and busy(pixels, flat[0], flat[2], cpu.in_flight) \
+            <= busy(width, row[0], row[2], cpu.in_flight) + 0.01:
         return None
 
     index_by_pixel(sch, block, after[-1:], width)

@@ -123,7 +123,7 @@ def reduction_tile(func: Any, cpu: CpuShape, knobs: Knobs = RULE,
     n_r = len(kinds) - n_s
     # A 1x1 conv whose reduction is blocked keeps its rows: the blocks sit above a row's
     # tiles. Where its tiles are judged by loads per FMA (tile_cost), the map comes first.
-    kb = k_block(c_in, u * v, red) if n_s == 4 and knobs.k_block else 0
+    kb = k_block(c_in, u * v, red, cpu.l1_weights) if n_s == 4 and knobs.k_block else 0
     if n_s == 4 and red and (pointwise or not kb) and knobs.walk != "rows":
         flat = whole_map(sch, block, after, (extent(sch, loops[1]) or 0, width), channels,
                          (wi, v, u), cpu, red, fixed=knobs.tile if knobs.walk == "map" else None,

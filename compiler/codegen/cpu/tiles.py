@@ -2,10 +2,11 @@
 
 A tile is w_i output columns x u vectors of v channels (cpu/schedules.py): w_i * u
 accumulators, and per reduction step w_i broadcast inputs and u weight vectors. The choice
-weighs, in order: enough accumulators to hide the FMA latency (4 cycles, 2 pipes: 8); the
-registers the tile keeps live; the tile's weights in L1; loads per FMA ((w_i + u) / (w_i u)).
-Where no tile that divides the row reaches 8 accumulators (13-wide maps: only 1 and 13 divide),
-a row may end in a narrower tail tile (schedules partitions the row).
+weighs, in order: enough accumulators to hide the FMA latency (CpuShape.in_flight, the CPU
+model's FMA latency x pipes: 8 on x86); the registers the tile keeps live; the tile's weights
+in L1 (CpuShape.l1_weights); loads per FMA ((w_i + u) / (w_i u)). Where no tile that divides
+the row reaches `in_flight` accumulators (13-wide maps: only 1 and 13 divide), a row may end in
+a narrower tail tile (schedules partitions the row). The CPU facts are data (cpu/shape.py).
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from edgec.compiler.codegen.cpu.shape import (  # noqa: F401 (re-exported)
+    FMA_IN_FLIGHT,
+    L1_WEIGHTS,
+    L2_WEIGHTS,
+    CpuShape,
+    cpu_shape,
+)
 from edgec.compiler.codegen.tir_level.stack_scratch import STACK_BYTES
 
-L1_WEIGHTS = 24 * 1024  # bytes of a tile's weights kept in a 32 KiB L1 beside its inputs
-L2_WEIGHTS = 384 * 1024  # ... and in a 512 KiB L2, where the next tiles of a row re-read them
-FMA_IN_FLIGHT = 8  # accumulators that hide the FMA latency: 4 cycles x 2 pipes
 POOL_VECTORS = 8  # vectors of a pooling tile (pool_tile)
 TAIL_GAIN = 0.1  # share of busy FMA slots a row's tail tile must add to be worth its code
 # A 1x1 conv's reduction length from which its tile is chosen by loads per FMA (tile(...,
@@ -46,40 +51,6 @@ class Knobs:
 RULE = Knobs()
 
 
-@dataclass(frozen=True)
-class CpuShape:
-    """What a schedule needs to know about the target CPU."""
-
-    lanes: int  # 32-bit lanes per SIMD register
-    registers: int  # SIMD registers usable for accumulators
-    # Where nonzero, a broadcast tile's accumulators and the operands it keeps live (see
-    # candidates) stay within this many registers; see tile().
-    live: int = 0
-    # 1x1 convs' tiles ranked by loads per FMA (pointwise_conv); measured on x86 only
-    pointwise: bool = False
-    # a depthwise tile takes the most output columns of the fewest vectors (tile_cost);
-    # measured on AVX-512 only
-    columns: bool = False
-    int8_activation: str = "int8"  # what an int8 conv's activations are: uint8 or int8
-    int8_dot: str = ""  # dot-product instruction (cpu/int8.py INSTRUCTIONS), "" where none
-
-
-def cpu_shape(tvm_target: Any) -> CpuShape:
-    """SIMD width and accumulator budget of the target's CPU: its model in
-    targets/cpu/models.toml, matched by triple, mcpu and features.
-
-    Not llvm_get_vector_width: in TVM 0.27 it answers 512 for every x86-64 mcpu (znver3 and
-    haswell included), and tiles sized for 32 zmm registers ran MobileNetV2 1.9x slower than
-    ORT on an AVX2-only Zen 3 (the accumulators spilled to the stack).
-    """
-    from edgec.targets import cpu_model
-
-    m = cpu_model(tvm_target)
-    return CpuShape(lanes=m.vector_bits // 32, registers=m.registers, live=m.live,
-                    pointwise=m.pointwise, columns=m.columns,
-                    int8_activation=m.int8_activation, int8_dot=m.int8_dot)
-
-
 def vector_run(period: int, cpu: CpuShape) -> int:
     """`period` (loops.channel_period: output channels that read their inputs as one run, a
     grouped conv's group or an input tiled along its channels) where a vector of the CPU's
@@ -103,16 +74,17 @@ def tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
 
     Candidates keep their accumulators (w_i * u) in the register budget and STACK_BYTES (see
     candidates). With `reduction` (the length of a conv's or dense's sum, whose input is
-    broadcast across channels), in order of preference: at
-    least 8 accumulators (fewer, and FMA latency sets the pace); the tile's weights (u * v
-    channels x `reduction`) in L1; among those, the fewest loads per FMA ((w_i + u) loads
+    broadcast across channels), in order of preference: at least `cpu.in_flight` accumulators
+    (fewer, and FMA latency sets the pace); the tile's weights (u * v channels x `reduction`)
+    in L1; among those, the fewest loads per FMA ((w_i + u) loads
     per w_i * u FMAs); then the most accumulators. Counting accumulators alone gave
     MobileNetV2's 7x7 160->960 conv a 1 x 240 tile, 150 KiB of weights re-read from L2 for
     each output column, at half the speed of a 7 x 32 tile. Where no tile's weights fit
     (ResNet's 3x3 convs) they stream from L2 and count as a pointwise conv's do (tile_cost).
     Without `reduction` (depthwise, pooling: nothing is broadcast) the most accumulators
     win, except on a `cpu.live` CPU, where a depthwise tile keeps at most 8 and is ranked by
-    depthwise_cost, and on a `cpu.columns` one (AVX-512): the most columns (tile_cost).
+    depthwise_cost, and on a `cpu.columns` one (AVX-512, Cortex-A72): the most columns
+    (tile_cost).
 
     With `cpu.live` (AVX2), a broadcast tile also keeps its w_i broadcast inputs and u weight
     vectors in registers beside the accumulators: past 16, LLVM spills an accumulator to the
@@ -133,7 +105,8 @@ def tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
 
     def cost(wi: int, u: int) -> tuple[bool, bool, float, int]:
         return tile_cost(wi, u, v, reduction, pointwise, live=bool(cpu.live),
-                         columns=cpu.columns)
+                         columns=cpu.columns, in_flight=cpu.in_flight,
+                         l1_weights=cpu.l1_weights)
 
     if tails and pointwise:
         # Loads per FMA before busy slots, a tail allowed: SqueezeNet's 13x13 classifier ran
@@ -147,7 +120,7 @@ def tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
             tail = width % s[0]
             if tail:
                 loads = ((width - tail) * loads + tail * cost(tail, s[1])[2]) / width
-            return few, round(loads, 2), -round(busy(width, *s), 2), more
+            return few, round(loads, 2), -round(busy(width, *s, cpu.in_flight), 2), more
 
         wi, u = min(shapes, key=rank)
         return wi, v, u
@@ -156,14 +129,15 @@ def tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
         wi = next((wi for wi, uu in shapes if uu == u and width % wi == 0), 0)
         if wi and cost(wi, u) < cost(best[0], best[2]):
             best = (wi, v, u)
-    if tails and reduction and best[0] * best[2] < FMA_IN_FLIGHT:
+    if tails and reduction and best[0] * best[2] < cpu.in_flight:
         # A tail costs a second copy of the loop nest and its narrow tile: taken only for a
         # clear gain. ResNet-18's 7x7 convs keep 7 x 1 per row (0.875 busy, 146 GFLOP/s):
         # 2 x 4 with a 1 x 4 tail (0.93) ran at 118, 4 x 2 with a 3 x 2 tail (0.89) at 141.
         # Tiles whose weights stay in L2 first: 2 x 4 there is 590 KiB of weights per tile.
-        wi, u = min(shapes, key=lambda s: (s[1] * v * reduction * 4 > L2_WEIGHTS,
-                                           -round(busy(width, *s), 6), cost(*s)))
-        if busy(width, wi, u) >= busy(width, best[0], best[2]) + TAIL_GAIN:
+        wi, u = min(shapes, key=lambda s: (s[1] * v * reduction * 4 > cpu.l2_weights,
+                                           -round(busy(width, *s, cpu.in_flight), 6), cost(*s)))
+        if busy(width, wi, u, cpu.in_flight) \
+                >= busy(width, best[0], best[2], cpu.in_flight) + TAIL_GAIN:
             best = (wi, v, u)
     return best
 
@@ -196,7 +170,7 @@ def candidates(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
     def allowed(wi: int, u: int) -> bool:
         operands = u + 1 if pointwise and u > 1 else wi + u
         live = reduction and cpu.live and wi * u + operands > cpu.live
-        spills = not reduction and cpu.live and wi * u > FMA_IN_FLIGHT  # see depthwise_cost
+        spills = not reduction and cpu.live and wi * u > cpu.in_flight  # see depthwise_cost
         return wi * u * v * 4 <= STACK_BYTES and not live and not spills
 
     return v, [(wi, u) for u in range(1, cpu.registers + 1) if (unit // v) % u == 0
@@ -204,11 +178,13 @@ def candidates(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
 
 
 def tile_cost(wi: int, u: int, v: int, reduction: int, pointwise: bool = False,
-              live: bool = False, columns: bool = False) -> tuple[bool, bool, float, int]:
-    """tile()'s order of preference, lowest first: under 8 accumulators, weights outside L1,
+              live: bool = False, columns: bool = False, in_flight: int = FMA_IN_FLIGHT,
+              l1_weights: int = L1_WEIGHTS) -> tuple[bool, bool, float, int]:
+    """tile()'s order of preference, lowest first: under `in_flight` accumulators (the CPU's
+    FMA latency x pipes), weights outside L1 (over `l1_weights` bytes),
     loads per FMA, fewer accumulators. Without `reduction` (depthwise), the most accumulators;
     on a `live` CPU (AVX2) depthwise_cost, then the fewest registers; with `columns`
-    (AVX-512) the most columns, then the fewest accumulators.
+    (AVX-512, Cortex-A72) the most columns, then the fewest accumulators.
 
     Weights outside L1 (a k x k conv's tile over many input channels) stream from L2 like a
     pointwise conv's, and are counted alike. On AVX2 (12 accumulators, 16 live registers) the
@@ -234,11 +210,11 @@ def tile_cost(wi: int, u: int, v: int, reduction: int, pointwise: bool = False,
     if not reduction:
         return (False, False, depthwise_cost(wi, u), wi * u + u) if live \
             else (False, False, 0.0, -wi * u)
-    fits = u * v * reduction * 4 <= L1_WEIGHTS
+    fits = u * v * reduction * 4 <= l1_weights
     weight = 1.0 if fits and not pointwise else max(1.0, v * 4 / STREAMED_BYTES)
     loads = (wi + weight * u) / (wi * u)
-    # under 8 accumulators the FMA latency, not the loads, sets the pace
-    return (wi * u < FMA_IN_FLIGHT, not (fits or pointwise), loads, -wi * u)
+    # under `in_flight` accumulators the FMA latency, not the loads, sets the pace
+    return (wi * u < in_flight, not (fits or pointwise), loads, -wi * u)
 
 
 def depthwise_cost(wi: int, u: int) -> float:
@@ -256,9 +232,11 @@ def depthwise_cost(wi: int, u: int) -> float:
 def pointwise_conv(cpu: CpuShape, reduction: int, c_in: int) -> bool:
     """Whether a conv's tile is judged by loads per FMA (tile(..., pointwise=True)): a 1x1 conv
     or a (batched) GEMM (its reduction is its input channels) of at least POINTWISE_MIN, on a
-    `cpu.pointwise` CPU (x86). On AVX-512 the most-accumulators rule gave MobileNetV2's 14x14
-    576 -> 96 conv a 14 x 1 tile (a broadcast load per FMA) that ran 1.5x as long as 4 x 3
-    (Ice Lake, warm), and ResNet-18's 7x7 Winograd GEMM (16 tiles, 512 -> 512) 16 x 1."""
+    `cpu.pointwise` CPU (x86; Cortex-A72, where the ARM proxy counted MobileNetV2 7% and
+    MobileNetV1 17% fewer instructions: targets/cpu/models.toml). On AVX-512 the
+    most-accumulators rule gave MobileNetV2's 14x14 576 -> 96 conv a 14 x 1 tile (a broadcast
+    load per FMA) that ran 1.5x as long as 4 x 3 (Ice Lake, warm), and ResNet-18's 7x7
+    Winograd GEMM (16 tiles, 512 -> 512) 16 x 1."""
     return cpu.pointwise and reduction == c_in and reduction >= POINTWISE_MIN
 
 
@@ -270,16 +248,16 @@ def pool_tile(channels: int, v: int) -> tuple[int, int]:
     return 1, max(d for d in range(1, POOL_VECTORS + 1) if (channels // v) % d == 0)
 
 
-def busy(width: int, wi: int, u: int) -> float:
+def busy(width: int, wi: int, u: int, in_flight: int = FMA_IN_FLIGHT) -> float:
     """The share of FMA issue slots a row of `width` columns keeps busy with w_i x u tiles and
-    a tail tile of the remaining columns, each tile at min(accumulators / 8, 1)."""
+    a tail tile of the remaining columns, each tile at min(accumulators / in_flight, 1)."""
     full, tail = width - width % wi, width % wi
-    return (full * min(wi * u / FMA_IN_FLIGHT, 1.0) + tail * min(tail * u / FMA_IN_FLIGHT, 1.0)) \
-        / width
+    return (full * min(wi * u / in_flight, 1.0) + tail * min(tail * u / in_flight, 1.0)) / width
 
 
-def k_block(c_in: int, tile_channels: int, reduction: int) -> int:
-    """Input channels per reduction block of a 1x1 conv whose tile's weights outgrow L1, or 0.
+def k_block(c_in: int, tile_channels: int, reduction: int, l1_weights: int = L1_WEIGHTS) -> int:
+    """Input channels per reduction block of a 1x1 conv whose tile's weights outgrow L1
+    (`l1_weights` bytes), or 0.
 
     With the reduction split and its outer part above the tile loop, one block of the tile's
     weights stays in L1 for every pixel of a row instead of streaming from L2 per pixel; the
@@ -287,8 +265,8 @@ def k_block(c_in: int, tile_channels: int, reduction: int) -> int:
     14x14 and 7x7 1x1 convs keep 1-2 pixel tiles of 48-96 channels) it took MobileNetV2
     from 1.13x to 1.01x ORT. Not for k x k convs: ResNet-18 went from 1.79x to 2.12x.
     """
-    if not reduction or reduction != c_in or tile_channels * reduction * 4 <= L1_WEIGHTS:
+    if not reduction or reduction != c_in or tile_channels * reduction * 4 <= l1_weights:
         return 0
-    kb = max((d for d in range(1, c_in) if c_in % d == 0 and d * tile_channels * 4 <= L1_WEIGHTS),
+    kb = max((d for d in range(1, c_in) if c_in % d == 0 and d * tile_channels * 4 <= l1_weights),
              default=0)
     return kb if kb >= 16 else 0
