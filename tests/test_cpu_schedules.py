@@ -150,7 +150,7 @@ def test_dense_weights_repacked_at_compile_time():
     ("x86_64-linux-gnu", "x86-64", [], 4, 12, 16, "", "p"),  # SSE2 baseline
     ("aarch64-linux-gnu", "cortex-a53", ["+neon"], 4, 24, 0, "", ""),  # NEON: 32 q registers
     ("aarch64-linux-gnu", "cortex-a72", ["+neon"], 4, 24, 0, "", "pc"),  # chosen with the proxy
-    ("aarch64-linux-gnu", "cortex-a76", ["+neon", "+dotprod"], 4, 24, 0, "sdot", ""),
+    ("aarch64-linux-gnu", "cortex-a76", ["+neon", "+dotprod"], 4, 24, 0, "sdot", "pc"),
 ])
 def test_cpu_shape_follows_the_target_features(triple, cpu, mattr, lanes, regs, live, dot,
                                                switches):

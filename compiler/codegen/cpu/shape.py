@@ -29,7 +29,7 @@ class CpuShape:
     # 1x1 convs' tiles ranked by loads per FMA (pointwise_conv)
     pointwise: bool = False
     # a depthwise tile takes the most output columns of the fewest vectors (tile_cost):
-    # measured on AVX-512, counted with the ARM proxy on Cortex-A72 (models.toml)
+    # measured on AVX-512, counted with the ARM proxy on Cortex-A72 and A76 (models.toml)
     columns: bool = False
     int8_activation: str = "int8"  # what an int8 conv's activations are: uint8 or int8
     int8_dot: str = ""  # dot-product instruction (cpu/int8.py INSTRUCTIONS), "" where none

@@ -83,7 +83,7 @@ def tile(width: int, channels: int, cpu: CpuShape, reduction: int = 0,
     (ResNet's 3x3 convs) they stream from L2 and count as a pointwise conv's do (tile_cost).
     Without `reduction` (depthwise, pooling: nothing is broadcast) the most accumulators
     win, except on a `cpu.live` CPU, where a depthwise tile keeps at most 8 and is ranked by
-    depthwise_cost, and on a `cpu.columns` one (AVX-512, Cortex-A72): the most columns
+    depthwise_cost, and on a `cpu.columns` one (AVX-512, Cortex-A72, A76): the most columns
     (tile_cost).
 
     With `cpu.live` (AVX2), a broadcast tile also keeps its w_i broadcast inputs and u weight
@@ -184,7 +184,7 @@ def tile_cost(wi: int, u: int, v: int, reduction: int, pointwise: bool = False,
     FMA latency x pipes), weights outside L1 (over `l1_weights` bytes),
     loads per FMA, fewer accumulators. Without `reduction` (depthwise), the most accumulators;
     on a `live` CPU (AVX2) depthwise_cost, then the fewest registers; with `columns`
-    (AVX-512, Cortex-A72) the most columns, then the fewest accumulators.
+    (AVX-512, Cortex-A72, A76) the most columns, then the fewest accumulators.
 
     Weights outside L1 (a k x k conv's tile over many input channels) stream from L2 like a
     pointwise conv's, and are counted alike. On AVX2 (12 accumulators, 16 live registers) the
@@ -232,7 +232,7 @@ def depthwise_cost(wi: int, u: int) -> float:
 def pointwise_conv(cpu: CpuShape, reduction: int, c_in: int) -> bool:
     """Whether a conv's tile is judged by loads per FMA (tile(..., pointwise=True)): a 1x1 conv
     or a (batched) GEMM (its reduction is its input channels) of at least POINTWISE_MIN, on a
-    `cpu.pointwise` CPU (x86; Cortex-A72, where the ARM proxy counted MobileNetV2 7% and
+    `cpu.pointwise` CPU (x86; Cortex-A72 and A76, where the ARM proxy counted MobileNetV2 7% and
     MobileNetV1 17% fewer instructions: targets/cpu/models.toml). On AVX-512 the
     most-accumulators rule gave MobileNetV2's 14x14 576 -> 96 conv a 14 x 1 tile (a broadcast
     load per FMA) that ran 1.5x as long as 4 x 3 (Ice Lake, warm), and ResNet-18's 7x7
