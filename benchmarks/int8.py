@@ -136,11 +136,21 @@ def main() -> int:
     p.add_argument("--models", default=",".join(DEFAULT_MODELS))
     p.add_argument("--seconds", type=float, default=6.0, help="timing per runtime, in all")
     p.add_argument("--calibration", type=int, default=8, help="random calibration inputs")
+    p.add_argument("--out", help="write the results as BENCHMARKS.md's int8 section")
     args = p.parse_args()
+    lines = []
     with tempfile.TemporaryDirectory(prefix="edgec-int8-") as tmp:
         for name in args.models.split(","):
             r = bench_model(name, Path(tmp), args.seconds, args.calibration)
-            print(_line(name, r), flush=True)
+            lines.append(_line(name, r))
+            print(lines[-1], flush=True)
+    if args.out:
+        from sections import write_section
+
+        write_section(args.out, "int8", [
+            "", "## int8 kernels: edgec int8 against edgec fp32 and onnxruntime int8 (host)", "",
+            f"Command: `python benchmarks/int8.py {' '.join(sys.argv[1:])}`", "",
+            __doc__.split("\n\n", 2)[2].strip(), "", "```", *lines, "```"])
     return 0
 
 

@@ -22,12 +22,12 @@ import numpy as np
 
 from edgec.harness.ort import ort_session
 
-from .tolerance import RTOL, margin, tolerance
+from .tolerance import NOISE_CAP, RTOL, margin, tolerance
 
 
 def compare_outputs(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray],
                     noise: dict[str, float] | None = None,
-                    rtol: float = RTOL) -> list[dict[str, Any]]:
+                    rtol: float = RTOL, cap: float = NOISE_CAP) -> list[dict[str, Any]]:
     """Per output: the largest difference, the tolerance it is held to (tolerance.py: from
     max|ref| and the reference's rounding `noise`) and whether it is within it."""
     rows = []
@@ -36,7 +36,7 @@ def compare_outputs(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray],
         scale = float(np.max(np.abs(want))) if want.size else 0.0
         diff = float(np.max(np.abs(got.astype(np.float64) - want))) if want.size else 0.0
         jitter = (noise or {}).get(name, 0.0)
-        tol = tolerance(scale, jitter, rtol)
+        tol = tolerance(scale, jitter, rtol, cap)
         row = {"name": name, "max_abs_diff": diff, "max_abs_ref": scale, "noise": jitter,
                "tol": tol, "rel": diff / scale if scale else diff,
                "ok": bool(diff <= max(tol, 1e-30 * rtol))}
@@ -50,14 +50,16 @@ def agreement(run: Callable[[dict], dict], model: str | Path | bytes,
               inputs: list[dict[str, np.ndarray]], threads: int) -> dict[str, Any]:
     """Run both on every input set; keep the row per output nearest its tolerance."""
     from .tolerance import noise as rounding_noise
+    from .tolerance import noise_cap
 
     sess = ort_session(model, threads, optimize=False)
     names = [o.name for o in sess.get_outputs()]
     refs = [dict(zip(names, sess.run(None, feed))) for feed in inputs]
     jitter = rounding_noise(model, inputs, refs, threads)
+    cap = noise_cap(model)
     worst: dict[str, dict] = {}
     for feed, ref in zip(inputs, refs):
-        for row in compare_outputs(run(feed), ref, jitter):
+        for row in compare_outputs(run(feed), ref, jitter, cap=cap):
             prev = worst.get(row["name"])
             if prev is None or margin(row) > margin(prev):
                 worst[row["name"]] = row

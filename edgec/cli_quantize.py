@@ -13,7 +13,7 @@ DEFAULT_DROP = 0.5
 def quantize_flags(p: argparse.ArgumentParser, alone: bool) -> None:
     """The flags of quantize; compile takes them after --int8 (its --data, --target and
     --max-accuracy-drop are shared with --compress)."""
-    from edgec.compiler.quantize.options import ACTIVATIONS
+    from edgec.compiler.quantize.options import ACTIVATIONS, EQUALIZE
     from edgec.compiler.quantize.ranges import METHODS
 
     p.add_argument("--method", default="percentile", choices=METHODS,
@@ -22,8 +22,10 @@ def quantize_flags(p: argparse.ArgumentParser, alone: bool) -> None:
     p.add_argument("--activations", default="auto", choices=ACTIVATIONS,
                    help="int8 activation type (default: the one the target's int8 kernels "
                         "take, uint8 on x86, int8 on ARM)")
-    p.add_argument("--no-equalize", action="store_true",
-                   help="skip cross-layer equalization of conv pairs")
+    p.add_argument("--equalize", default="relu", choices=EQUALIZE,
+                   help="cross-layer equalization of conv pairs: through Relu (default), also "
+                        "through ReLU6 as Relu and a per-channel bound (bounded: onnxruntime "
+                        "then runs those convs in fp32, edgec in int8), or off")
     p.add_argument("--no-bias-correction", action="store_true",
                    help="leave the bias shift of rounded weights uncorrected")
     if alone:
@@ -50,7 +52,7 @@ def options(args: argparse.Namespace) -> Any:
     drop = DEFAULT_DROP if args.max_accuracy_drop is None else args.max_accuracy_drop
     return QuantizeOptions(data=args.data, method=args.method, max_accuracy_drop=drop,
                            activations=args.activations, target=args.target,
-                           equalize=not args.no_equalize,
+                           equalize=args.equalize,
                            bias_correction=not args.no_bias_correction,
                            preprocess=preprocess_overrides(args),
                            input_shapes=input_shapes_arg(args.input_shape))

@@ -1,6 +1,6 @@
 """compiler/quantize/equalize: cross-layer equalization is exact (onnxruntime, 1e-5), leaves
-each pair's two ranges equal, declines what is not scale-invariant, and a second run changes
-nothing."""
+each pair's two ranges equal, keeps a ReLU6 exact as Relu and a per-channel bound, declines
+what is not scale-invariant, and a second run changes nothing."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ def _dw_pw(between: str = "Relu", skew: float = 50.0):
     elif between == "Clip":
         inits.update(lo=np.float32(0), hi=np.float32(6))
         nodes.append(helper.make_node("Clip", ["a", "lo", "hi"], ["r"]))
+    elif between:
+        nodes.append(helper.make_node(between, ["a"], ["r"]))
     src = "r" if between else "a"
     nodes.append(helper.make_node("Conv", [src, "w2", "b2"], ["y"], name="pw"))
     return tiny_model(nodes, [1, 8, 10, 10], inits)
@@ -53,8 +55,29 @@ def test_without_activation_is_exact():
     check_pass(equalize, _dw_pw(between=""), {"Conv": 2})
 
 
-def test_clip_declined_with_reason():
+def test_relu6_is_equalized_exactly_as_relu_then_a_channel_bound():
+    """Clip(0, 6) between the convs becomes Relu then Min(6 / s) per channel: still exact, and
+    the bound carries the channel scales (a second run finds the pair equalized)."""
+    def bounded(model):
+        return equalize(model, bounded=True)
+
+    out, report = check_pass(bounded, _dw_pw(between="Clip"), {"Conv": 2, "Relu": 1,
+                                                               "Min": 1, "Clip": 0})
+    assert report.rewrites == {"conv pairs equalized": 1}
+    bound = next(n for n in out.graph.node if n.op_type == "Min").input[1]
+    r1 = np.abs(_weights(out, "w1")).reshape(8, -1).max(1)
+    before = np.abs(_weights(_dw_pw("Clip"), "w1")).reshape(8, -1).max(1)
+    np.testing.assert_allclose(_weights(out, bound).reshape(-1), 6 * r1 / before, rtol=1e-5)
+
+
+def test_relu6_declined_unless_bounded():
     out, report = equalize(_dw_pw(between="Clip"))
     assert not report.changed
-    assert "dw: read by Clip, which is not scale-invariant" in report.declined
-    np.testing.assert_array_equal(_weights(out, "w1"), _weights(_dw_pw("Clip"), "w1"))
+    assert "dw: read by Clip (equalizing through a bound: the bounded mode)" in report.declined
+
+
+def test_sigmoid_declined_with_reason():
+    out, report = equalize(_dw_pw(between="Sigmoid"))
+    assert not report.changed
+    assert "dw: read by Sigmoid, which is not scale-invariant" in report.declined
+    np.testing.assert_array_equal(_weights(out, "w1"), _weights(_dw_pw("Sigmoid"), "w1"))

@@ -102,7 +102,7 @@ def _data(model: onnx.ModelProto, path, n: int = 200):
 def test_sensitive_layers_stay_fp32_and_say_why(tmp_path):
     model = save(_skewed(equalizable=True), tmp_path / "skewed.onnx")
     data = _data(onnx.load(model), tmp_path / "d.npz")
-    opts = dict(data=data, max_accuracy_drop=1.0, equalize=False, **FAST)
+    opts = dict(data=data, max_accuracy_drop=1.0, equalize="off", **FAST)
     result = quantize(model, output=tmp_path / "q.onnx", options=QuantizeOptions(**opts))
     runs = {r["name"]: r for r in result.layers}
     assert not runs["c2"]["int8"] and "most sensitive" in runs["c2"]["why_fp32"]
@@ -113,7 +113,7 @@ def test_sensitive_layers_stay_fp32_and_say_why(tmp_path):
     assert agree >= 0.99 - 0.01  # the budget (1 point) plus held-out sampling slack
     # equalization balances the pair: then every layer fits
     eq = quantize(model, output=tmp_path / "eq.onnx",
-                  options=QuantizeOptions(**{**opts, "equalize": True}))
+                  options=QuantizeOptions(**{**opts, "equalize": "relu"}))
     assert all(r["int8"] for r in eq.layers), eq.layers
     assert eq.equalized["rewrites"] == {"conv pairs equalized": 1}
 

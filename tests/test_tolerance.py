@@ -13,7 +13,14 @@ from onnx import helper, numpy_helper
 
 import edgec
 from edgec.compiler import codegen
-from edgec.compiler.tolerance import RTOL, perturbed, tolerance
+from edgec.compiler.tolerance import (
+    NOISE_CAP,
+    QUANTIZED_CAP,
+    RTOL,
+    noise_cap,
+    perturbed,
+    tolerance,
+)
 from edgec.errors import EdgecError
 
 from conftest import save, tiny_model
@@ -67,6 +74,19 @@ def test_tolerance_is_rtol_unless_noise_says_more_and_capped():
     assert tolerance(2.0, 0.0) == pytest.approx(2.0 * RTOL)
     assert tolerance(1e-3, 1e-7) == pytest.approx(1e-6)  # 10 x noise
     assert tolerance(1e-3, 1.0) == pytest.approx(1e-5)  # at most 1% of max|ref|
+
+
+def test_a_quantized_model_gets_the_wider_cap():
+    """A model with QuantizeLinear nodes may move by whole int8 steps (up to 10% of max|ref|
+    when its measured noise says so); a float model keeps the 1% cap."""
+    fp32 = tiny_model([helper.make_node("Relu", ["x"], ["y"])], [1, 4])
+    qdq = tiny_model([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+                      helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])], [1, 4],
+                     {"s": np.float32(0.1), "z": np.uint8(128)})
+    assert noise_cap(fp32.SerializeToString()) == NOISE_CAP
+    assert noise_cap(qdq.SerializeToString()) == QUANTIZED_CAP
+    assert tolerance(10.0, 1.0, cap=QUANTIZED_CAP) == pytest.approx(1.0)  # 10% of max|ref|
+    assert tolerance(10.0, 0.05, cap=QUANTIZED_CAP) == pytest.approx(0.5)  # 10 x noise
 
 
 def test_perturbation_is_one_rounding_step_of_floats_only():

@@ -114,7 +114,8 @@ def quantize(model_path: str | Path, *, output: str | Path | None,
                                 opts.held_out, opts.seed)
     outs = tensor_specs(list(base.graph.output), set())
     clock.done("data")
-    fp32, eq = equalize(base) if opts.equalize else (base, passes.PassReport("equalize"))
+    fp32, eq = (equalize(base, bounded=opts.equalize == "bounded") if opts.equalize != "off"
+                else (base, passes.PassReport("equalize")))
     layers, declined = find_layers(fp32)
     if not layers:
         raise EdgecError(f"{model_path}: nothing to quantize (no Conv, Gemm or MatMul with "

@@ -1,17 +1,23 @@
 """Cross-layer equalization: balance the weight ranges of a conv and the conv that reads it.
 
-Pattern: Conv A (constant W1, b1) → [Relu] → Conv B (constant W2; dense, or depthwise with
-one output per channel), A's output read by nothing else. For each channel k between them,
-with r1_k = max |W1[k]| (A's output channel k) and r2_k = max |W2[:, k]| (the weights B
-applies to channel k), scale by s_k = sqrt(r1_k / r2_k):
+Pattern: Conv A (constant W1, b1) → [Relu | Clip(0, M) | Min(constant)]* → Conv B (constant
+W2; dense, or depthwise with one output per channel), A's output read by nothing else. For
+each channel k between them, with r1_k = max |W1[k]| (A's output channel k) and
+r2_k = max |W2[:, k]| (the weights B applies to channel k), scale by s_k = sqrt(r1_k / r2_k):
 
     W1[k] /= s_k,   b1[k] /= s_k,   W2[:, k] *= s_k
 
 Exact in real arithmetic, because relu(y / s) = relu(y) / s for s > 0 and B is linear in
-channel k; afterwards both ranges are sqrt(r1_k · r2_k), so per-tensor and per-channel int8
-lose less on the channel with the smaller range (Nagel et al. 2019, "Data-free quantization").
-A pair is declined where an activation other than Relu sits between them (Clip(0, 6) is not
-scale-invariant), where B is grouped, or where a scale is already 1 (within EPS: equalized).
+channel k; a bound moves with its channel: min(relu(y / s), M / s) = clip(y, 0, M) / s, so a
+Clip(0, M) (ReLU6) between them becomes Relu then Min with the per-channel bound M / s_k, and
+such a Min's bound is divided again by later scales. That bounded mode is asked for
+(`bounded`): edgec's int8 kernels apply the Min in their epilogue, but onnxruntime's QDQ
+fusion does not take a conv followed by a Min, so it runs those convs in fp32 (MobileNetV2:
+5.6 ms instead of 0.9). Afterwards both ranges are
+sqrt(r1_k · r2_k), so per-tensor and per-channel int8 lose less on the channel with the
+smaller range (Nagel et al. 2019, "Data-free quantization"). A pair is declined where another
+activation sits between them (sigmoid, hard-swish: not scale-invariant), where B is grouped,
+or where a scale is already 1 (within EPS: equalized).
 Equalizing one pair moves the ranges of the pairs beside it, so the rules are applied in
 sweeps until none rewrites (at most SWEEPS).
 """
@@ -21,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..passes.graph import GraphIndex, attr, set_const
+from ..passes.graph import GraphIndex, attr, set_const, unique_name
 from ..passes.report import PassReport
 from ..passes.rules import Rule, apply_rules
 
@@ -30,28 +36,76 @@ VARIANT = ("Clip", "Sigmoid", "HardSwish", "HardSigmoid", "LeakyRelu", "Tanh")  
 SWEEPS = 8
 
 
-def _reader(node: onnx.NodeProto, index: GraphIndex) -> tuple[onnx.NodeProto | None, str]:
-    """The conv that reads A's output (through one Relu), or None and why not."""
-    out = node.output[0]
-    readers = index.consumers.get(out, [])
-    if index.uses(out) == 1 and readers and readers[0].op_type == "Relu":
-        out = readers[0].output[0]
+def _bound(node: onnx.NodeProto, index: GraphIndex, bounded: bool) -> str | None:
+    """Why `node`, between the two convs, is not positively homogeneous, else None: Relu;
+    with `bounded`, Clip(0, M) (kept exact as Relu then a per-channel Min, scaled with the
+    channels) and Min with a constant bound (such a Min)."""
+    if node.op_type == "Relu":
+        return None
+    if not bounded and node.op_type in ("Clip", "Min"):
+        return f"{node.op_type} (equalizing through a bound: the bounded mode)"
+    if node.op_type == "Clip":
+        lo = index.const(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+        hi = index.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if lo is None or hi is None or lo.size != 1 or hi.size != 1 or float(lo) != 0:
+            return "Clip other than Clip(0, constant)"
+        return None
+    if node.op_type == "Min" and len(node.input) == 2 and index.const(node.input[1]) is not None:
+        return None
+    return f"{node.op_type}, which is not scale-invariant" if node.op_type in VARIANT else \
+        node.op_type
+
+
+def _reader(node: onnx.NodeProto, index: GraphIndex, bounded: bool
+            ) -> tuple[onnx.NodeProto | None, list[onnx.NodeProto], str]:
+    """The conv that reads A's output and the activations between them, or None and why."""
+    out, between = node.output[0], []
+    while True:
         readers = index.consumers.get(out, [])
-    if out in index.outputs:
-        return None, "its output is a graph output"
-    if index.uses(out) != 1 or not readers:
-        return None, "its output has other readers"
-    if readers[0].op_type != "Conv" or readers[0].input[0] != out:
-        op = readers[0].op_type
-        return None, f"read by {op}" + (", which is not scale-invariant" if op in VARIANT else "")
-    return readers[0], ""
+        if out in index.outputs:
+            return None, between, "its output is a graph output"
+        if index.uses(out) != 1 or not readers:
+            return None, between, "its output has other readers"
+        nxt = readers[0]
+        if nxt.op_type == "Conv" and nxt.input[0] == out:
+            return nxt, between, ""
+        why = _bound(nxt, index, bounded)
+        if why is not None or nxt.input[0] != out:
+            return None, between, f"read by {why or nxt.op_type}"
+        between.append(nxt)
+        out = nxt.output[0]
 
 
-def _scales(node: onnx.NodeProto, index: GraphIndex) -> tuple[np.ndarray | None, str]:
+def _scale_bounds(g: onnx.GraphProto, between: list[onnx.NodeProto], index: GraphIndex,
+                  s: np.ndarray) -> None:
+    """Each bound between the convs divided by the channel scales s: Clip(0, M) becomes Relu
+    then Min(M / s); a Min's bound B becomes B / s."""
+    per_channel = (1, -1, 1, 1)
+    for node in between:
+        if node.op_type == "Clip":
+            hi = np.float32(index.const(node.input[2]).reshape(()))
+            bound = unique_name(g, f"{node.name or node.output[0]}.bound")
+            set_const(g, bound, (hi / s).astype(np.float32).reshape(per_channel))
+            clipped = node.output[0]
+            relu_out = unique_name(g, f"{clipped}.relu")
+            node.op_type, node.output[0] = "Relu", relu_out
+            del node.input[1:]
+            g.node.insert(list(g.node).index(node) + 1, onnx.helper.make_node(
+                "Min", [relu_out, bound], [clipped], name=f"{node.name}.min"))
+        elif node.op_type == "Min":
+            bound = np.broadcast_to(index.const(node.input[1]),
+                                    (1, len(s), 1, 1)).astype(np.float32)
+            name = unique_name(g, f"{node.input[1]}.scaled")
+            set_const(g, name, bound / s.reshape(per_channel))
+            node.input[1] = name
+
+
+def _scales(node: onnx.NodeProto, index: GraphIndex, bounded: bool
+            ) -> tuple[np.ndarray | None, str]:
     for i in node.input[1:3]:
         if i and index.const(i) is None:
             return None, "weights or bias not constant"
-    reader, why = _reader(node, index)
+    reader, _, why = _reader(node, index, bounded)
     if reader is None:
         return None, why
     w2 = index.const(reader.input[1])
@@ -74,10 +128,11 @@ def _scales(node: onnx.NodeProto, index: GraphIndex) -> tuple[np.ndarray | None,
     return s.astype(np.float32), ""
 
 
-def _rewrite(node: onnx.NodeProto, index: GraphIndex) -> None:
-    s, _ = _scales(node, index)
-    reader, _ = _reader(node, index)
+def _rewrite(node: onnx.NodeProto, index: GraphIndex, bounded: bool) -> None:
+    s, _ = _scales(node, index, bounded)
+    reader, between, _ = _reader(node, index, bounded)
     g = index.graph
+    _scale_bounds(g, between, index, s)
     w1 = index.const(node.input[1])
     set_const(g, node.input[1], w1 / s.reshape(-1, 1, 1, 1))
     if len(node.input) > 2 and node.input[2]:
@@ -87,19 +142,23 @@ def _rewrite(node: onnx.NodeProto, index: GraphIndex) -> None:
     set_const(g, reader.input[1], w2 * s.reshape(shape))
 
 
-RULE = Rule("conv pairs equalized", match=lambda n, _: n.op_type == "Conv",
-            check=lambda n, i: _scales(n, i)[1] or None, rewrite=_rewrite)
+def _rule(bounded: bool) -> Rule:
+    return Rule("conv pairs equalized", match=lambda n, _: n.op_type == "Conv",
+                check=lambda n, i: _scales(n, i, bounded)[1] or None,
+                rewrite=lambda n, i: _rewrite(n, i, bounded))
 
 
-def equalize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport]:
-    """Equalize every conv pair of `model` (a copy), in sweeps; the report of all sweeps (the
-    reasons are those of the last)."""
+def equalize(model: onnx.ModelProto, bounded: bool = False
+             ) -> tuple[onnx.ModelProto, PassReport]:
+    """Equalize every conv pair of `model` (a copy), in sweeps, through Relu (and with
+    `bounded` through Clip(0, M) too); the report of all sweeps (the reasons are those of
+    the last)."""
     out = onnx.ModelProto.FromString(model.SerializeToString())
     total = PassReport("equalize")
     _shared_weights_unique(out.graph)
     for _ in range(SWEEPS):
         report = PassReport("equalize")
-        apply_rules(out.graph, [RULE], report, lambda n: n.op_type == "Conv")
+        apply_rules(out.graph, [_rule(bounded)], report, lambda n: n.op_type == "Conv")
         for what, n in report.rewrites.items():
             total.count(what, n)
         total.declined = [d for d in report.declined if "already equalized" not in d]

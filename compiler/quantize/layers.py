@@ -4,9 +4,9 @@ A layer is a Conv (any groups) with constant weights and bias, a Gemm (alpha = b
 transA) or a MatMul whose second input is a constant matrix. Its int8 form reads its first
 input quantized per tensor, and its weights quantized symmetric per output channel (`axis`:
 0 for Conv and a transB Gemm's [N, K], 1 for a [K, N] matrix). Its output is quantized where
-it next becomes a tensor other nodes read: past a Relu or Clip that is its only reader (the
-activation is then part of the int8 kernel's epilogue), and not at all where that tensor is
-a graph output (the model's outputs stay fp32).
+it next becomes a tensor other nodes read: past the Relu, Clip or constant Min that are its
+only readers, one after the other (the activations are then part of the int8 kernel's
+epilogue), and not at all where that tensor is a graph output (the model's outputs stay fp32).
 """
 
 from __future__ import annotations
@@ -63,10 +63,19 @@ def _axis(node: onnx.NodeProto) -> int:
 
 def _quantized_output(node: onnx.NodeProto, index: GraphIndex) -> str | None:
     out = node.output[0]
-    readers = index.consumers.get(out, [])
-    if len(readers) == 1 and readers[0].op_type in ACTIVATIONS and out not in index.outputs:
+    while out not in index.outputs:
+        readers = index.consumers.get(out, [])
+        if len(readers) != 1 or not _epilogue(readers[0], index):
+            break
         out = readers[0].output[0]
     return None if out in index.outputs else out
+
+
+def _epilogue(node: onnx.NodeProto, index: GraphIndex) -> bool:
+    """Whether `node` is an activation the int8 kernel applies before its output quantize."""
+    if node.op_type == "Min":  # a per-channel bound (equalize.py's form of a ReLU6)
+        return len(node.input) == 2 and index.const(node.input[1]) is not None
+    return node.op_type in ACTIVATIONS
 
 
 def find_layers(model: onnx.ModelProto) -> tuple[list[Layer], list[str]]:
