@@ -325,7 +325,7 @@ def test_requantize_is_one_multiply_add(qdq_cnn):
     no separate multiply; the model input's quantize rounds x * (1 / s)."""
     from tvm import relax
 
-    from edgec.compiler.codegen.relax_level.int8 import op_name
+    from edgec.compiler.codegen.relax_level.rewrite import op_name
 
     mod, _ = qdq_elementwise(int8(codegen.to_relax(onnx.load(qdq_cnn), {"x": X_SHAPE}))[0])
     bindings = {b.var: b.value for block in mod["main"].body.blocks for b in block.bindings}

@@ -20,7 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from edgec.compiler.codegen.relax_level.rewrite import bound_constant, rewrite_functions
+from edgec.compiler.codegen.relax_level.rewrite import (
+    bound_constant,
+    op_name,
+    rewrite_functions,
+    static_shape,
+)
 
 
 def _axes(call: Any) -> Any:
@@ -41,11 +46,6 @@ def _shape(call: Any) -> list[int] | None:
 
     shape = call.args[1]
     return _ints(shape.values) if isinstance(shape, relax.ShapeExpr) else None
-
-
-def _static(ty: Any) -> list[int] | None:
-    """A tensor type's shape, where static."""
-    return None if getattr(ty, "shape", None) is None else _ints(ty.shape.values)
 
 
 FOLDS: dict[str, Callable[..., Any]] = {
@@ -72,7 +72,6 @@ class FoldReport:
 def fold_numpy(mod: Any) -> tuple[Any, FoldReport]:
     """`mod` with the calls of FOLDS (and reshapes) on constants in its Relax functions
     replaced by their values."""
-    import tvm
     from tvm import relax
 
     folded: dict[str, int] = {}
@@ -81,7 +80,7 @@ def fold_numpy(mod: Any) -> tuple[Any, FoldReport]:
     class Fold(relax.PyExprMutator):
         def visit_call_(self, call: Any) -> Any:
             call = super().visit_call_(call)
-            name = call.op.name if isinstance(call.op, tvm.ir.Op) else ""
+            name = op_name(call)
             if name == "relax.reshape":
                 shape, x = _shape(call), bound_constant(self, call.args[0])
                 if shape is None or x is None:
@@ -97,7 +96,7 @@ def fold_numpy(mod: Any) -> tuple[Any, FoldReport]:
             want = call.ty
             dtype = str(want.dtype)
             value = np.array(value, dtype=dtype, order="C")
-            if list(value.shape) != _static(want):
+            if list(value.shape) != static_shape(want):
                 return call  # not a static shape numpy agrees on: left to FoldConstant
             folded[name] = folded.get(name, 0) + 1
             return relax.const(value, dtype)

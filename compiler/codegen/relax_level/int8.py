@@ -28,7 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from edgec.compiler.codegen.relax_level.rewrite import bound_constant, rewrite_functions
+from edgec.compiler.codegen.relax_level.rewrite import (
+    bound_constant,
+    op_name,
+    rewrite_functions,
+    static_shape,
+)
 from edgec.compiler.passes.report import PassReport
 
 REDUCTION_STEP = 4  # input channels per dot-product step (vpdpbusd, sdot)
@@ -40,22 +45,8 @@ class Int8Options:
     activation: str = "uint8"  # the activation dtype the target's int8 kernels take
 
 
-def op_name(expr: Any) -> str:
-    import tvm
-
-    op = getattr(expr, "op", None)
-    return op.name if isinstance(op, tvm.ir.Op) else ""
-
-
 def scalar(value: np.ndarray | None) -> float | None:
     return None if value is None or value.size != 1 else value.reshape(-1)[0].item()
-
-
-def _shape(ty: Any) -> list[int] | None:
-    try:
-        return [int(d) for d in ty.shape.values]
-    except (TypeError, AttributeError):
-        return None
 
 
 def _bound(mutator: Any, expr: Any) -> Any:
@@ -80,7 +71,7 @@ def _operands(mutator: Any, x: Any, w: Any) -> tuple | str | None:
         return f"{xq.ty.dtype} x {wq.dtype} (uint8/int8 x int8 only)"
     if np.any(zw != 0):
         return "weight zero point not 0"
-    if _shape(xq.ty) is None:
+    if static_shape(xq.ty) is None:
         return "symbolic shape"
     return xq, float(sx), int(zx), wq, sw.reshape(-1), int(w.attrs.axis) % wq.ndim
 
@@ -98,7 +89,7 @@ def _match(mutator: Any, call: Any) -> tuple[Any, str | None]:
     if not isinstance(found, tuple):
         return None, found
     xq, sx, zx, wq, sw, axis = found
-    attrs, shape, out = call.attrs, _shape(xq.ty), _shape(call.ty)
+    attrs, shape, out = call.attrs, static_shape(xq.ty), static_shape(call.ty)
     if (attrs.data_layout, attrs.kernel_layout) != ("NCHW", "OIHW") or out is None:
         return None, "layout"
     groups = int(attrs.groups)
@@ -119,7 +110,7 @@ def _match_dense(mutator: Any, call: Any) -> tuple[Any, str | None]:
     if not isinstance(found, tuple):
         return None, found
     xq, sx, zx, wq, sw, axis = found
-    if len(_shape(xq.ty)) != 2 or wq.ndim != 2:
+    if len(static_shape(xq.ty)) != 2 or wq.ndim != 2:
         return None, "not a 2-D matmul"
     out_axis = 0 if transposed else 1
     sw = _per_output(sw, axis, wq, out_axis)
@@ -204,7 +195,7 @@ def _convs(mod: Any, options: Int8Options, report: PassReport) -> Any:
                 return call
             conv = name == "relax.nn.conv2d"
             operands, why = (_match if conv else _match_dense)(self, call)
-            shape = "x".join(map(str, _shape(call.ty) or "?"))
+            shape = "x".join(map(str, static_shape(call.ty) or "?"))
             key = f"conv {shape} groups {int(call.attrs.groups)}" if conv else f"matmul {shape}"
             if why is not None:
                 report.decline(key, why)

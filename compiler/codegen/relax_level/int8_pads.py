@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgec.compiler.codegen.relax_level.rewrite import rewrite_functions
+from edgec.compiler.codegen.relax_level.rewrite import op_name, rewrite_functions
 from edgec.compiler.passes.report import PassReport
 
 TO_NCHW, TO_NHWC = [0, 3, 1, 2], [0, 2, 3, 1]
@@ -21,12 +21,10 @@ TO_NCHW, TO_NHWC = [0, 3, 1, 2], [0, 2, 3, 1]
 
 def _bound_call(mutator: Any, expr: Any, name: str) -> Any:
     """The call `expr` is bound to where it is a call of op `name`, else None."""
-    import tvm
     from tvm import relax
 
     value = mutator.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
-    op = getattr(value, "op", None)
-    return value if isinstance(op, tvm.ir.Op) and op.name == name else None
+    return value if op_name(value) == name else None
 
 
 def _axes(call: Any) -> list[int] | None:

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from edgec.compiler.codegen.relax_level.int8 import op_name, scalar
-from edgec.compiler.codegen.relax_level.rewrite import bound_constant, rewrite_functions
+from edgec.compiler.codegen.relax_level.int8 import scalar
+from edgec.compiler.codegen.relax_level.rewrite import bound_constant, op_name, rewrite_functions
 from edgec.compiler.passes.report import PassReport
 
 

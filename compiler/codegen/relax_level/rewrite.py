@@ -1,4 +1,5 @@
-"""What the Relax rewrites of this package (layout, fold_numpy, winograd, unstack) share."""
+"""What the Relax rewrites of this package (layout, fold_numpy, winograd, unstack, int8, ...)
+share."""
 
 from __future__ import annotations
 
@@ -13,6 +14,22 @@ def bound_constant(mutator: Any, arg: Any) -> Any:
     if isinstance(arg, relax.Var):
         arg = mutator.lookup_binding(arg)
     return arg.value.numpy() if isinstance(arg, Constant) else None
+
+
+def op_name(expr: Any) -> str:
+    """The name of the op `expr` calls ("relax.nn.conv2d"), "" for anything else."""
+    import tvm
+
+    op = getattr(expr, "op", None)
+    return op.name if isinstance(op, tvm.ir.Op) else ""
+
+
+def static_shape(ty: Any) -> list[int] | None:
+    """A tensor type's shape, where it has one and every dim is static."""
+    try:
+        return [int(d) for d in ty.shape.values]
+    except (TypeError, AttributeError):  # no shape, or a symbolic dim
+        return None
 
 
 def rewrite_functions(mutator: Any, mod: Any) -> Any:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from edgec.compiler.codegen.relax_level.rewrite import bound_constant, rewrite_functions
+from edgec.compiler.codegen.relax_level.rewrite import bound_constant, op_name, rewrite_functions
 from edgec.compiler.passes.report import PassReport
 
 B_T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
@@ -134,7 +134,6 @@ def _eligible(call: Any, weight: np.ndarray, options: WinogradOptions) -> str | 
 
 def winograd(mod: Any, *, options: WinogradOptions | None = None) -> tuple[Any, PassReport]:
     """`mod` with each eligible conv2d rewritten as Winograd F(2x2, 3x3)."""
-    import tvm
     from tvm import relax
 
     options = options or DEFAULT
@@ -144,7 +143,7 @@ def winograd(mod: Any, *, options: WinogradOptions | None = None) -> tuple[Any, 
     class Rewrite(relax.PyExprMutator):
         def visit_call_(self, call: Any) -> Any:
             call = super().visit_call_(call)
-            if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d"):
+            if op_name(call) != "relax.nn.conv2d":
                 return call
             x, w = call.args
             weight = bound_constant(self, w)
