@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from .artifact import file_stem, sha256_file
 
 RUNNER_SRC = Path(__file__).resolve().parent / "device"
 LIBS = {"apache-tvm": ("tvm", "libtvm_runtime.so"), "apache-tvm-ffi": ("tvm_ffi", "libtvm_ffi.so")}
+RECORD = "sha256.json"  # a cached folder of wheel files is complete once it holds this
 # what a device adds to the bundle's lib/, from the apache-tvm wheel (the runner loads it)
 DEVICE_LIBS = {"cuda": ("tvm", "libtvm_runtime_cuda.so")}
 
@@ -70,35 +72,56 @@ def runtime_libs(target: Target) -> dict[str, Path]:
     versions = {dist: version(dist) for dist in LIBS}
     suffix = [target.device] if target.device in DEVICE_LIBS else []
     folder = cache_dir() / "runtime" / "-".join([platform, *versions.values(), *suffix])
-    record = folder / "sha256.json"
-    if not record.is_file():
-        with atomic_dir(folder) as tmp:
-            wheels = tmp / "wheels"
-            pins = [f"{dist}=={v}" for dist, v in versions.items()]
-            pyver = f"{sys.version_info.major}.{sys.version_info.minor}"
-            cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                   "--only-binary=:all:", "--platform", platform, "--python-version", pyver,
-                   "-d", str(wheels), *pins]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode != 0:
-                last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                raise EdgecError(f"could not fetch the TVM runtime for {platform} with pip "
-                                 f"({last}); check the network or the package index")
-            sums = {}
-            for wheel in wheels.glob("*.whl"):
-                sums[wheel.name] = sha256_file(wheel)
-                with zipfile.ZipFile(wheel) as zf:
-                    for pkg, name in _libs(target):
-                        member = f"{pkg}/lib/{name}"
-                        if member in zf.namelist():
-                            (tmp / name).write_bytes(zf.read(member))
-            for _, name in _libs(target):
-                if not (tmp / name).is_file():
-                    raise EdgecError(f"the {platform} wheels hold no {name}")
-                sums[name] = sha256_file(tmp / name)
-            shutil.rmtree(wheels)
-            (tmp / "sha256.json").write_text(json.dumps(sums, indent=2))
+    if not (folder / RECORD).is_file():
+        fetch_from_wheels(folder, platform, [f"{d}=={v}" for d, v in versions.items()],
+                          {f"{pkg}/lib/{name}": name for pkg, name in _libs(target)},
+                          "the TVM runtime")
     return {name: folder / name for _, name in _libs(target)}
+
+
+def fetch_from_wheels(folder: Path, platform: str, pins: list[str], members: dict[str, str],
+                      what: str) -> None:
+    """Make `folder` (atomically) hold the files `members` names (path in a wheel -> file
+    name), taken from the wheels of `pins` for `platform` that pip downloads, and RECORD: the
+    sha256 of those wheels and files."""
+    with atomic_dir(folder) as tmp:
+        wheels = tmp / "wheels"
+        pyver = f"{sys.version_info.major}.{sys.version_info.minor}"
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+               "--only-binary=:all:", "--platform", platform, "--python-version", pyver,
+               "-d", str(wheels), *pins]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise EdgecError(f"could not fetch {what} for {platform} with pip ({last}); check "
+                             "the network or the package index")
+        sums = {}
+        for wheel in wheels.glob("*.whl"):
+            sums[wheel.name] = sha256_file(wheel)
+            with zipfile.ZipFile(wheel) as zf:
+                for member in set(members) & set(zf.namelist()):
+                    (tmp / members[member]).write_bytes(zf.read(member))
+        for name in members.values():
+            if not (tmp / name).is_file():
+                raise EdgecError(f"the {platform} wheels hold no {name}")
+            sums[name] = sha256_file(tmp / name)
+        shutil.rmtree(wheels)
+        (tmp / RECORD).write_text(json.dumps(sums, indent=2))
+
+
+def cached_program(name: str, key: bytes, command: Callable[[Path], list[str]]) -> Path:
+    """The program `name`, built once by the command `command(path to write)` returns and
+    cached under the hash of `key` (what the build depends on: sources, compiler, libraries)."""
+    out = cache_dir() / "bin" / hashlib.sha256(key).hexdigest()[:20] / name
+    if out.is_file():
+        return out
+    with atomic_dir(out.parent) as tmp:
+        cmd = command(tmp / name)
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            first = next((ln for ln in done.stderr.splitlines() if "error" in ln), done.stderr)
+            raise EdgecError(f"building {name} with {cmd[0]} failed: {first[:300]}")
+    return out
 
 
 def _include_dir() -> Path:
@@ -113,26 +136,13 @@ def build_tool(target: Target, name: str, cc: str | None = None) -> Path:
     """Cross-build one of TOOLS for the target (cached by source, compiler and libraries)."""
     compiler = target.compiler(cc)
     libs = runtime_libs(target)
-    key = hashlib.sha256()
-    for path in sorted(RUNNER_SRC.iterdir()):
-        key.update(path.name.encode() + path.read_bytes())
-    key.update(compiler.encode() + name.encode())
-    for path in libs.values():
-        key.update(sha256_file(path).encode())
-    out = cache_dir() / "bin" / key.hexdigest()[:20] / name
-    if out.is_file():
-        return out
+    key = b"".join(path.name.encode() + path.read_bytes() for path in sorted(RUNNER_SRC.iterdir()))
+    key += (compiler + name + "".join(sha256_file(p) for p in libs.values())).encode()
     lib_dirs = sorted({str(p.parent) for p in libs.values()})
-    with atomic_dir(out.parent) as tmp:
-        cmd = [compiler, "-std=c++17", "-O2", f"-I{_include_dir()}", f"-I{RUNNER_SRC}",
-               str(RUNNER_SRC / TOOLS[name]), "-o", str(tmp / name),
-               *[f"-L{d}" for d in lib_dirs], "-Wl,--no-as-needed", "-ltvm_runtime",
-               "-ltvm_ffi", "-ldl", "-Wl,-rpath,$ORIGIN/lib"]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            first = next((ln for ln in done.stderr.splitlines() if "error" in ln), done.stderr)
-            raise EdgecError(f"building {name} with {compiler} failed: {first[:300]}")
-    return out
+    return cached_program(name, key, lambda out: [
+        compiler, "-std=c++17", "-O2", f"-I{_include_dir()}", f"-I{RUNNER_SRC}",
+        str(RUNNER_SRC / TOOLS[name]), "-o", str(out), *[f"-L{d}" for d in lib_dirs],
+        "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-ldl", "-Wl,-rpath,$ORIGIN/lib"])
 
 
 _LAUNCHER = """#!/bin/sh

@@ -14,7 +14,6 @@ and a load that misses cache counts as one. Compare counts of the same model and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -33,23 +32,12 @@ INFERENCES_AT_ONE = 2
 
 def plugin() -> Path:
     """The plugin library, built once per source with the host's cc and cached."""
-    from .bundle import cache_dir
+    from .bundle import cached_program
 
-    source = PLUGIN_SOURCE.read_bytes()
-    key = hashlib.sha256(source).hexdigest()[:20]
-    out = cache_dir() / "qemu-plugin" / key / "libedgec-icount.so"
-    if out.is_file():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(f".{os.getpid()}.tmp")
     cc = os.environ.get("CC", "cc")
-    done = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-fvisibility=hidden", "-o", str(tmp),
-                           str(PLUGIN_SOURCE)], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise EdgecError(f"building the qemu plugin with {cc} failed: "
-                         f"{(done.stderr.strip().splitlines() or ['?'])[-1]}")
-    tmp.replace(out)
-    return out
+    return cached_program("libedgec-icount.so", PLUGIN_SOURCE.read_bytes() + cc.encode(),
+                          lambda out: [cc, "-O2", "-shared", "-fPIC", "-fvisibility=hidden",
+                                       "-o", str(out), str(PLUGIN_SOURCE)])
 
 
 def _emulator(manifest: dict[str, Any], cpu: str) -> list[str]:

@@ -11,11 +11,7 @@ Both are cached under edgec's cache folder.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import subprocess
-import sys
-import zipfile
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -31,52 +27,24 @@ WHEEL_PLATFORM = "manylinux_2_28_aarch64"
 
 def library() -> Path:
     """libonnxruntime.so of onnxruntime's aarch64 wheel, fetched once with pip."""
-    from edgec.fileio import atomic_dir
-
-    from .bundle import cache_dir
+    from .bundle import RECORD, cache_dir, fetch_from_wheels
 
     ver = version("onnxruntime")
     folder = cache_dir() / "onnxruntime" / f"{WHEEL_PLATFORM}-{ver}"
-    lib = folder / "libonnxruntime.so"
-    if lib.is_file():
-        return lib
-    with atomic_dir(folder) as tmp:
-        pyver = f"{sys.version_info.major}.{sys.version_info.minor}"
-        done = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-             "--platform", WHEEL_PLATFORM, "--python-version", pyver, "-d", str(tmp),
-             f"onnxruntime=={ver}"], capture_output=True, text=True)
-        wheels = list(tmp.glob("*.whl"))
-        if done.returncode != 0 or not wheels:
-            last = (done.stderr.strip().splitlines() or ["no wheel"])[-1]
-            raise EdgecError(f"could not fetch onnxruntime {ver} for {WHEEL_PLATFORM} ({last})")
-        with zipfile.ZipFile(wheels[0]) as zf:
-            member = next((m for m in zf.namelist()
-                           if "/capi/libonnxruntime.so" in m and "providers" not in m), None)
-            if member is None:
-                raise EdgecError(f"{wheels[0].name} holds no libonnxruntime.so")
-            (tmp / "libonnxruntime.so").write_bytes(zf.read(member))
-        wheels[0].unlink()
-    return lib
+    if not (folder / RECORD).is_file():
+        fetch_from_wheels(folder, WHEEL_PLATFORM, [f"onnxruntime=={ver}"],
+                          {f"onnxruntime/capi/libonnxruntime.so.{ver}": "libonnxruntime.so"},
+                          f"onnxruntime {ver}")
+    return folder / "libonnxruntime.so"
 
 
 def runner(compiler: str) -> Path:
     """edgec-ort-count, cross-built with `compiler` (cached by source and compiler)."""
-    from edgec.fileio import atomic_dir
+    from .bundle import cached_program
 
-    from .bundle import cache_dir
-
-    key = hashlib.sha256(SOURCE.read_bytes() + compiler.encode()).hexdigest()[:20]
-    out = cache_dir() / "bin" / key / "edgec-ort-count"
-    if out.is_file():
-        return out
-    with atomic_dir(out.parent) as tmp:
-        done = subprocess.run([compiler, "-std=c++17", "-O2", str(SOURCE), "-o",
-                               str(tmp / out.name), "-ldl"], capture_output=True, text=True)
-        if done.returncode != 0:
-            first = next((ln for ln in done.stderr.splitlines() if "error" in ln), done.stderr)
-            raise EdgecError(f"building edgec-ort-count with {compiler} failed: {first[:300]}")
-    return out
+    return cached_program("edgec-ort-count", SOURCE.read_bytes() + compiler.encode(),
+                          lambda out: [compiler, "-std=c++17", "-O2", str(SOURCE), "-o",
+                                       str(out), "-ldl"])
 
 
 def cpuinfo(cpu: str) -> str:
