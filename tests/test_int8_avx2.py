@@ -5,12 +5,11 @@ one step of the output quantize (tolerance as in test_int8_codegen)."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import onnx
 import pytest
-from test_int8_codegen import X_SHAPE, _output_step, _run_calls, quantize, small_cnn
+from test_int8_codegen import X_SHAPE, _disassembly, _output_step, _run_calls, quantize, small_cnn
 
 from edgec import targets
 from edgec.compiler import codegen
@@ -51,10 +50,7 @@ def test_avx2_int8_builds_on_vpmaddwd_and_matches(haswell):
     ex = codegen.build(onnx.load(qdq), target, {"x": X_SHAPE}, lowering)
     rules = list(lowering.kernels.values())
     assert rules.count("int8") == 5 and "unscheduled" not in rules  # 4 convs, the Gemm
-    lib = folder / "model.so"
-    ex.export_library(str(lib))
-    asm = subprocess.run(["objdump", "-d", str(lib)], capture_output=True, text=True,
-                         check=True).stdout
+    asm = _disassembly(ex, str(folder / "haswell.toml"), folder, "objdump")
     assert "vpmaddwd" in asm and "vpdpbusd" not in asm
     if _has_avx2():
         _run_calls(ex, qdq, X_SHAPE, tol=_output_step(qdq) * (1 + 1e-6))

@@ -160,13 +160,16 @@ def test_dot_product_takes_the_dense_convs_and_the_gemm(qdq_cnn):
     assert sorted(taken.values()) == [False, True, True, True, True], taken
 
 
-def _disassembly(ex, target_name: str, folder: Path, objdump: str) -> str:
+def _objdump(lib: Path, objdump: str) -> str:
+    """The disassembly of `lib` by `objdump` (skips the test where it is not installed)."""
     if shutil.which(objdump) is None:
         pytest.skip(f"{objdump} is not installed")
-    target = targets.get(target_name)
-    lib = codegen.export(ex, folder / "model.so", target)
     return subprocess.run([objdump, "-d", str(lib)], capture_output=True, text=True,
                           check=True).stdout
+
+
+def _disassembly(ex, target_name: str, folder: Path, objdump: str) -> str:
+    return _objdump(codegen.export(ex, folder / "model.so", targets.get(target_name)), objdump)
 
 
 def test_host_build_uses_vpdpbusd(host_build, tmp_path):
@@ -342,15 +345,21 @@ def test_requantize_is_one_multiply_add(qdq_cnn):
 @pytest.mark.skipif(shutil.which("qemu-aarch64") is None, reason="qemu-user is not installed")
 def test_rpi5_bundle_matches_onnxruntime_under_qemu(qdq_cnn, tmp_path):
     import edgec
-    from edgec.runtime.device import run_bundle
 
     out = tmp_path / "rpi5"
     edgec.compile(qdq_cnn, output=out, target="rpi5", bundle=True, latency=False)
-    step = _output_step(qdq_cnn)
+    _matches_under_qemu(out, qdq_cnn)
+
+
+def _matches_under_qemu(bundle: Path, qdq: Path) -> None:
+    """`bundle` under qemu within one output step of onnxruntime on `qdq`, two inputs."""
+    from edgec.runtime.device import run_bundle
+
+    step = _output_step(qdq)
     for seed in (11, 12):
         x = np.random.default_rng(seed).standard_normal(X_SHAPE).astype(np.float32)
-        result = run_bundle(out, device="qemu", feed={"x": x})
-        want = ort_run(qdq_cnn, {"x": x})[0]
+        result = run_bundle(bundle, device="qemu", feed={"x": x})
+        want = ort_run(qdq, {"x": x})[0]
         assert result.emulated
         assert np.abs(next(iter(result.outputs.values())) - want).max() <= step + 1e-6
 
@@ -364,25 +373,15 @@ def test_rpi4_bundle_uses_neon_int8_and_matches_onnxruntime_under_qemu(qdq_cnn, 
     multiply-accumulates are NEON's; the bundle runs under qemu as a Cortex-A72 (the target's
     emulator names that CPU, so an sdot would fault)."""
     import edgec
-    from edgec.runtime.device import run_bundle
 
     target = targets.get("rpi4")
     assert list(target.emulator[1:3]) == ["-cpu", "cortex-a72"], target.emulator
     assert not cpu_shape(target.tvm_target()).int8_dot
     out = tmp_path / "rpi4"
     edgec.compile(qdq_cnn, output=out, target="rpi4", bundle=True, latency=False)
-    if shutil.which("aarch64-linux-gnu-objdump") is None:
-        pytest.skip("aarch64-linux-gnu-objdump is not installed")
-    code = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(out / "model.so")],
-                          capture_output=True, text=True, check=True).stdout
+    code = _objdump(out / "model.so", "aarch64-linux-gnu-objdump")
     mnemonics = [line.split("\t")[2].split()[0] for line in code.splitlines()
                  if line.count("\t") >= 2 and line.split("\t")[2].strip()]
     assert any(m in NEON_INT8_MAC for m in mnemonics), sorted(set(mnemonics))
     assert "sdot" not in mnemonics and "udot" not in mnemonics
-    step = _output_step(qdq_cnn)
-    for seed in (11, 12):
-        x = np.random.default_rng(seed).standard_normal(X_SHAPE).astype(np.float32)
-        result = run_bundle(out, device="qemu", feed={"x": x})
-        want = ort_run(qdq_cnn, {"x": x})[0]
-        assert result.emulated
-        assert np.abs(next(iter(result.outputs.values())) - want).max() <= step + 1e-6
+    _matches_under_qemu(out, qdq_cnn)
