@@ -152,10 +152,14 @@ def analyze(model: onnx.ModelProto) -> ModelCost:
             activation_bytes=_numel(out_shape) * itemsize,
         ))
     cost.peak_activation_bytes, cost.input_bytes = _peak_memory(model, elem, shapes)
-    cost.weight_bytes = sum(
-        _numel(list(t.dims)) * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-        for t in model.graph.initializer)
+    cost.weight_bytes = weight_bytes(model)
     return cost
+
+
+def weight_bytes(model: onnx.ModelProto) -> int:
+    """The bytes of every initializer as stored (an int8 weight takes one)."""
+    return sum(_numel(list(t.dims)) * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+               for t in model.graph.initializer)
 
 
 def _peak_memory(model: onnx.ModelProto, elem: dict[str, int],

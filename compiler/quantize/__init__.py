@@ -31,6 +31,7 @@ from edgec.errors import EdgecError
 from edgec.fileio import atomic_write_bytes
 
 from .. import frontend, passes
+from ..analysis import weight_bytes
 from ..compress.samples import split
 from ..compress.score import Score, Scorer, sqnr_db
 from ..passes.graph import name_nodes
@@ -152,12 +153,8 @@ def quantize(model_path: str | Path, *, output: str | Path | None,
     return QuantizeResult(path, rows, tensors, scorer.original, choice.score, dtype,
                           opts.method, eq.to_json(), choice.tried, clock.seconds,
                           {"calibration": len(calib), "held_out": len(held)},
-                          (_weight_bytes(base), _weight_bytes(final)), warnings)
+                          (weight_bytes(base), weight_bytes(final)), warnings)
 
-
-def _weight_bytes(model: onnx.ModelProto) -> int:
-    return sum(int(np.prod(t.dims)) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-               for t in model.graph.initializer)
 
 
 def _write(model: onnx.ModelProto, output: str | Path, opts: QuantizeOptions,
