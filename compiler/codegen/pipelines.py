@@ -28,6 +28,10 @@ Tuning extracts its tasks after `constants` (fused_phases).
 (dlight's GPU rules as the floor), lower; see gpu/pipeline.py. Its build compiles the kernels
 with nvcc into the library and refuses kernels left on the host (gpu/checks.py).
 
+`opencl` (OpenCL targets: PoCL, Mali, Adreno): the same phases on TVM's generic GPU backend,
+dlight's Adreno rules tried before its GPU rules; the library holds the kernels' OpenCL C,
+checked to define every kernel (gpu/checks.py), and no kernel may stay on the host.
+
 `tvm-default` is TVM's own default pipeline: NCHW, fused, and no schedules at all (serial,
 scalar loops). It stays as the baseline the benchmarks compare against.
 """
@@ -222,4 +226,7 @@ PIPELINES: dict[str, Pipeline] = {
     "tvm-default": Pipeline(phases=_tvm_default),
     "gpu": Pipeline(phases=_gpu.phases, precisions=_gpu.PRECISIONS, prepare=_gpu.prepare,
                     check_lowered=_gpu_checks.check_lowered, check_library=_gpu.check_library),
+    "opencl": Pipeline(phases=_gpu.opencl_phases, precisions=_gpu.PRECISIONS,
+                       check_lowered=_gpu_checks.check_lowered,
+                       check_library=_gpu.check_opencl_library),
 }

@@ -90,3 +90,69 @@ def check_library(path: Path, arch: str) -> list[tuple[str, str]]:
         raise EdgecError(f"{Path(path).name} holds no {arch} machine code ({found}); no "
                          "artifact written")
     return entries
+
+
+class _Stream:
+    """A reader of the little-endian stream TVM serializes device modules in (strings and
+    vectors as a uint64 count, then the items)."""
+
+    def __init__(self, data: bytes, at: int = 0):
+        self.data, self.at = data, at
+
+    def u64(self) -> int:
+        (value,) = struct.unpack_from("<Q", self.data, self.at)
+        self.at += 8
+        return value
+
+    def raw(self, size: int) -> bytes:
+        if self.at + size > len(self.data):
+            raise ValueError("truncated")
+        chunk = self.data[self.at:self.at + size]
+        self.at += size
+        return chunk
+
+    def string(self) -> str:
+        return self.raw(self.u64()).decode()
+
+
+def opencl_module(data: bytes) -> tuple[dict[str, list[str]], str]:
+    """The OpenCL module TVM's export embeds in a library (kind "opencl" in its import blob):
+    each kernel's launch tags (blockIdx/threadIdx axes) by name, and the OpenCL C source.
+
+    The module's bytes are: format ("cl"), the function table (name; argument types, 4 bytes
+    each; launch tags; one int32 tag per argument), the source. ValueError where none is found.
+    """
+    at = data.find(struct.pack("<Q", 6) + b"opencl")
+    if at < 0:
+        raise ValueError("no OpenCL module")
+    stream = _Stream(data, at + 14)
+    stream.u64()  # the module's size in bytes
+    if stream.string() != "cl":
+        raise ValueError("OpenCL module not in source form")
+    kernels = {}
+    for _ in range(stream.u64()):
+        stream.string()  # the table's key: the kernel's name again
+        name = stream.string()
+        stream.raw(4 * stream.u64())
+        kernels[name] = [stream.string() for _ in range(stream.u64())]
+        stream.raw(4 * stream.u64())
+    return kernels, stream.string()
+
+
+def check_opencl_library(path: Path) -> dict[str, list[str]]:
+    """The kernels of an exported OpenCL library (name -> launch tags); an EdgecError unless
+    it holds an OpenCL module whose source defines every kernel of its table, with buffers only
+    (edgec's OpenCL runtime does not take image (texture) arguments)."""
+    try:
+        kernels, source = opencl_module(Path(path).read_bytes())
+    except (ValueError, struct.error, UnicodeDecodeError) as err:
+        raise EdgecError(f"{Path(path).name} holds no readable OpenCL module ({err}); no "
+                         "artifact written") from None
+    missing = [n for n in kernels if f"__kernel void {n}(" not in source]
+    if missing or not kernels:
+        raise EdgecError(f"{Path(path).name}: OpenCL kernels without source: "
+                         f"{', '.join(missing) or 'none at all'}; no artifact written")
+    if "image2d_t" in source:
+        raise EdgecError(f"{Path(path).name}: kernels take OpenCL images (textures), which "
+                         "edgec's OpenCL runtime does not run; no artifact written")
+    return kernels

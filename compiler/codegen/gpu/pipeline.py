@@ -1,4 +1,5 @@
-"""The `gpu` pipeline's phases (a CUDA target picks it with `pipeline = "gpu"`).
+"""The GPU pipelines' phases: `gpu` (CUDA targets) and `opencl` (OpenCL targets: PoCL here,
+Mali and Adreno phones).
 
     dispatch   TVM's library dispatch for CUDA (sampling, sort and scan)
     precision  with --precision fp16: every op in float16 where TVM's ToMixedPrecision allows,
@@ -10,9 +11,15 @@
                the whole plane), Fallback (elementwise, depthwise, windowed pooling)
     lower      TVM's lowering to the VM (memory planning, CUDA graph capture of static parts)
 
-Before the TIR build, checks.check_lowered refuses a kernel left without a GPU thread binding;
-the build compiles the kernels with nvcc (nvcc.py) and the export is checked for the target's
-machine code (checks.check_library).
+`opencl` has the same phases on TVM's generic GPU backend (no library dispatch, no CUDA
+graphs); its schedule phase tries dlight's Adreno rules first (conv2d, pooling, layout
+transforms, written for mobile GPUs' OpenCL) and then the GPU rules above. Its kernels stay
+OpenCL C in the library, compiled by the phone's driver when the artifact loads.
+
+Before the TIR build, checks.check_lowered refuses a kernel left without a GPU thread binding.
+A CUDA build compiles the kernels with nvcc (nvcc.py) and its export is checked for the
+target's machine code (checks.check_library); an OpenCL export for a kernel source per kernel
+(checks.check_opencl_library).
 """
 
 from __future__ import annotations
@@ -64,10 +71,53 @@ def _half() -> Any:
     return half
 
 
-def phases(tvm_target: Any, lowering: Any) -> list[tuple[str, list[Any]]]:
-    from tvm import relax
-    from tvm.relax.backend.cuda import pipeline as stock
+def adreno_rules() -> list[Any]:
+    """dlight's rules for mobile GPUs' OpenCL, tried before the GPU rules."""
     from tvm.s_tir import dlight as dl
+
+    return [dl.adreno.Conv2d(), dl.adreno.LayoutTransform(), dl.adreno.Pool2D()]
+
+
+Phases = list[tuple[str, list[Any]]]
+
+
+def rule_name(rule: Any) -> str:
+    """"adreno.Conv2d", "gpu.Matmul": a dlight rule by its family and class."""
+    return f"{type(rule).__module__.split('.')[-2]}.{type(rule).__name__}"
+
+
+def _schedule(rules: list[Any], lowering: Any) -> Any:
+    """dlight's ApplyDefaultSchedule, noting which rule took each kernel (lowering.kernels:
+    its rule_name, or "unscheduled" where none applied) for the compile summary."""
+    import tvm
+    from tvm import tirx
+
+    @tvm.transform.module_pass(opt_level=0, name="EdgecGpuSchedule")
+    def schedule(mod: Any, _ctx: Any) -> Any:
+        done = {}
+        for gv, func in mod.functions_items():
+            if not isinstance(func, tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled"):
+                continue
+            target = func.attrs.get("target") or tvm.target.Target.current(allow_none=False)
+            taken = "unscheduled"
+            for rule in rules:
+                space = rule.apply(func, target, False)
+                if space is not None:
+                    sch = space[0] if isinstance(space, list) else space
+                    done[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+                    taken = rule_name(rule)
+                    break
+            if lowering is not None:
+                lowering.kernels[gv.name_hint] = taken
+        for gv, func in done.items():
+            mod[gv] = func
+        return mod
+
+    return schedule
+
+
+def _phases(stock: Any, tvm_target: Any, lowering: Any, rules: list[Any]) -> Phases:
+    from tvm import relax
 
     precision = [_half()] if getattr(lowering, "precision", "fp32") == "fp16" else []
     return [
@@ -76,9 +126,23 @@ def phases(tvm_target: Any, lowering: Any) -> list[tuple[str, list[Any]]]:
         ("legalize", [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
                       relax.transform.FoldConstant(), relax.transform.FuseOps(),
                       relax.transform.FuseTIR()]),
-        ("schedule", [dl.ApplyDefaultSchedule(*dlight_rules())]),
+        ("schedule", [_schedule(rules, lowering)]),
         ("lower", stock.dataflow_lower_passes(tvm_target) + stock.finalize_passes(tvm_target)),
     ]
+
+
+def phases(tvm_target: Any, lowering: Any) -> Phases:
+    """The `gpu` pipeline (CUDA)."""
+    from tvm.relax.backend.cuda import pipeline as stock
+
+    return _phases(stock, tvm_target, lowering, dlight_rules())
+
+
+def opencl_phases(tvm_target: Any, lowering: Any) -> Phases:
+    """The `opencl` pipeline."""
+    from tvm.relax.backend.gpu_generic import pipeline as stock
+
+    return _phases(stock, tvm_target, lowering, adreno_rules() + dlight_rules())
 
 
 def prepare() -> None:
@@ -94,3 +158,9 @@ def check_library(path: Path, tvm_target: Any) -> list[tuple[str, str]]:
     from .checks import check_library as check
 
     return check(path, str(tvm_target.attrs.get("arch", "")))
+
+
+def check_opencl_library(path: Path, _tvm_target: Any) -> dict[str, list[str]]:
+    from .checks import check_opencl_library as check
+
+    return check(path)
