@@ -335,8 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
                                           "name)")
     r.add_argument("--seed", type=int, default=0, help="seed of random inputs (when no --input)")
     r.add_argument("--threads", type=int)
-    r.add_argument("--device", help="run the bundle on: qemu (emulated here), local, or "
-                                    "ssh://[user@]host[:port]")
+    r.add_argument("--device", help="run the bundle on: qemu (emulated here), local, "
+                                    "ssh://[user@]host[:port], or adb[://SERIAL] (an Android "
+                                    "phone; an android-arm64 bundle)")
     r.add_argument("--repeat", type=int, default=0, metavar="N", help="time N runs")
     r.add_argument("--warmup", type=int, default=1, metavar="M")
     r.set_defaults(fn=cmd_run)

@@ -8,6 +8,8 @@
                                             the board as a tuning/measurement node
       lib/libtvm_runtime.so, libtvm_ffi.so  TVM's runtime for the target, from PyPI's wheels
       run.sh, README.txt                    one command on the board
+      lib/ld-linux-*.so.1, libc.so.6, ...   a self-contained target's loader and C/C++
+                                            libraries (runtime/selfcontained.py)
 
 The runtime libraries come from the `apache-tvm` / `apache-tvm-ffi` wheels of the versions
 edgec compiles with, for the target's platform tag (targets' `[deploy] wheel_platform`),
@@ -35,6 +37,7 @@ from edgec.fileio import atomic_dir
 from edgec.targets import Target
 
 from .artifact import file_stem, sha256_file
+from .selfcontained import add_system_libs, loader_command
 
 RUNNER_SRC = Path(__file__).resolve().parent / "device"
 LIBS = {"apache-tvm": ("tvm", "libtvm_runtime.so"), "apache-tvm-ffi": ("tvm_ffi", "libtvm_ffi.so")}
@@ -165,7 +168,7 @@ if [ -n "$emu" ]; then
   export EDGEC_EMULATED=1
   echo "run.sh: note: running under emulation ($emu); latency is not device speed" >&2
 fi
-exec $emu "$here/{binary}" {fixed_args}"$@"
+exec $emu {loader}"$here/{binary}" {fixed_args}"$@"
 """
 _SCRIPTS = {
     "run.sh": ("edgec-run", '--bundle "$here" ',
@@ -189,17 +192,48 @@ Outputs: {outputs}.
 Files go by the tensor's name, each byte outside [A-Za-z0-9._-] (and a leading '.') as %XX,
 one over 200 bytes cut and ended with ~ and a hash; --input takes the name or that file stem
 (manifest.json: "file" of each input and output).
-Needs a 64-bit Linux with glibc >= 2.28 (Raspberry Pi OS 64-bit, Debian 11+, Ubuntu 20.04+);
-no Python. A board with Python can instead `pip install apache-tvm=={tvm}
+{needs}; no Python. A board with Python can instead `pip install apache-tvm=={tvm}
 apache-tvm-ffi=={ffi}` and use `edgec.runtime`. Runtime libraries: lib/ (sha256 in
 manifest.json under "bundle").
 {device_note}"""
+_NEEDS = ("Needs a 64-bit Linux with glibc >= 2.28 (Raspberry Pi OS 64-bit, Debian 11+, "
+          "Ubuntu 20.04+)")
+_NEEDS_SELF_CONTAINED = ("Needs only a 64-bit {arch} Linux kernel (an Android phone from adb "
+                         "shell, any Linux)")
+_SELF_CONTAINED_NOTE = """
+lib/ also carries glibc's loader ({loader}) and the C/C++ libraries: run.sh and rpc.sh start
+the programs through it, so nothing of the system's libraries is used. On an Android phone:
+
+    adb push BUNDLE /data/local/tmp/              # BUNDLE: this folder
+    adb shell sh /data/local/tmp/BUNDLE/run.sh --repeat 50 --threads {threads}
+
+or, from the computer, `edgec run BUNDLE --device adb[://SERIAL]`.
+"""
 _DEVICE_NOTES = {"cuda": """
 The kernels run on the NVIDIA GPU (CUDA {gpu_arch} machine code in model.so; nothing is
 compiled on the board). lib/libtvm_runtime_cuda.so is TVM's CUDA runtime: it needs the CUDA 13
 runtime (libcudart.so.13) and a driver that supports CUDA 13 (libcuda.so.1) on the library
 path; without them run.sh stops with the loader's message naming the missing library.
 """}
+
+
+def _write_readme(folder: Path, target: Target, manifest: dict[str, Any], loader: str) -> None:
+    """README.txt: how to run the bundle; `loader`: a self-contained bundle's loader, or ""."""
+    spec = lambda specs: ", ".join(  # noqa: E731
+        f"{s['name']} {s['dtype']}{s['shape']}" + (f" (file {s['file']})"
+                                                   if s["file"] != f"{s['name']}.npy" else "")
+        for s in specs)
+    threads = target.threads or 4
+    note = _DEVICE_NOTES.get(target.device, "").format(gpu_arch=target.tvm.get("arch", ""))
+    if loader:
+        note += _SELF_CONTAINED_NOTE.format(loader=loader, threads=threads)
+    (folder / "README.txt").write_text(_README.format(
+        name=Path(manifest["source"]["path"]).name, target=target.name, arch=target.arch,
+        first_input=file_stem(manifest["inputs"][0]["name"]), threads=threads,
+        inputs=spec(manifest["inputs"]), outputs=spec(manifest["outputs"]),
+        tvm=version("apache-tvm"), ffi=version("apache-tvm-ffi"),
+        needs=_NEEDS_SELF_CONTAINED.format(arch=target.arch) if loader else _NEEDS,
+        device_note=note))
 
 
 def add_bundle(folder: Path, target: Target, manifest: dict[str, Any],
@@ -215,25 +249,19 @@ def add_bundle(folder: Path, target: Target, manifest: dict[str, Any],
         shutil.copy2(path, folder / "lib" / name)
     for name in TOOLS:
         shutil.copy2(build_tool(target, name, cc), folder / name)
+    loader, system = (add_system_libs(folder, target.compiler(cc)) if target.self_contained
+                      else ("", []))
     values = {"arch": target.arch, "emulator": " ".join(target.emulator),
-              "emulator_cmd": target.emulator[0] if target.emulator else ""}
+              "emulator_cmd": target.emulator[0] if target.emulator else "",
+              "loader": loader_command(loader) if loader else ""}
     for script, (binary, fixed_args, usage) in _SCRIPTS.items():
         path = folder / script
         path.write_text(_LAUNCHER.format(binary=binary, fixed_args=fixed_args, usage=usage,
                                          **values))
         path.chmod(0o755)
-    spec = lambda specs: ", ".join(  # noqa: E731
-        f"{s['name']} {s['dtype']}{s['shape']}" + (f" (file {s['file']})"
-                                                   if s["file"] != f"{s['name']}.npy" else "")
-        for s in specs)
-    (folder / "README.txt").write_text(_README.format(
-        name=Path(manifest["source"]["path"]).name, target=target.name, arch=target.arch,
-        first_input=file_stem(manifest["inputs"][0]["name"]), threads=target.threads or 4,
-        inputs=spec(manifest["inputs"]), outputs=spec(manifest["outputs"]),
-        tvm=version("apache-tvm"), ffi=version("apache-tvm-ffi"),
-        device_note=_DEVICE_NOTES.get(target.device, "").format(
-            gpu_arch=target.tvm.get("arch", ""))))
-    files = [*TOOLS, *[f"lib/{n}" for n in libs]]
+    _write_readme(folder, target, manifest, loader)
+    files = [*TOOLS, *[f"lib/{n}" for n in [*libs, *system]]]
     return {"runner": "edgec-run", "run": "run.sh", "rpc": "rpc.sh",
             "emulator": list(target.emulator), "proxy_cpu": target.proxy_cpu,
+            **({"loader": f"lib/{loader}"} if loader else {}),
             "sha256": {Path(rel).name: sha256_file(folder / rel) for rel in files}}

@@ -7,6 +7,10 @@ Devices:
 - `ssh://[user@]host[:port]`: copy the bundle and inputs to a fresh folder on the board,
   run run.sh there, copy the outputs back, remove the folder. Extra ssh/scp options (identity
   file, known-hosts file, ...) come from $EDGEC_SSH_OPTS; the board's own ~/.ssh/config applies.
+- `adb[://SERIAL]`: an Android phone over adb, the same steps (adb push, adb shell, adb pull)
+  in a fresh folder under /data/local/tmp; SERIAL (else $ANDROID_SERIAL) picks one of several
+  attached phones. The bundle must not need the phone's libraries: a self-contained target's
+  (android-arm64: it carries glibc's loader and libraries, runtime/selfcontained.py).
 
 run_bundle_many runs a whole test set with one runner process per chunk of samples (the
 runner's --samples), not one per sample: each process pays the emulator's start and the
@@ -18,9 +22,11 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,8 +119,53 @@ def _run_here(bundle: Path, manifest: dict, feed: dict[str, np.ndarray], flags: 
                         "qemu" if emulate else "local", done.stderr)
 
 
-def _run_ssh(bundle: Path, manifest: dict, url: str, feed: dict[str, np.ndarray],
-             flags: list[str]) -> DeviceRun:
+@dataclass(frozen=True)
+class _Board:
+    """A board reached over some link (ssh, adb): how to run a command there, copy files there
+    and back, and where a fresh folder goes."""
+
+    name: str  # names the board in messages
+    reach: str  # what the first command there does, for its error ("ssh to HOST")
+    shell: list[str]  # the argv that runs one shell command (appended) there
+    push: Callable[[list[str], str], list[str]]  # argv copying local paths into a folder there
+    pull: Callable[[str, str], list[str]]  # argv copying a path there into a local folder
+    root: str  # the folder there that fresh folders go in
+
+
+def _run_remote(bundle: Path, manifest: dict, board: _Board, feed: dict[str, np.ndarray],
+                flags: list[str], device: str) -> DeviceRun:
+    """Copy the bundle and inputs to a fresh folder on the board, run run.sh there, copy the
+    outputs back, and remove the folder whatever happened."""
+    remote = f"{board.root}/edgec-{uuid.uuid4().hex[:12]}"
+
+    def call(cmd: list[str], what: str) -> subprocess.CompletedProcess:
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                                  stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise EdgecError(f"{what} failed: no answer in 600 s") from None
+        _check(done, what)
+        return done
+
+    with tempfile.TemporaryDirectory(prefix="edgec-remote-") as tmp:
+        local_inputs = _write_inputs(Path(tmp), feed)
+        call([*board.shell, f"mkdir -p {remote}/out"], board.reach)
+        try:
+            call(board.push([str(bundle), *local_inputs.values()], remote),
+                 f"copying the bundle to {board.name}")
+            inputs = {n: f"{remote}/{Path(p).name}" for n, p in local_inputs.items()}
+            args = _runner_args(inputs, f"{remote}/out", flags)
+            run = call([*board.shell, " ".join(shlex.quote(a) for a in
+                                               ["sh", f"{remote}/{bundle.name}/run.sh", *args])],
+                       f"running the bundle on {board.name}")
+            call(board.pull(f"{remote}/out", tmp), f"copying the outputs from {board.name}")
+        finally:
+            subprocess.run([*board.shell, f"rm -rf {remote}"], capture_output=True, timeout=120,
+                           stdin=subprocess.DEVNULL)
+        return _collect(Path(tmp) / "out", manifest, run.stdout, device, run.stderr)
+
+
+def _ssh_board(url: str) -> _Board:
     parsed = urlparse(url)
     if not parsed.hostname:
         raise EdgecError(f"bad device '{url}'; expected ssh://[user@]host[:port]")
@@ -122,31 +173,45 @@ def _run_ssh(bundle: Path, manifest: dict, url: str, feed: dict[str, np.ndarray]
     opts = ["-o", "BatchMode=yes", *shlex.split(os.environ.get("EDGEC_SSH_OPTS", ""))]
     ssh = ["ssh", *opts] + (["-p", str(parsed.port)] if parsed.port else []) + [host]
     scp = ["scp", "-q", "-r", *opts] + (["-P", str(parsed.port)] if parsed.port else [])
-    remote = f"/tmp/edgec-{uuid.uuid4().hex[:12]}"
+    return _Board(name=host, reach=f"ssh to {host}", shell=ssh,
+                  push=lambda paths, folder: [*scp, *paths, f"{host}:{folder}/"],
+                  pull=lambda path, folder: [*scp, f"{host}:{path}", folder], root="/tmp")
 
-    def sh(command: str, what: str) -> subprocess.CompletedProcess:
-        done = subprocess.run([*ssh, command], capture_output=True, text=True, timeout=600)
-        _check(done, what)
-        return done
 
-    with tempfile.TemporaryDirectory(prefix="edgec-ssh-") as tmp:
-        local_inputs = _write_inputs(Path(tmp), feed)
-        sh(f"mkdir -p {remote}/out", f"ssh to {host}")
-        try:
-            done = subprocess.run([*scp, str(bundle), *local_inputs.values(),
-                                   f"{host}:{remote}/"], capture_output=True, text=True)
-            _check(done, f"copying the bundle to {host}")
-            inputs = {n: f"{remote}/{Path(p).name}" for n, p in local_inputs.items()}
-            args = _runner_args(inputs, f"{remote}/out", flags)
-            run = sh(" ".join(shlex.quote(a) for a in
-                              ["sh", f"{remote}/{bundle.name}/run.sh", *args]),
-                     f"running the bundle on {host}")
-            done = subprocess.run([*scp, f"{host}:{remote}/out", tmp], capture_output=True,
-                                  text=True)
-            _check(done, f"copying the outputs from {host}")
-        finally:
-            subprocess.run([*ssh, f"rm -rf {remote}"], capture_output=True, timeout=120)
-        return _collect(Path(tmp) / "out", manifest, run.stdout, url, run.stderr)
+def _adb_devices() -> dict[str, str]:
+    """serial -> state ("device", "unauthorized", "offline", ...) as `adb devices` lists them."""
+    if shutil.which("adb") is None:
+        raise EdgecError("adb not found: install Android's platform tools (Debian: apt install "
+                         "adb; ./dev setup does) to run on a phone")
+    done = subprocess.run(["adb", "devices"], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    _check(done, "adb devices")
+    return dict(ln.split("\t")[:2] for ln in done.stdout.splitlines() if ln.count("\t") == 1)
+
+
+def _adb_board(url: str) -> _Board:
+    """The phone `adb` or `adb://SERIAL` names, checked to be attached and ready."""
+    serial = os.environ.get("ANDROID_SERIAL", "") if url == "adb" else url[len("adb://"):]
+    if url != "adb" and not serial:
+        raise EdgecError(f"bad device '{url}'; expected adb or adb://SERIAL")
+    states = _adb_devices()
+    listed = ", ".join(f"{s} ({state})" for s, state in states.items()) or "none"
+    ready = [s for s, state in states.items() if state == "device"]
+    if serial and states.get(serial) != "device":
+        raise EdgecError(f"adb device '{serial}' is not attached and ready (adb devices lists: "
+                         f"{listed})")
+    if not serial and not ready:
+        raise EdgecError(f"no Android device attached and ready (adb devices lists: {listed}); "
+                         "connect a phone with USB debugging on and allow this computer")
+    if not serial and len(ready) > 1:
+        raise EdgecError(f"several adb devices attached ({listed}); pick one with "
+                         "--device adb://SERIAL")
+    serial = serial or ready[0]
+    name = f"adb device {serial}"
+    adb = ["adb", "-s", serial]  # the one checked, whatever else is attached
+    return _Board(name=name, reach=f"adb shell on {name}", shell=[*adb, "shell"],
+                  push=lambda paths, folder: [*adb, "push", *paths, f"{folder}/"],
+                  pull=lambda path, folder: [*adb, "pull", path, folder], root="/data/local/tmp")
 
 
 def run_bundle(bundle: str | Path, *, device: str, feed: dict[str, np.ndarray],
@@ -174,13 +239,16 @@ def run_bundle(bundle: str | Path, *, device: str, feed: dict[str, np.ndarray],
         if device in ("qemu", "local"):
             return _run_here(bundle, manifest, feed, flags, emulate=device == "qemu")
         if device.startswith("ssh://"):
-            return _run_ssh(bundle, manifest, device, feed, flags)
+            return _run_remote(bundle, manifest, _ssh_board(device), feed, flags, device)
+        if device == "adb" or device.startswith("adb://"):
+            return _run_remote(bundle, manifest, _adb_board(device), feed, flags, device)
     except EdgecError as err:
         if samples and "unknown argument --samples" in str(err):
             raise EdgecError(f"{err}: this bundle's runner predates --samples; compile the "
                              "bundle again with this edgec") from None
         raise
-    raise EdgecError(f"unknown device '{device}'; use qemu, local or ssh://[user@]host[:port]")
+    raise EdgecError(f"unknown device '{device}'; use qemu, local, ssh://[user@]host[:port] or "
+                     "adb[://SERIAL]")
 
 
 def _stack(manifest: dict, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -6,7 +6,10 @@ A file names the TVM target dict (`[tvm]`), the C++ compiler that links the arti
 
 `[deploy]` says where the bundle's TVM runtime libraries come from (`wheel_platform`: a PyPI
 platform tag, or "installed" for this machine's) and how to emulate the target here
-(`emulator`, e.g. qemu-aarch64).
+(`emulator`, e.g. qemu-aarch64). `self_contained = true` makes the bundle carry the C
+library's loader and the C/C++ libraries its programs need, from the compiler's sysroot, and
+start its programs through that loader: it then uses nothing of the device's system libraries
+(a glibc bundle runs on Android; runtime/selfcontained.py).
 
 Two placeholders keep host-specific facts out of the files: the value "detect" (for `arch`,
 `tvm.mtriple`, `tvm.mcpu`, the same in a GPU target's `[tvm.host]`, and a CUDA target's
@@ -61,6 +64,7 @@ class Target:
     emulator: tuple[str, ...] = ()
     device: str = "cpu"
     proxy_cpu: str = ""  # the emulator's model of the board's core (runtime/icount.py)
+    self_contained: bool = False  # the bundle carries its loader and C/C++ libraries
 
     def tvm_target(self) -> Any:
         """The `tvm.target.Target` for codegen (TVM is imported only here)."""
@@ -194,6 +198,7 @@ def _read(path: Path) -> Target:
         emulator=tuple((data.get("deploy") or {}).get("emulator", ())),
         device=device,
         proxy_cpu=str((data.get("deploy") or {}).get("proxy_cpu", "")),
+        self_contained=bool((data.get("deploy") or {}).get("self_contained", False)),
     )
 
 

@@ -174,10 +174,15 @@ def test_device_needs_a_bundle(artifacts, cli):
     assert code == 2 and "without a device runner" in err
 
 
-def test_no_prebuilt_runtime_for_android(cli, tmp_path):
+def test_no_prebuilt_runtime_for_a_target_without_wheel_platform(cli, tmp_path):
+    """A target file with no [deploy] wheel_platform (android-arm64 has one now: tests/
+    test_android.py) gets no bundle, and nothing is written."""
     models.export("lenet5", tmp_path / "m.onnx")
-    code, _, err = cli("compile", tmp_path / "m.onnx", "--target", "android-arm64", "--cc",
-                       "aarch64-linux-gnu-g++", "--bundle", "-o", tmp_path / "out")
+    (tmp_path / "bare.toml").write_text(
+        'arch = "aarch64"\n[tvm]\nkind = "llvm"\nmtriple = "aarch64-linux-gnu"\n'
+        '[toolchain]\ncc = "aarch64-linux-gnu-g++"\n')
+    code, _, err = cli("compile", tmp_path / "m.onnx", "--target", tmp_path / "bare.toml",
+                       "--bundle", "-o", tmp_path / "out")
     assert code == 2 and "no prebuilt runtime" in err
     assert not (tmp_path / "out").exists()
 

@@ -22,7 +22,8 @@ def test_board_facts():
     assert rpi5.tvm["mcpu"] == "cortex-a76" and "+dotprod" in rpi5.tvm["mattr"]
     assert rpi5.threads == 4 and rpi5.arch == "aarch64"
     assert targets.get("rpi4").tvm["mcpu"] == "cortex-a72"
-    assert targets.get("android-arm64").tvm["mtriple"] == "aarch64-linux-android"
+    android = targets.get("android-arm64")  # no NDK: glibc cross toolchain, self-contained
+    assert android.tvm["mtriple"] == "aarch64-linux-gnu" and android.self_contained
 
 
 def test_host_is_detected():
@@ -32,24 +33,33 @@ def test_host_is_detected():
     assert host.runs_here() and host.cpu_detected
 
 
-def test_android_without_ndk_is_a_clear_error(monkeypatch):
-    monkeypatch.delenv("ANDROID_NDK_HOME", raising=False)
-    with pytest.raises(EdgecError, match=r"needs \$ANDROID_NDK_HOME .* pass --cc"):
-        targets.get("android-arm64").compiler()
+def _ndk_style_target(folder) -> str:
+    """A user target whose compiler lives under $EDGEC_TEST_NDK (an `{ENV_VAR}` in cc)."""
+    path = folder / "ndk.toml"
+    path.write_text('arch = "aarch64"\n[tvm]\nkind = "llvm"\nmtriple = "aarch64-linux-android"\n'
+                    '[toolchain]\ncc = "{EDGEC_TEST_NDK}/bin/aarch64-linux-android24-clang++"\n')
+    return str(path)
+
+
+def test_cc_env_placeholder_unset_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.delenv("EDGEC_TEST_NDK", raising=False)
+    with pytest.raises(EdgecError, match=r"needs \$EDGEC_TEST_NDK .* pass --cc"):
+        targets.get(_ndk_style_target(tmp_path)).compiler()
 
 
 def test_android_cc_override():
     assert targets.get("android-arm64").compiler("g++") == "g++"
 
 
-def test_android_compile_without_ndk_writes_nothing(cli, tmp_path, monkeypatch):
+def test_compile_without_the_cc_env_var_writes_nothing(cli, tmp_path, monkeypatch):
     from edgec import models
 
-    monkeypatch.delenv("ANDROID_NDK_HOME", raising=False)
+    monkeypatch.delenv("EDGEC_TEST_NDK", raising=False)
     src = tmp_path / "m.onnx"
     models.export("lenet5", src)
-    code, _, err = cli("compile", src, "--target", "android-arm64", "-o", tmp_path / "out")
-    assert code == 2 and "ANDROID_NDK_HOME" in err
+    code, _, err = cli("compile", src, "--target", _ndk_style_target(tmp_path), "-o",
+                       tmp_path / "out")
+    assert code == 2 and "EDGEC_TEST_NDK" in err
     assert not (tmp_path / "out").exists()
 
 
