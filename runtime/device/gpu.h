@@ -1,6 +1,7 @@
-// GPU artifacts in edgec-run: the device named by manifest.json's target.device, its TVM
-// runtime library (lib/libtvm_runtime_cuda.so, loaded at start: it needs the CUDA runtime and
-// driver, which only a GPU board has), and the copies between host and device memory.
+// GPU artifacts in edgec-run: the device named by manifest.json's target.device, its runtime
+// library (lib/libtvm_runtime_cuda.so, which needs the CUDA runtime and driver only a GPU
+// board has, or lib/libedgec_opencl.so, which needs an OpenCL driver; loaded at start), and
+// the copies between host and device memory.
 //
 // Inputs are read into host tensors as for the CPU and copied into device tensors allocated
 // once; each run copies them in, runs the model and copies its outputs back, so a timed run
@@ -21,16 +22,24 @@ namespace edgec {
 
 namespace ffi = tvm::ffi;
 
-// The device of `name` ("cpu" or "cuda"); for cuda, TVM's CUDA runtime is loaded from the
-// bundle's lib/ (an exception carries the loader's message, e.g. a missing libcudart.so.13).
+// The device of `name` ("cpu", "cuda" or "opencl"). For a GPU the runtime library that runs
+// its kernels is loaded from the bundle's lib/ first: TVM's CUDA runtime
+// (libtvm_runtime_cuda.so), or edgec's OpenCL runtime (libedgec_opencl.so, which opens the
+// device's OpenCL driver itself). An exception carries the loader's message, e.g. a missing
+// libcudart.so.13.
 inline DLDevice OpenDevice(const std::string& bundle, const std::string& name) {
   if (name == "cpu") return DLDevice{kDLCPU, 0};
-  if (name != "cuda") throw std::runtime_error("this runner opens cpu and cuda artifacts, not " + name);
-  std::string lib = bundle + "/lib/libtvm_runtime_cuda.so";
-  if (dlopen(lib.c_str(), RTLD_NOW | RTLD_GLOBAL) == nullptr) {
-    throw std::runtime_error(std::string("cannot load TVM's CUDA runtime: ") + dlerror());
+  if (name != "cuda" && name != "opencl") {
+    throw std::runtime_error("this runner opens cpu, cuda and opencl artifacts, not " + name);
   }
-  return DLDevice{kDLCUDA, 0};
+  bool cuda = name == "cuda";
+  std::string lib = bundle + (cuda ? "/lib/libtvm_runtime_cuda.so" : "/lib/libedgec_opencl.so");
+  if (dlopen(lib.c_str(), RTLD_NOW | RTLD_GLOBAL) == nullptr) {
+    throw std::runtime_error(std::string(cuda ? "cannot load TVM's CUDA runtime: "
+                                              : "cannot load edgec's OpenCL runtime: ") +
+                             dlerror());
+  }
+  return cuda ? DLDevice{kDLCUDA, 0} : DLDevice{kDLOpenCL, 0};
 }
 
 inline ffi::Function Global(const char* name) {
