@@ -275,7 +275,8 @@ def compile(model_path: str | Path, *, output: str | Path, target: str = "host",
                 from edgec.runtime.bundle import add_bundle
 
                 manifest["bundle"] = add_bundle(tmp, tgt, manifest, cc)
-        emulate = bundle and not tgt.runs_here() and bool(tgt.emulator)
+        # the emulator runs the CPU's code; a GPU's is not there to run under it
+        emulate = bundle and not tgt.runs_here() and bool(tgt.emulator) and tgt.device == "cpu"
         if precision != "fp32":
             manifest["validation"] = {"skipped": f"{precision} kernels: not held to fp32's "
                                       "tolerance (benchmarks/gpu.sh checks them)"}

@@ -85,12 +85,16 @@ def compile_summary(manifest: dict[str, Any], artifact: str) -> list[str]:
             lines.append(
                 f"latency  edgec {lat['edgec_ms']:.2f} ms vs onnxruntime "
                 f"{lat['onnxruntime_ms']:.2f} ms = {lat['ratio']:.2f}x ORT (medians, "
-                f"{lat['threads']} threads, {_method(lat)})")
+                f"{lat['threads']} threads, {_method(lat)})" + _note(lat))
     lines.append(f"artifact {artifact}  (sha256 {manifest['sha256'][:16]}…)")
     if "bundle" in manifest:
         lines.append(f"bundle   {artifact}/run.sh runs it on the board (no Python); "
-                     f"edgec run {artifact} --device qemu|ssh://user@host")
+                     f"edgec run {artifact} --device qemu|ssh://user@host|adb")
     return lines
+
+
+def _note(lat: dict[str, Any]) -> str:
+    return f"; {lat['note']}" if lat.get("note") else ""
 
 
 def _method(lat: dict[str, Any]) -> str:
@@ -154,7 +158,7 @@ def bench_lines(r: dict[str, Any]) -> list[str]:
         f"onnxruntime  {r['onnxruntime_ms']:9.3f} ms  {'':>17}  "
         f"{r['onnxruntime_gflops']:7.1f} GFLOP/s",
         f"ratio    edgec / onnxruntime = {r['ratio']:.2f}x (medians of {r['runs']} and "
-        f"{r['onnxruntime_runs']} runs, {_method(r)})",
+        f"{r['onnxruntime_runs']} runs, {_method(r)})" + _note(r),
     ]
     if r.get("interleaved"):
         i = r["interleaved"]

@@ -129,9 +129,13 @@ def compare_alone(artifact: str | Path, reference: str | Path, feed: dict[str, n
     onnxruntime, per process, at random), so each runtime's figure is its best process's median
     call, the speed a process gets where nothing slows it, and every process's median is kept
     beside it (`*_processes_ms`)."""
+    from edgec.runtime import speed_note
+    from edgec.runtime.artifact import read_manifest
+
     a, b = round_robin([("edgec", artifact, threads), ("onnxruntime", reference, threads)],
                        feed, seconds, rounds)
     return {"edgec_ms": a["median_ms"], "onnxruntime_ms": b["median_ms"],
+            "note": speed_note(read_manifest(Path(artifact))),  # "" where it is device speed
             "ratio": a["median_ms"] / b["median_ms"], "runs": a["runs"],
             "onnxruntime_runs": b["runs"], "threads": threads, "method": "alone",
             "processes": len(a["processes_ms"]), "edgec_processes_ms": a["processes_ms"],

@@ -70,6 +70,8 @@ def lines(result: dict[str, Any]) -> list[str]:
     for e in [result["reference"], *result["candidates"]]:
         if "skipped" in e["latency"]:
             out.append(f"latency of {e['name']}: not measured: {e['latency']['skipped']}")
+        elif e["latency"].get("note"):
+            out.append(f"latency of {e['name']}: {e['latency']['note']}")
     return out
 
 

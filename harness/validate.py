@@ -80,6 +80,9 @@ def _latencies(models: list[Model], feed: dict[str, np.ndarray], opts: Options
     """Every model that runs here timed alone in fresh processes, the models taking turns
     (harness/latency.round_robin); a bundle on a device by its runner there; none under
     qemu."""
+    from edgec.runtime import speed_note
+    from edgec.runtime.artifact import read_manifest
+
     from .latency import round_robin
 
     here = [m for m in models if m.kind == "onnx" or m.device == "here"]
@@ -92,7 +95,8 @@ def _latencies(models: list[Model], feed: dict[str, np.ndarray], opts: Options
     for m in models:
         if id(m) in timed:
             where = "onnxruntime" if m.kind == "onnx" else "edgec"
-            out.append({**timed[id(m)], "where": f"{where}, this machine"})
+            note = speed_note(read_manifest(Path(m.path))) if m.kind != "onnx" else ""
+            out.append({**timed[id(m)], "where": f"{where}, this machine", "note": note})
         elif m.device == "qemu":
             out.append({"skipped": "emulated under qemu: correctness, not device speed"})
         else:

@@ -169,16 +169,26 @@ def _to_numpy(tensor: Any) -> np.ndarray:
 def device_of(manifest: dict[str, Any]) -> str:
     """The device an artifact's kernels run on (manifest target.device; artifacts written
     before the field existed are CPU ones), checked to exist on this machine."""
-    import tvm
+    from edgec.targets import device_present
 
     device = manifest["target"].get("device", "cpu")
     if device not in DEVICES:
         raise EdgecError(f"artifact is for device '{device}', which this runtime does not know "
                          f"({', '.join(DEVICES)})")
-    if device != "cpu" and not tvm.device(device).exist:
+    if not device_present(device):
         raise EdgecError(f"artifact runs on {device}, and this machine has no {device} device "
                          "TVM can open")
     return device
+
+
+def speed_note(manifest: dict[str, Any]) -> str:
+    """What latency measured here of an artifact is, where it is not the device's speed: an
+    OpenCL artifact on a CPU OpenCL device (PoCL) says so; "" otherwise."""
+    if manifest["target"].get("device") != "opencl":
+        return ""
+    from .opencl import speed_note as opencl_note
+
+    return opencl_note()
 
 
 def load(folder: str | Path, *, threads: int | None = None) -> CompiledModel:

@@ -214,6 +214,14 @@ The kernels run on the NVIDIA GPU (CUDA {gpu_arch} machine code in model.so; not
 compiled on the board). lib/libtvm_runtime_cuda.so is TVM's CUDA runtime: it needs the CUDA 13
 runtime (libcudart.so.13) and a driver that supports CUDA 13 (libcuda.so.1) on the library
 path; without them run.sh stops with the loader's message naming the missing library.
+""", "opencl": """
+The kernels run on the GPU through OpenCL (their OpenCL C is in model.so; the board's driver
+compiles it when the model loads). lib/libedgec_opencl.so is edgec's OpenCL runtime: it opens
+the driver's glibc libOpenCL.so (libOpenCL.so.1, libOpenCL.so, /vendor/lib64/libOpenCL.so;
+$EDGEC_OPENCL_LIBRARY names another) and the first platform with a GPU
+($EDGEC_OPENCL_PLATFORM: part of a platform's name picks one); without one, run.sh stops in
+one line saying so. An Android phone's own libOpenCL.so is built for Android's C library
+(bionic) and does not load into this glibc program.
 """}
 
 
@@ -236,14 +244,25 @@ def _write_readme(folder: Path, target: Target, manifest: dict[str, Any], loader
         device_note=note))
 
 
+def _edgec_runtime(target: Target) -> dict[str, Path]:
+    """edgec's own runtime library for the target's device, built for its architecture (the
+    runner loads lib/NAME): OpenCL's; none for the CPU and CUDA."""
+    if target.device != "opencl":
+        return {}
+    from . import opencl
+
+    return {opencl.NAME: opencl.library(target.arch)}
+
+
 def add_bundle(folder: Path, target: Target, manifest: dict[str, Any],
                cc: str | None = None) -> dict[str, Any]:
     """Put the programs, the runtime libraries, the launchers and README.txt into a folder."""
-    if target.device != "cpu" and target.device not in DEVICE_LIBS:  # runner.cc opens these
+    runs = ["cpu", *DEVICE_LIBS, "opencl"]  # the devices runner.cc opens
+    if target.device not in runs:
         raise EdgecError(f"target '{target.name}' runs on {target.device}; device bundles run "
-                         f"{', '.join(['cpu', *DEVICE_LIBS])} artifacts only: compile without "
+                         f"{', '.join(runs)} artifacts only: compile without "
                          "--bundle and load the artifact with edgec.runtime")
-    libs = runtime_libs(target)
+    libs = {**runtime_libs(target), **_edgec_runtime(target)}
     (folder / "lib").mkdir(exist_ok=True)
     for name, path in libs.items():
         shutil.copy2(path, folder / "lib" / name)

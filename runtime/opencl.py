@@ -112,9 +112,21 @@ def ensure_loaded() -> None:
 
 
 def describe() -> str:
-    """The OpenCL platform and devices edgec's runtime uses ("platform | device | ...")."""
+    """The OpenCL platform and devices edgec's runtime uses ("platform | name (kind) | ...",
+    kind: cpu, gpu or other)."""
     ensure_loaded()
     import tvm
 
     return str(tvm.get_global_func("edgec.opencl.describe")())
 
+
+
+def speed_note() -> str:
+    """What a latency measured on this machine's OpenCL device is: "" on a GPU, else a label
+    saying it is not GPU speed (PoCL runs the kernels on the CPU)."""
+    platform, *devices = describe().split(" | ")
+    if devices and devices[0].endswith("(gpu)"):
+        return ""
+    if "Portable Computing Language" in platform:
+        return "OpenCL on CPU (PoCL): not GPU speed"
+    return f"OpenCL on {devices[0] if devices else platform}, not a GPU: not GPU speed"

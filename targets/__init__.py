@@ -102,12 +102,17 @@ class Target:
 
 
 def device_present(device: str) -> bool:
-    """Whether TVM can open `device` here (the CPU always; a GPU where its runtime loads)."""
+    """Whether TVM can open `device` here (the CPU always; a GPU where its runtime loads).
+    OpenCL runs on edgec's own runtime (runtime/opencl.py), loaded here on first ask."""
     if device == "cpu":
         return True
     import tvm
 
     try:
+        if device == "opencl":
+            from edgec.runtime.opencl import ensure_loaded
+
+            ensure_loaded()
         return bool(tvm.device(device).exist)
     except Exception:  # the device's runtime library is absent or failed to load
         return False

@@ -3,6 +3,7 @@ onnxruntime, every artifact called several times with different inputs.
 
     python tests/fuzz.py --count 500            # seeds 0..499
     python tests/fuzz.py --seed 137 --save out/ # one graph, its model kept for a regression test
+    python tests/fuzz.py --target opencl        # the same graphs on OpenCL (PoCL here)
 
 A graph is a chain of random layers on one feature map (rank 3, 4 or 5: conv 1D/2D/3D, batch 1-2,
 odd channel counts and sizes): conv with random stride, padding (explicit, asymmetric or auto_pad),
@@ -65,8 +66,9 @@ def _call_checks(folder: Path, model: onnx.ModelProto, seed: int) -> str:
     return ""
 
 
-def check(seed: int, save: Path | None = None) -> Verdict:
-    """Generate graph `seed`, compile it for the host and judge it (module docstring)."""
+def check(seed: int, save: Path | None = None, target: str = "host") -> Verdict:
+    """Generate graph `seed`, compile it for `target` (one that runs here) and judge it
+    (module docstring)."""
     import edgec
     from edgec import EdgecError
 
@@ -78,7 +80,7 @@ def check(seed: int, save: Path | None = None) -> Verdict:
             save.mkdir(parents=True, exist_ok=True)
             onnx.save_model(model, str(save / f"fuzz-{seed}.onnx"))
         try:
-            edgec.compile(src, output=Path(tmp) / "out", validate=False)
+            edgec.compile(src, output=Path(tmp) / "out", target=target, validate=False)
         except EdgecError as err:
             line = str(err)
             named = "\n" not in line and any(re.search(rf"\b{re.escape(n.name)}\b", line)
@@ -103,11 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", type=int, default=0, help="first seed")
     ap.add_argument("--seed", type=int, help="try only this seed")
     ap.add_argument("--save", type=Path, help="keep each model as fuzz-SEED.onnx here")
+    ap.add_argument("--target", default="host", help="a target that runs here (default host)")
     args = ap.parse_args(argv)
     seeds = [args.seed] if args.seed is not None else range(args.start, args.start + args.count)
     tally: dict[str, int] = {}
     for seed in seeds:
-        v = check(seed, args.save)
+        v = check(seed, args.save, args.target)
         tally[v.kind] = tally.get(v.kind, 0) + 1
         if v.kind != "ok":
             print(f"seed {seed}: {v.kind}: {v.detail} [{_ops(generate(seed))}]", flush=True)

@@ -139,12 +139,20 @@ TVM_FFI_STATIC_INIT_BLOCK() {
   RegisterOnce("edgec.opencl.status", []() -> tvm::ffi::String {
     return Workspace::Global().error;
   });
-  // The platform and its devices, for messages and tests.
+  // The platform and its devices with their kinds ("platform | name (cpu|gpu|other) | ..."),
+  // for messages, tests and the latency label.
   RegisterOnce("edgec.opencl.describe", []() -> tvm::ffi::String {
     const Workspace& w = Workspace::Global();
     if (!w.error.empty()) return w.error;
     std::string text = w.platform_name;
-    for (cl_device_id d : w.devices) text += " | " + DeviceString(d, CL_DEVICE_NAME);
+    for (cl_device_id d : w.devices) {
+      cl_device_type type = 0;
+      Check(Api().clGetDeviceInfo(d, CL_DEVICE_TYPE, sizeof(type), &type, nullptr),
+            "clGetDeviceInfo");
+      const char* kind = (type & CL_DEVICE_TYPE_GPU) ? "gpu" : (type & CL_DEVICE_TYPE_CPU) ? "cpu"
+                                                                                        : "other";
+      text += " | " + DeviceString(d, CL_DEVICE_NAME) + " (" + kind + ")";
+    }
     return text;
   });
 }
