@@ -27,15 +27,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .schedule import schedule_pass
+
 PRECISIONS = ("fp32", "fp16")
 
 
 def dlight_rules() -> list[Any]:
-    """The dlight GPU rules, in the order they are tried on each kernel."""
+    """The GPU rules, in the order they are tried on each kernel: dlight's, with edgec's
+    PerOutput (per_output.py) before Fallback, which races on kernels of several stages, and
+    no Reduction/GeneralReduction on grouped convs (schedule.py)."""
     from tvm.s_tir import dlight as dl
 
-    return [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
-            dl.gpu.Fallback()]
+    from .per_output import PerOutput
+    from .schedule import Except
+
+    grouped = ("group_conv",)  # schedule.py: Reduction's epilogue is wrong on grouped convs
+    return [dl.gpu.Matmul(), dl.gpu.GEMV(), Except(dl.gpu.Reduction(), grouped),
+            Except(dl.gpu.GeneralReduction(), grouped), PerOutput(), dl.gpu.Fallback()]
 
 
 def _ffi_error(cls: type) -> None:
@@ -81,41 +89,6 @@ def adreno_rules() -> list[Any]:
 Phases = list[tuple[str, list[Any]]]
 
 
-def rule_name(rule: Any) -> str:
-    """"adreno.Conv2d", "gpu.Matmul": a dlight rule by its family and class."""
-    return f"{type(rule).__module__.split('.')[-2]}.{type(rule).__name__}"
-
-
-def _schedule(rules: list[Any], lowering: Any) -> Any:
-    """dlight's ApplyDefaultSchedule, noting which rule took each kernel (lowering.kernels:
-    its rule_name, or "unscheduled" where none applied) for the compile summary."""
-    import tvm
-    from tvm import tirx
-
-    @tvm.transform.module_pass(opt_level=0, name="EdgecGpuSchedule")
-    def schedule(mod: Any, _ctx: Any) -> Any:
-        done = {}
-        for gv, func in mod.functions_items():
-            if not isinstance(func, tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled"):
-                continue
-            target = func.attrs.get("target") or tvm.target.Target.current(allow_none=False)
-            taken = "unscheduled"
-            for rule in rules:
-                space = rule.apply(func, target, False)
-                if space is not None:
-                    sch = space[0] if isinstance(space, list) else space
-                    done[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
-                    taken = rule_name(rule)
-                    break
-            if lowering is not None:
-                lowering.kernels[gv.name_hint] = taken
-        for gv, func in done.items():
-            mod[gv] = func
-        return mod
-
-    return schedule
-
-
 def _phases(stock: Any, tvm_target: Any, lowering: Any, rules: list[Any]) -> Phases:
     from tvm import relax
 
@@ -126,7 +99,7 @@ def _phases(stock: Any, tvm_target: Any, lowering: Any, rules: list[Any]) -> Pha
         ("legalize", [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
                       relax.transform.FoldConstant(), relax.transform.FuseOps(),
                       relax.transform.FuseTIR()]),
-        ("schedule", [_schedule(rules, lowering)]),
+        ("schedule", [schedule_pass(rules, lowering)]),
         ("lower", stock.dataflow_lower_passes(tvm_target) + stock.finalize_passes(tvm_target)),
     ]
 
