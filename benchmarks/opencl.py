@@ -1,13 +1,16 @@
 """OpenCL on PoCL: every zoo model (and, with --realworld, the torch exports of
 models/realworld.py) compiled for `opencl`, run by edgec's OpenCL runtime, checked.
 
-    .venv/bin/python benchmarks/opencl.py [--models a,b] [--realworld] [--out BENCHMARKS.md]
+    .venv/bin/python benchmarks/opencl.py [--models a,b] [--realworld] [--fuzz N]
+                                          [--out BENCHMARKS.md]
 
 For each model: `edgec compile --target opencl` (its check against onnxruntime runs: the
 artifact is loaded and called on seeded inputs), then the artifact called three more times on
 fresh inputs, each held to the same tolerance, and its kernels' rules. The latency column is
 OpenCL on the CPU (PoCL), not GPU speed: it shows the kernels run, nothing about a phone. A
-model that fails is a row saying why. Writes section `opencl` of BENCHMARKS.md.
+model that fails is a row saying why. --fuzz N also runs tests/fuzz.py's first N random graphs
+for `opencl` (each compiled, called three times against onnxruntime) and adds their tally.
+Writes section `opencl` of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", help="comma-separated model names (default: the whole zoo)")
     ap.add_argument("--realworld", action="store_true", help="the realworld exports as well")
+    ap.add_argument("--fuzz", type=int, default=0, metavar="N", help="random graphs to run")
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     args = ap.parse_args()
     names = args.models.split(",") if args.models else list(models.MODELS)
@@ -85,15 +89,33 @@ def main() -> int:
                 rows.append([name, f"FAILED: {str(err).splitlines()[0][:160]}", "-", "-", "-",
                              "-"])
             print(" | ".join(rows[-1]), flush=True)
-    write(rows, opencl.describe(), args)
-    return 0 if all(r[1].startswith("ok") and r[2].startswith("ok") for r in rows) else 1
+    tally = fuzz_tally(args.fuzz)
+    write(rows, opencl.describe(), tally, args)
+    fine = all(r[1].startswith("ok") and r[2].startswith("ok") for r in rows)
+    return 0 if fine and not (tally.get("wrong") or tally.get("crash")) else 1
 
 
-def write(rows: list[list[str]], platform: str, args: argparse.Namespace) -> None:
+def fuzz_tally(count: int) -> dict[str, int]:
+    """Verdicts of tests/fuzz.py's graphs 0..count-1 built for opencl, each failure printed."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import fuzz
+
+    tally: dict[str, int] = {}
+    for seed in range(count):
+        verdict = fuzz.check(seed, target="opencl")
+        tally[verdict.kind] = tally.get(verdict.kind, 0) + 1
+        if verdict.kind != "ok":
+            print(f"fuzz seed {seed}: {verdict.kind}: {verdict.detail}", flush=True)
+    return tally
+
+
+def write(rows: list[list[str]], platform: str, tally: dict[str, int],
+          args: argparse.Namespace) -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from sections import write_section
 
-    command = "benchmarks/opencl.py" + (" --realworld" if args.realworld else "")
+    command = "benchmarks/opencl.py" + (" --realworld" if args.realworld else "") + (
+        f" --fuzz {args.fuzz}" if args.fuzz else "")
     lines = ["## OpenCL: the zoo on PoCL (OpenCL on the CPU, not GPU speed)", "",
              f"`{command}`, {time.strftime('%Y-%m-%d')}, platform: {platform}. check: "
              "compile's own check against onnxruntime (worst output: max|diff| vs its "
@@ -103,6 +125,11 @@ def write(rows: list[list[str]], platform: str, args: argparse.Namespace) -> Non
              "| model | check | 3 more calls | kernels | rules | compile s |",
              "|---|---|---|---|---|---|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
+    if args.fuzz:
+        lines += ["", f"Fuzz: tests/fuzz.py's graphs 0..{args.fuzz - 1} for opencl (conv "
+                  "1D/2D/3D, groups, padding of every kind, pooling, SE, Resize, heads; each "
+                  "called 3 times): " + ", ".join(f"{tally.get(k, 0)} {k}" for k in
+                                                  ("ok", "refused", "wrong", "crash")) + "."]
     write_section(args.out, "opencl", lines)
 
 

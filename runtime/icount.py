@@ -88,6 +88,10 @@ def _count_ort(bundle: Path, manifest: dict[str, Any], emulator: list[str], call
     fake.write_text(cpuinfo(emulator[emulator.index("-cpu") + 1]))
     out = work / f"ort-{calls}.txt"
     compiler = targets.get(manifest["target"]["name"]).compiler()
+    if "-L" not in emulator:  # a self-contained bundle's: edgec-ort-count needs a sysroot
+        from .selfcontained import sysroot
+
+        emulator = [*emulator, "-L", str(sysroot(compiler))]
     # as the bundle's runner runs them: a first call, then `calls` more
     argv = command(bundle / manifest["optimized_onnx"], manifest["inputs"],
                    [o["name"] for o in manifest["outputs"]], 1 + calls, compiler)

@@ -57,6 +57,12 @@ def _locate(cc: str, name: str, wanted_by: str) -> Path:
     return found.resolve()
 
 
+def sysroot(cc: str) -> Path:
+    """The folder the compiler's C library lives under (/usr/aarch64-linux-gnu for Debian's
+    cross g++): the sysroot an emulator needs for a program that is not self-contained."""
+    return _locate(cc, "libc.so.6", "a program built with it").parent.parent
+
+
 def elf_files(folder: Path) -> list[Path]:
     """The bundle's ELF files: its programs, model.so and lib/'s libraries."""
     paths = [*sorted(folder.iterdir()), *sorted((folder / "lib").iterdir())]

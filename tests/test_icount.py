@@ -77,6 +77,18 @@ def test_onnxruntime_counted_under_the_same_cpu(bundles, cli):
     assert ort > 0 and "qemu -cpu cortex-a72, 1 thread" in out
 
 
+@pytest.mark.skipif(not shutil.which("unshare") or not _unshare_works(),
+                    reason="no private mount namespace here (unshare)")
+def test_onnxruntime_counted_beside_a_self_contained_bundle(tmp_path):
+    # android-arm64's emulator names no sysroot (its bundle brings its libraries);
+    # edgec-ort-count, built with the same toolchain, runs on that toolchain's sysroot
+    bundle = edgec.compile(save(_convs(1), tmp_path / "c.onnx"), output=tmp_path / "android",
+                           target="android-arm64", bundle=True, validate=False).artifact
+    result = count_instructions(bundle, calls=1)
+    assert result["onnxruntime"]["instructions_per_inference"] > 0
+    assert result["edgec"]["instructions_per_inference"] > 0
+
+
 @pytest.mark.parametrize("args,message", [
     (["--count-instructions"], "give --device qemu"),
     (["--device", "qemu", "--count-instructions", "{host}"], "not a bundle"),

@@ -112,3 +112,10 @@ def test_a_library_without_kernel_source_is_refused(tmp_path, libraries):
     plain.write_bytes(b"\x7fELF no device module here")
     with pytest.raises(EdgecError, match="holds no readable OpenCL module"):
         checks.check_opencl_library(plain)
+
+
+def test_fp16_is_refused_for_opencl():
+    model = models.build(MODEL)
+    with pytest.raises(EdgecError, match="builds fp32, not fp16"):
+        codegen.build(model, targets.get("mali"), _shapes(model),
+                      pipelines.Lowering(precision="fp16"))
