@@ -14,7 +14,8 @@ best tile under 1 KiB (7 x 2; Ice Lake, 2 threads, warm). A stack alloca is as s
 smaller ones TVM already makes: STACK_BYTES is a few KiB of each worker thread's stack.
 
 Every build of edgec's kernels (compile, the tuner's builder, the in-model judge) goes
-through `pipeline()`: the s_tir pipeline with this pass last, its finalize passes unchanged.
+through `pipeline()`: the s_tir pipeline with this pass last, its finalize passes unchanged
+(their intrinsic lowering takes fast_exp.py's rule for exp on LLVM targets).
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ def pipeline() -> str:
     from tvm.s_tir import pipeline as s_tir_pipeline
     from tvm.tirx import compilation_pipeline
 
+    from .fast_exp import register
+
+    register()  # float32 exp lowered to vector arithmetic on LLVM targets (fast_exp.py)
     if PIPELINE not in compilation_pipeline.PIPELINE_MAP:
         scratch = tvm.tirx.transform.prim_func_pass(
             lambda func, _mod, _ctx: stack_scratch(func), opt_level=0,
