@@ -1,8 +1,10 @@
 """Relax pipelines, by name; a target file picks one with `pipeline = "NAME"`.
 
-`cpu` (the default for llvm targets). Its ONNX steps, before import (onnx_level/): grouped
-convs get groups the vectors fill (group_channels), convs channel counts the vector length
-divides (pad_channels); at import, auto_pad is written out (explicit_pads). Then its named
+`cpu` (the default for llvm targets). Its ONNX steps, before import (onnx_level/):
+ConvTransposes whose kernel is their stride become a 1x1 conv and a pixel shuffle
+(shuffle_transpose), grouped convs get groups the vectors fill (group_channels), convs channel
+counts the vector length divides (pad_channels); at import, auto_pad is written out
+(explicit_pads). Then its named
 phases, in order:
 
     dispatch   TVM's library dispatch
@@ -214,11 +216,13 @@ def _cpu_graph(model: onnx.ModelProto, tvm_target: Any) -> tuple[onnx.ModelProto
     from edgec.compiler.codegen.cpu.schedules import cpu_shape
     from edgec.compiler.codegen.onnx_level.group_channels import group_channels
     from edgec.compiler.codegen.onnx_level.pad_channels import pad_channels
+    from edgec.compiler.codegen.onnx_level.shuffle_transpose import shuffle_transpose
 
     lanes = cpu_shape(tvm_target).lanes
+    model, shuffled = shuffle_transpose(model)
     model, grouped = group_channels(model, lanes=lanes)
     model, padded = pad_channels(model, multiple=lanes)
-    return model, [grouped, padded]
+    return model, [shuffled, grouped, padded]
 
 
 PIPELINES: dict[str, Pipeline] = {
