@@ -361,3 +361,19 @@ def digits_data(tmp_path_factory):
     path = tmp_path_factory.mktemp("digits") / "data.npz"
     np.savez(path, input=digits.model_inputs(images[:200]), labels=labels[:200])
     return path
+
+
+def target_without_phases(target_name: str, drop: tuple[str, ...], monkeypatch):
+    """The built-in target `target_name` on a copy of its pipeline without the phases named in
+    `drop` (registered for this test only, through monkeypatch)."""
+    import dataclasses
+
+    from edgec import targets
+    from edgec.compiler.codegen import pipelines
+
+    target = targets.get(target_name)
+    stock = pipelines.PIPELINES[target.pipeline]
+    name = f"{target.pipeline}-without-{'-'.join(drop)}"
+    monkeypatch.setitem(pipelines.PIPELINES, name, dataclasses.replace(
+        stock, phases=lambda t, lw: [p for p in stock.phases(t, lw) if p[0] not in drop]))
+    return dataclasses.replace(target, pipeline=name)

@@ -6,7 +6,6 @@ Jetson artifact's host code is aarch64. Running is left to a machine with a GPU
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import subprocess
@@ -20,6 +19,8 @@ from edgec.compiler import codegen
 from edgec.compiler.codegen import pipelines
 from edgec.compiler.codegen.gpu import checks, nvcc
 from edgec.errors import EdgecError
+
+from conftest import target_without_phases
 
 MODEL = "lenet5"  # the smallest zoo model: nvcc compiles it in a few seconds
 EM_AARCH64 = 183
@@ -96,11 +97,7 @@ def test_every_kernel_runs_on_the_gpu():
 
 
 def test_a_build_without_gpu_schedules_is_refused_by_name(monkeypatch):
-    gpu = pipelines.PIPELINES["gpu"]
-    unscheduled = dataclasses.replace(
-        gpu, phases=lambda t, lw: [p for p in gpu.phases(t, lw) if p[0] != "schedule"])
-    monkeypatch.setitem(pipelines.PIPELINES, "gpu-unscheduled", unscheduled)
-    target = dataclasses.replace(targets.get("jetson-orin"), pipeline="gpu-unscheduled")
+    target = target_without_phases("jetson-orin", ("schedule",), monkeypatch)
     model = models.build(MODEL)
     with pytest.raises(EdgecError, match=r"no GPU schedule and would run on the host CPU: "
                                          r".*fused_conv2d"):

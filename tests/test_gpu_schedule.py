@@ -18,7 +18,7 @@ from edgec import targets
 from edgec.compiler import codegen
 from edgec.compiler.codegen.gpu import per_output, schedule
 
-from conftest import call_several, tiny_model
+from conftest import call_several, target_without_phases, tiny_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fuzz  # noqa: E402
@@ -61,12 +61,12 @@ def test_grouped_conv_with_bias_is_one_thread_per_output_and_right(shape, attrs,
     call_several(lambda x: loaded(x=x)["y"], model, shape)
 
 
-def test_per_output_leaves_a_single_stage_kernel_alone():
+def test_per_output_leaves_a_single_stage_kernel_alone(monkeypatch):
     model = _grouped_conv(4, 8, 4, [1, 4, 3, 4], bias=False)
     lowering = codegen.Lowering()
     codegen.lower(model, targets.get("opencl"), {"x": [1, 4, 3, 4]}, lowering)
     assert list(lowering.kernels.values()) == ["gpu.Fallback"]
-    func = next(f for f in _unscheduled(model).functions.values()
+    func = next(f for f in _unscheduled(model, monkeypatch).functions.values()
                 if type(f).__name__ == "PrimFunc")
     assert per_output.PerOutput().apply(func, targets.get("opencl").tvm_target(), False) is None
 
@@ -84,7 +84,7 @@ def test_reduction_rules_do_not_take_grouped_convs(tmp_path):
     call_several(lambda x: loaded(x=x)["y"], model, [1, 10, 4, 3, 4])
 
 
-def test_a_rule_that_raises_is_passed_over():
+def test_a_rule_that_raises_is_passed_over(monkeypatch):
     class Raises:
         def apply(self, func, target, tunable):
             raise ValueError("not this kernel")
@@ -92,7 +92,7 @@ def test_a_rule_that_raises_is_passed_over():
     from tvm.s_tir import dlight as dl
 
     model = _grouped_conv(4, 8, 4, [1, 4, 3, 4], bias=False)
-    func = next(f for f in _unscheduled(model).functions.values()
+    func = next(f for f in _unscheduled(model, monkeypatch).functions.values()
                 if type(f).__name__ == "PrimFunc")
     scheduled, name = schedule.first_rule(func, targets.get("opencl").tvm_target(),
                                           [Raises(), dl.gpu.Fallback()])
@@ -101,22 +101,11 @@ def test_a_rule_that_raises_is_passed_over():
         (None, "unscheduled")
 
 
-def _unscheduled(model: onnx.ModelProto):
+def _unscheduled(model: onnx.ModelProto, monkeypatch):
     """The model's kernels as the opencl pipeline has them before its schedule phase."""
-    import dataclasses
-
-    from edgec.compiler.codegen import pipelines
-
-    opencl = pipelines.PIPELINES["opencl"]
-    early = dataclasses.replace(opencl, phases=lambda t, lw: [
-        p for p in opencl.phases(t, lw) if p[0] not in ("schedule", "lower")])
-    pipelines.PIPELINES["opencl-unscheduled"] = early
-    try:
-        target = dataclasses.replace(targets.get("opencl"), pipeline="opencl-unscheduled")
-        shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-        return codegen.lower(model, target, {"x": shape})
-    finally:
-        del pipelines.PIPELINES["opencl-unscheduled"]
+    target = target_without_phases("opencl", ("schedule", "lower"), monkeypatch)
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    return codegen.lower(model, target, {"x": shape})
 
 
 @pytest.mark.parametrize("seed", [9, 11, 13, 26, 27, 29, 30, 43])

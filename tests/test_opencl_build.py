@@ -5,7 +5,6 @@ dlight rule that scheduled it. Running on PoCL is tests/test_opencl_models.py.""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,8 @@ from edgec.compiler import codegen
 from edgec.compiler.codegen import pipelines
 from edgec.compiler.codegen.gpu import checks
 from edgec.errors import EdgecError
+
+from conftest import target_without_phases
 
 MODEL = "digits_resnet"  # convs, residual adds, global pooling, a dense layer
 EM_AARCH64 = 183
@@ -88,11 +89,7 @@ def test_each_kernel_names_the_rule_that_scheduled_it():
 
 
 def test_a_build_without_gpu_schedules_is_refused_by_name(monkeypatch):
-    opencl = pipelines.PIPELINES["opencl"]
-    unscheduled = dataclasses.replace(
-        opencl, phases=lambda t, lw: [p for p in opencl.phases(t, lw) if p[0] != "schedule"])
-    monkeypatch.setitem(pipelines.PIPELINES, "opencl-unscheduled", unscheduled)
-    target = dataclasses.replace(targets.get("mali"), pipeline="opencl-unscheduled")
+    target = target_without_phases("mali", ("schedule",), monkeypatch)
     model = models.build(MODEL)
     with pytest.raises(EdgecError, match=r"no GPU schedule and would run on the host CPU: "
                                          r"conv2d, conv2d1"):
