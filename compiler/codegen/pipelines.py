@@ -1,11 +1,10 @@
 """Relax pipelines, by name; a target file picks one with `pipeline = "NAME"`.
 
 `cpu` (the default for llvm targets). Its ONNX steps, before import (onnx_level/):
-ConvTransposes whose kernel is their stride become a 1x1 conv and a pixel shuffle
-(shuffle_transpose), grouped convs get groups the vectors fill (group_channels), convs channel
-counts the vector length divides (pad_channels); at import, auto_pad is written out
-(explicit_pads). Then its named
-phases, in order:
+strided ConvTransposes become a stride-1 conv and a pixel shuffle (shuffle_transpose),
+grouped convs get groups the vectors fill (group_channels), convs channel counts the vector
+length divides (pad_channels); at import, auto_pad is written out (explicit_pads). Then its
+named phases, in order:
 
     dispatch   TVM's library dispatch
     int8       QDQ convs as int8 convs with int32 sums (relax_level/int8), the other QDQ ops
