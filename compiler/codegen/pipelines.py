@@ -1,9 +1,10 @@
 """Relax pipelines, by name; a target file picks one with `pipeline = "NAME"`.
 
-`cpu` (the default for llvm targets). Its ONNX steps, before import (onnx_level/):
-strided ConvTransposes become a stride-1 conv and a pixel shuffle (shuffle_transpose),
-grouped convs get groups the vectors fill (group_channels), convs channel counts the vector
-length divides (pad_channels); at import, auto_pad is written out (explicit_pads). Then its
+`cpu` (the default for llvm targets). Its ONNX steps, before import (onnx_level/): Pow by
+2, 3 or 4 becomes multiplies (integer_pow), strided ConvTransposes a stride-1 conv and a
+pixel shuffle (shuffle_transpose), grouped convs get groups the vectors fill
+(group_channels), convs channel counts the vector length divides (pad_channels); at import,
+auto_pad is written out (explicit_pads). Then its
 named phases, in order:
 
     dispatch   TVM's library dispatch
@@ -214,14 +215,16 @@ def _cpu(tvm_target: Any, lowering: Lowering) -> Phases:
 def _cpu_graph(model: onnx.ModelProto, tvm_target: Any) -> tuple[onnx.ModelProto, list[Any]]:
     from edgec.compiler.codegen.cpu.schedules import cpu_shape
     from edgec.compiler.codegen.onnx_level.group_channels import group_channels
+    from edgec.compiler.codegen.onnx_level.integer_pow import integer_pow
     from edgec.compiler.codegen.onnx_level.pad_channels import pad_channels
     from edgec.compiler.codegen.onnx_level.shuffle_transpose import shuffle_transpose
 
     lanes = cpu_shape(tvm_target).lanes
+    model, powers = integer_pow(model)
     model, shuffled = shuffle_transpose(model)
     model, grouped = group_channels(model, lanes=lanes)
     model, padded = pad_channels(model, multiple=lanes)
-    return model, [shuffled, grouped, padded]
+    return model, [powers, shuffled, grouped, padded]
 
 
 PIPELINES: dict[str, Pipeline] = {
