@@ -2,7 +2,8 @@
 
 `cpu` (the default for llvm targets). Its ONNX steps, before import (onnx_level/): Pow by
 2, 3 or 4 becomes multiplies (integer_pow), strided ConvTransposes a stride-1 conv and a
-pixel shuffle (shuffle_transpose), grouped convs get groups the vectors fill
+pixel shuffle (shuffle_transpose), 3-D convs 2-D ones over depth-folded batch (fold_depth),
+grouped convs get groups the vectors fill
 (group_channels), convs channel counts the vector length divides (pad_channels); at import,
 auto_pad is written out (explicit_pads). Then its
 named phases, in order:
@@ -214,6 +215,7 @@ def _cpu(tvm_target: Any, lowering: Lowering) -> Phases:
 
 def _cpu_graph(model: onnx.ModelProto, tvm_target: Any) -> tuple[onnx.ModelProto, list[Any]]:
     from edgec.compiler.codegen.cpu.schedules import cpu_shape
+    from edgec.compiler.codegen.onnx_level.fold_depth import fold_depth
     from edgec.compiler.codegen.onnx_level.group_channels import group_channels
     from edgec.compiler.codegen.onnx_level.integer_pow import integer_pow
     from edgec.compiler.codegen.onnx_level.pad_channels import pad_channels
@@ -222,9 +224,10 @@ def _cpu_graph(model: onnx.ModelProto, tvm_target: Any) -> tuple[onnx.ModelProto
     lanes = cpu_shape(tvm_target).lanes
     model, powers = integer_pow(model)
     model, shuffled = shuffle_transpose(model)
+    model, folded = fold_depth(model)
     model, grouped = group_channels(model, lanes=lanes)
     model, padded = pad_channels(model, multiple=lanes)
-    return model, [powers, shuffled, grouped, padded]
+    return model, [powers, shuffled, folded, grouped, padded]
 
 
 PIPELINES: dict[str, Pipeline] = {
