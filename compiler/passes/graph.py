@@ -82,6 +82,15 @@ def set_const(graph: onnx.GraphProto, name: str, value: np.ndarray) -> str:
     return name
 
 
+def replace_node(graph: onnx.GraphProto, node: onnx.NodeProto,
+                 new: list[onnx.NodeProto]) -> None:
+    """Put `new` (in order) where `node` stands, and remove `node`."""
+    at = list(graph.node).index(node)
+    graph.node.remove(node)
+    for item in reversed(new):
+        graph.node.insert(at, item)
+
+
 def unique_name(graph: onnx.GraphProto, base: str) -> str:
     taken = {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output}
     taken |= {i.name for i in graph.input}

@@ -31,7 +31,14 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgec.compiler.passes.graph import GraphIndex, attr, set_const, tidy, unique_name
+from edgec.compiler.passes.graph import (
+    GraphIndex,
+    attr,
+    replace_node,
+    set_const,
+    tidy,
+    unique_name,
+)
 from edgec.compiler.passes.report import PassReport
 
 
@@ -114,10 +121,7 @@ def _rewrite(graph: onnx.GraphProto, node: onnx.NodeProto, w: np.ndarray,
     b.node("Transpose", [back], "unfold", out=node.output[0], perm=[0, 2, 1, 3, 4])
     for new in b.nodes:
         graph.node.remove(new)
-    at = list(graph.node).index(node)
-    graph.node.remove(node)
-    for new in reversed(b.nodes):
-        graph.node.insert(at, new)
+    replace_node(graph, node, b.nodes)
 
 
 def fold_depth(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport]:

@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgec.compiler.passes.graph import GraphIndex, tidy, unique_name
+from edgec.compiler.passes.graph import GraphIndex, replace_node, tidy, unique_name
 from edgec.compiler.passes.report import PassReport
 
 POWERS = (2, 3, 4)
@@ -63,10 +63,7 @@ def integer_pow(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport]:
         if n is None:
             report.decline(node.name or node.output[0], why)
             continue
-        at = list(graph.node).index(node)
-        graph.node.remove(node)
-        for new in reversed(_muls(graph, node, n)):
-            graph.node.insert(at, new)
+        replace_node(graph, node, _muls(graph, node, n))
         report.count(f"x^{n}")
     if report.changed:
         tidy(graph)

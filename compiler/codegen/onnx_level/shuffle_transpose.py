@@ -37,7 +37,14 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgec.compiler.passes.graph import GraphIndex, attr, set_const, tidy, unique_name
+from edgec.compiler.passes.graph import (
+    GraphIndex,
+    attr,
+    replace_node,
+    set_const,
+    tidy,
+    unique_name,
+)
 from edgec.compiler.passes.report import PassReport
 
 MAX_INFLATION = 2.25  # MACs of the stride-1 conv / the ConvTranspose's
@@ -109,10 +116,7 @@ def _rewrite(graph: onnx.GraphProto, node: onnx.NodeProto, w: np.ndarray,
     if s > 1:
         nodes.append(helper.make_node("DepthToSpace", [deep], [node.output[0]],
                                       name=f"{name}_shuffle", blocksize=int(s), mode="CRD"))
-    at = list(graph.node).index(node)
-    graph.node.remove(node)
-    for new in reversed(nodes):
-        graph.node.insert(at, new)
+    replace_node(graph, node, nodes)
 
 
 def shuffle_transpose(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport]:
