@@ -127,25 +127,41 @@ def cached_program(name: str, key: bytes, command: Callable[[Path], list[str]]) 
     return out
 
 
-def _include_dir() -> Path:
-    spec = importlib.util.find_spec("tvm_ffi")
+def include_dir(package: str) -> Path:
+    """The C++ headers an installed wheel ships (tvm, tvm_ffi)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise EdgecError(f"the {package} package is not installed")
     return Path(spec.submodule_search_locations[0]) / "include"
 
 
 TOOLS = {"edgec-run": "runner.cc", "edgec-rpc-server": "rpc_server.cc"}
 
 
-def build_tool(target: Target, name: str, cc: str | None = None) -> Path:
-    """Cross-build one of TOOLS for the target (cached by source, compiler and libraries)."""
+def build_against_tvm(name: str, target: Target, sources: list[Path], *, depends: list[Path],
+                      includes: list[Path], rpath: str, cc: str | None = None,
+                      shared: bool = False) -> Path:
+    """A program (or, `shared`, a library) `name` of C++ `sources` linked against the
+    target's TVM runtime libraries with the target's compiler; built once and cached by the
+    files it `depends` on, the compiler and those libraries."""
     compiler = target.compiler(cc)
     libs = runtime_libs(target)
-    key = b"".join(path.name.encode() + path.read_bytes() for path in sorted(RUNNER_SRC.iterdir()))
+    key = b"".join(path.name.encode() + path.read_bytes() for path in depends)
     key += (compiler + name + "".join(sha256_file(p) for p in libs.values())).encode()
     lib_dirs = sorted({str(p.parent) for p in libs.values()})
     return cached_program(name, key, lambda out: [
-        compiler, "-std=c++17", "-O2", f"-I{_include_dir()}", f"-I{RUNNER_SRC}",
-        str(RUNNER_SRC / TOOLS[name]), "-o", str(out), *[f"-L{d}" for d in lib_dirs],
-        "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-ldl", "-Wl,-rpath,$ORIGIN/lib"])
+        compiler, "-std=c++17", "-O2", *(["-shared", "-fPIC"] if shared else []),
+        *[f"-I{d}" for d in includes], *map(str, sources), "-o", str(out),
+        *[f"-L{d}" for d in lib_dirs], "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi",
+        "-ldl", f"-Wl,-rpath,{rpath}"])
+
+
+def build_tool(target: Target, name: str, cc: str | None = None) -> Path:
+    """Cross-build one of TOOLS for the target (cached by source, compiler and libraries)."""
+    return build_against_tvm(name, target, [RUNNER_SRC / TOOLS[name]],
+                             depends=sorted(RUNNER_SRC.iterdir()),
+                             includes=[include_dir("tvm_ffi"), RUNNER_SRC], rpath="$ORIGIN/lib",
+                             cc=cc)
 
 
 _LAUNCHER = """#!/bin/sh
@@ -244,14 +260,14 @@ def _write_readme(folder: Path, target: Target, manifest: dict[str, Any], loader
         device_note=note))
 
 
-def _edgec_runtime(target: Target) -> dict[str, Path]:
-    """edgec's own runtime library for the target's device, built for its architecture (the
-    runner loads lib/NAME): OpenCL's; none for the CPU and CUDA."""
+def _edgec_runtime(target: Target, cc: str | None) -> dict[str, Path]:
+    """edgec's own runtime library for the target's device, built with the target's compiler
+    (the runner loads lib/NAME): OpenCL's; none for the CPU and CUDA."""
     if target.device != "opencl":
         return {}
     from . import opencl
 
-    return {opencl.NAME: opencl.library(target.arch)}
+    return {opencl.NAME: opencl.library(target, cc)}
 
 
 def add_bundle(folder: Path, target: Target, manifest: dict[str, Any],
@@ -262,7 +278,7 @@ def add_bundle(folder: Path, target: Target, manifest: dict[str, Any],
         raise EdgecError(f"target '{target.name}' runs on {target.device}; device bundles run "
                          f"{', '.join(runs)} artifacts only: compile without "
                          "--bundle and load the artifact with edgec.runtime")
-    libs = {**runtime_libs(target), **_edgec_runtime(target)}
+    libs = {**runtime_libs(target), **_edgec_runtime(target, cc)}
     (folder / "lib").mkdir(exist_ok=True)
     for name, path in libs.items():
         shutil.copy2(path, folder / "lib" / name)

@@ -10,39 +10,29 @@ libstdc++, and the same file runs on a machine with PoCL, a desktop GPU or a pho
     lib = tvm.runtime.load_module("model.so")
     vm = relax.VirtualMachine(lib, tvm.opencl(0))
 
-`library(arch)` builds the library for this machine (g++) or for aarch64 boards
-(aarch64-linux-gnu-g++ against the aarch64 TVM wheels' runtime), cached by its sources,
-compiler and TVM libraries like edgec's other programs.
+`library(target)` builds the library with the target's compiler against its TVM runtime
+libraries (this machine's, or the aarch64 wheels' for a board), cached like edgec's other
+programs (bundle.build_against_tvm).
 """
 
 from __future__ import annotations
 
 import ctypes
-import importlib.util
-import shutil
 from pathlib import Path
 
 from edgec import targets
 from edgec.errors import EdgecError
+from edgec.targets import Target
 
-from .artifact import sha256_file
-from .bundle import cache_dir, cached_program, runtime_libs
+from .bundle import build_against_tvm, cache_dir, include_dir
 
 SOURCE_DIR = Path(__file__).resolve().parent / "device"
 SOURCES = ("opencl.cc", "opencl_device_api.cc", "opencl_module.cc")
 HEADERS = ("opencl_api.h", "opencl_workspace.h", "opencl_launch.h")
 NAME = "libedgec_opencl.so"
 CL_HEADERS = Path("/usr/include/CL")  # Debian's opencl-c-headers; arch-independent
-CROSS = {"aarch64": ("aarch64-linux-gnu-g++", "rpi5")}  # arch -> (compiler, target for libs)
 
-_loaded = False
-
-
-def _package_include(package: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise EdgecError(f"the {package} package is not installed")
-    return Path(spec.submodule_search_locations[0]) / "include"
+_loaded: bool | EdgecError = False  # True, or the error the first attempt raised
 
 
 def _cl_include() -> Path:
@@ -61,43 +51,36 @@ def _cl_include() -> Path:
     return folder
 
 
-def _toolchain(arch: str) -> tuple[str, dict[str, Path]]:
-    """The compiler and the TVM runtime libraries (name -> path) to build for `arch`."""
-    if arch == targets.host_arch():
-        return "g++", runtime_libs(targets.get("host"))
-    if arch not in CROSS:
-        raise EdgecError(f"no OpenCL runtime build for {arch}: this machine builds for "
-                         f"{', '.join(sorted({targets.host_arch(), *CROSS}))}")
-    compiler, target = CROSS[arch]
-    if shutil.which(compiler) is None:
-        raise EdgecError(f"{compiler} not found: install g++-{arch.replace('_', '-')}-linux-gnu")
-    return compiler, runtime_libs(targets.get(target))
-
-
-def library(arch: str | None = None) -> Path:
-    """Path to libedgec_opencl.so for `arch` (this machine's by default), built once and
-    cached by its sources, compiler and TVM libraries; EdgecError when the build fails."""
-    arch = arch or targets.host_arch()
-    compiler, libs = _toolchain(arch)
-    includes = [_package_include("tvm"), _package_include("tvm_ffi"), _cl_include()]
-    files = [SOURCE_DIR / name for name in (*SOURCES, *HEADERS)] + [CL_HEADERS / "cl.h"]
-    key = b"".join(p.name.encode() + p.read_bytes() for p in files)
-    key += (compiler + arch + "".join(sha256_file(p) for p in libs.values())).encode()
-    lib_dirs = sorted({str(p.parent) for p in libs.values()})
-    return cached_program(NAME, key, lambda out: [
-        compiler, "-std=c++17", "-O2", "-shared", "-fPIC", *[f"-I{d}" for d in includes],
-        *[str(SOURCE_DIR / s) for s in SOURCES], "-o", str(out),
-        *[f"-L{d}" for d in lib_dirs], "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi",
-        "-ldl", "-Wl,-rpath,$ORIGIN"])
+def library(target: Target | None = None, cc: str | None = None) -> Path:
+    """Path to libedgec_opencl.so built with `target`'s compiler (`cc` overrides it) against
+    its TVM runtime libraries (this machine's `host` target by default), cached by its sources,
+    compiler and those libraries; EdgecError when the build fails."""
+    return build_against_tvm(
+        NAME, target or targets.get("host"), [SOURCE_DIR / name for name in SOURCES],
+        depends=[SOURCE_DIR / name for name in (*SOURCES, *HEADERS)] + [CL_HEADERS / "cl.h"],
+        includes=[include_dir("tvm"), include_dir("tvm_ffi"), _cl_include()], rpath="$ORIGIN",
+        cc=cc, shared=True)
 
 
 def ensure_loaded() -> None:
     """Make TVM in this process run OpenCL: load libedgec_opencl.so (once) into the global
     symbol scope, then check that an OpenCL platform with a device exists. EdgecError with
-    one line when the library cannot be built or loaded, or no device exists."""
+    one line when the library cannot be built or loaded, or no device exists; the answer is
+    kept for the process (a failed build is not retried on every device check)."""
     global _loaded
+    if isinstance(_loaded, EdgecError):
+        raise _loaded
     if _loaded:
         return
+    try:
+        _load()
+    except EdgecError as err:
+        _loaded = err
+        raise
+    _loaded = True
+
+
+def _load() -> None:
     import tvm
 
     path = library()
@@ -108,7 +91,6 @@ def ensure_loaded() -> None:
     status = str(tvm.get_global_func("edgec.opencl.status")())
     if status:
         raise EdgecError(status)
-    _loaded = True
 
 
 def describe() -> str:
@@ -118,7 +100,6 @@ def describe() -> str:
     import tvm
 
     return str(tvm.get_global_func("edgec.opencl.describe")())
-
 
 
 def speed_note() -> str:
