@@ -199,23 +199,12 @@ def schedule_pass(tvm_target: Any, kernels: dict[str, str]) -> Any:
 
     `kernels` receives kernel name -> the rule that scheduled it, or "unscheduled".
     """
-    import tvm
-    from tvm import tirx
+    from edgec.compiler.codegen.scheduling import schedule_kernels
 
     cpu = cpu_shape(tvm_target)
 
-    @tvm.transform.module_pass(opt_level=0, name="EdgecCpuSchedules")
-    def apply(mod: Any, _ctx: Any) -> Any:
-        done = {}
-        for gv, func in mod.functions_items():
-            if not isinstance(func, tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled"):
-                continue
-            found = schedule(func, cpu)
-            kernels[gv.name_hint] = found[0] if found else "unscheduled"
-            if found:
-                done[gv] = found[1].mod["main"].with_attr("tirx.is_scheduled", True)
-        for gv, func in done.items():
-            mod[gv] = func
-        return mod
+    def choose(func: Any) -> tuple[str, Any]:
+        found = schedule(func, cpu)
+        return (found[0], found[1].mod["main"]) if found else ("unscheduled", None)
 
-    return apply
+    return schedule_kernels("EdgecCpuSchedules", choose, kernels)

@@ -75,24 +75,15 @@ def first_rule(func: Any, target: Any, rules: list[Any]) -> tuple[Any, str]:
 
 
 def schedule_pass(rules: list[Any], lowering: Any) -> Any:
-    """The schedule phase as a module pass (module docstring)."""
+    """The schedule phase as a module pass (module docstring; codegen/scheduling.py)."""
     import tvm
-    from tvm import tirx
 
-    @tvm.transform.module_pass(opt_level=0, name="EdgecGpuSchedule")
-    def schedule(mod: Any, _ctx: Any) -> Any:
-        done = {}
-        for gv, func in mod.functions_items():
-            if not isinstance(func, tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled"):
-                continue
-            target = func.attrs.get("target") or tvm.target.Target.current(allow_none=False)
-            scheduled, taken = first_rule(func, target, rules)
-            if scheduled is not None:
-                done[gv] = scheduled
-            if lowering is not None:
-                lowering.kernels[gv.name_hint] = taken
-        for gv, func in done.items():
-            mod[gv] = func
-        return mod
+    from edgec.compiler.codegen.scheduling import schedule_kernels
 
-    return schedule
+    def choose(func: Any) -> tuple[str, Any]:
+        target = func.attrs.get("target") or tvm.target.Target.current(allow_none=False)
+        scheduled, taken = first_rule(func, target, rules)
+        return taken, scheduled
+
+    kernels = lowering.kernels if lowering is not None else None
+    return schedule_kernels("EdgecGpuSchedule", choose, kernels)
