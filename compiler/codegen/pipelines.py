@@ -3,9 +3,8 @@
 `cpu` (the default for llvm targets). Its ONNX steps, before import (onnx_level/): Pow by
 2, 3 or 4 becomes multiplies (integer_pow), strided ConvTransposes a stride-1 conv and a
 pixel shuffle (shuffle_transpose), 3-D convs 2-D ones over depth-folded batch (fold_depth),
-grouped convs get groups the vectors fill
-(group_channels), convs channel counts the vector length divides (pad_channels); at import,
-auto_pad is written out (explicit_pads). Then its
+grouped convs get groups the vectors fill (group_channels), convs channel counts the vector
+length divides (pad_channels); at import, auto_pad is written out (explicit_pads). Then its
 named phases, in order:
 
     dispatch   TVM's library dispatch

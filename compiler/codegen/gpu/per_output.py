@@ -12,9 +12,9 @@ bias with two outputs per group gave errors of 1.5 on outputs of magnitude 3).
 Rewrite: the last stage's spatial loops are fused and split across blockIdx.x / threadIdx.x;
 every earlier stage is moved under that thread loop (compute_at, last producer first) into
 thread-local memory, so each thread computes exactly the producer values its output reads
-before reading them. No value
-crosses threads, so no barrier is needed; work is repeated where two outputs read the same
-producer value (a per-output recomputation, correct and simple, the floor for odd kernels).
+before reading them. No value crosses threads, so no barrier is needed; work is repeated
+where two outputs read the same producer value (a per-output recomputation, correct and
+simple, the floor for odd kernels).
 
 Declines (returns None, the next rule is tried): a kernel with no reduction stage before its
 last (Fallback's binding is then race-free), or a producer that cannot be moved under the

@@ -8,18 +8,20 @@ Mali and Adreno phones).
     legalize   TVM's legalization to TIR kernels, constants folded, kernels fused
     schedule   dlight's GPU rules, the floor every kernel gets: Matmul (convs as implicit
                GEMM, dense layers), GEMV, Reduction, GeneralReduction (softmax, pooling over
-               the whole plane), Fallback (elementwise, depthwise, windowed pooling)
+               the whole plane; neither on grouped convs), edgec's PerOutput (kernels of
+               several stages), Fallback (elementwise, depthwise, windowed pooling); the
+               first rule that applies and builds takes a kernel (schedule.py)
     lower      TVM's lowering to the VM (memory planning, CUDA graph capture of static parts)
 
 `opencl` has the same phases on TVM's generic GPU backend (no library dispatch, no CUDA
 graphs); its schedule phase tries dlight's Adreno rules first (conv2d, pooling, layout
 transforms, written for mobile GPUs' OpenCL) and then the GPU rules above. Its kernels stay
-OpenCL C in the library, compiled by the phone's driver when the artifact loads.
+OpenCL C in the library, compiled by the device's driver when the artifact loads.
 
 Before the TIR build, checks.check_lowered refuses a kernel left without a GPU thread binding.
 A CUDA build compiles the kernels with nvcc (nvcc.py) and its export is checked for the
-target's machine code (checks.check_library); an OpenCL export for a kernel source per kernel
-(checks.check_opencl_library).
+target's machine code (checks.check_library); an OpenCL export is checked for every kernel's
+source (checks.check_opencl_library).
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from edgec.compiler.passes.fold_constants import static_shapes
 from edgec.compiler.passes.graph import (
     GraphIndex,
     attr,
@@ -42,27 +43,22 @@ from edgec.compiler.passes.graph import (
 from edgec.compiler.passes.report import PassReport
 
 
-def _shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
-    inferred = onnx.shape_inference.infer_shapes(model)
-    values = list(inferred.graph.value_info) + list(inferred.graph.input)
-    return {v.name: [d.dim_value if d.HasField("dim_value") else 0
-                     for d in v.type.tensor_type.shape.dim] for v in values}
-
-
-def _decline_reason(node: onnx.NodeProto, w: np.ndarray | None, shape: list[int]) -> str:
+def _decline_reason(node: onnx.NodeProto, w: np.ndarray | None,
+                    shape: list[int] | None) -> str:
     if w is None:
         return "weights are not a constant"
     if attr(node, "group", 1) != 1:
         return "grouped"
     if attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
         return "auto_pad"
-    if 0 in shape:
+    if shape is None:
         return "input shape not static"
     return ""
 
 
 class _Builder:
-    """Appends nodes (and their constants) in order, before a given position."""
+    """Collects the nodes (in order) that replace one conv; constants go into the graph at
+    once. Each name is `{base}_{tag}`, the tags distinct, made unique against the graph."""
 
     def __init__(self, graph: onnx.GraphProto, base: str):
         self.graph, self.base, self.nodes = graph, base, []
@@ -73,7 +69,6 @@ class _Builder:
     def node(self, op: str, inputs: list[str], tag: str, out: str | None = None, **attrs) -> str:
         out = out or unique_name(self.graph, f"{self.base}_{tag}")
         self.nodes.append(helper.make_node(op, inputs, [out], name=f"{self.base}_{tag}", **attrs))
-        self.graph.node.append(self.nodes[-1])  # reserves the name; moved into place later
         return out
 
 
@@ -119,8 +114,6 @@ def _rewrite(graph: onnx.GraphProto, node: onnx.NodeProto, w: np.ndarray,
     back = b.node("Reshape", [conv, b.const("shape5d", np.array([shape[0], e, o, h2, w2d],
                                                                  np.int64))], "unflat")
     b.node("Transpose", [back], "unfold", out=node.output[0], perm=[0, 2, 1, 3, 4])
-    for new in b.nodes:
-        graph.node.remove(new)
     replace_node(graph, node, b.nodes)
 
 
@@ -131,11 +124,12 @@ def fold_depth(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport]:
     graph = out.graph
     report = PassReport("fold_depth")
     convs = [n for n in graph.node if n.op_type == "Conv"]
-    shapes = _shapes(out) if convs else {}
+    shapes = static_shapes(onnx.shape_inference.infer_shapes(out)) if convs else {}
     for node in convs:
-        if len(shapes.get(node.input[0]) or []) != 5:
+        kernel = attr(node, "kernel_shape", None) or shapes.get(node.input[1], [0, 0])[2:]
+        if len(kernel) != 3:
             continue  # not a 3-D conv
-        w = GraphIndex(graph).const(node.input[1]) if len(node.input) > 1 else None
+        w = GraphIndex(graph).const(node.input[1])
         why = _decline_reason(node, w, shapes.get(node.input[0]))
         if why:
             report.decline(node.name or node.output[0], why)

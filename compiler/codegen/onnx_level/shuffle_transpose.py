@@ -103,7 +103,8 @@ def _weights(w: np.ndarray, s: int, p: int) -> tuple[np.ndarray, list[int]]:
 
 
 def _rewrite(graph: onnx.GraphProto, node: onnx.NodeProto, w: np.ndarray,
-             b: np.ndarray | None) -> None:
+             b: np.ndarray | None) -> str:
+    """Replace `node`; what was rewritten, for the report."""
     s, p = attr(node, "strides", [1, 1])[0], attr(node, "pads", [0] * 4)[0]
     name = node.name or node.output[0]
     w1, pads = _weights(w, s, p)
@@ -117,6 +118,7 @@ def _rewrite(graph: onnx.GraphProto, node: onnx.NodeProto, w: np.ndarray,
         nodes.append(helper.make_node("DepthToSpace", [deep], [node.output[0]],
                                       name=f"{name}_shuffle", blocksize=int(s), mode="CRD"))
     replace_node(graph, node, nodes)
+    return f"{w.shape[2]}x{w.shape[3]} stride-{s} pad-{p} ConvTranspose"
 
 
 def shuffle_transpose(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport]:
@@ -135,9 +137,7 @@ def shuffle_transpose(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassRepo
         if why:
             report.decline(node.name or node.output[0], why)
             continue
-        _rewrite(graph, node, w, b)
-        s, p = attr(node, "strides", [1, 1])[0], attr(node, "pads", [0] * 4)[0]
-        report.count(f"{w.shape[2]}x{w.shape[3]} stride-{s} pad-{p} ConvTranspose")
+        report.count(_rewrite(graph, node, w, b))
     if report.changed:
         tidy(graph)
     return out, report
