@@ -217,6 +217,7 @@ def _cpu_graph(model: onnx.ModelProto, tvm_target: Any) -> tuple[onnx.ModelProto
     from edgec.compiler.codegen.onnx_level.fold_depth import fold_depth
     from edgec.compiler.codegen.onnx_level.group_channels import group_channels
     from edgec.compiler.codegen.onnx_level.integer_pow import integer_pow
+    from edgec.compiler.codegen.onnx_level.lift_1d import lift_1d
     from edgec.compiler.codegen.onnx_level.pad_channels import pad_channels
     from edgec.compiler.codegen.onnx_level.shuffle_transpose import shuffle_transpose
 
@@ -224,9 +225,10 @@ def _cpu_graph(model: onnx.ModelProto, tvm_target: Any) -> tuple[onnx.ModelProto
     model, powers = integer_pow(model)
     model, shuffled = shuffle_transpose(model)
     model, folded = fold_depth(model)
+    model, lifted = lift_1d(model)
     model, grouped = group_channels(model, lanes=lanes)
     model, padded = pad_channels(model, multiple=lanes)
-    return model, [powers, shuffled, folded, grouped, padded]
+    return model, [powers, shuffled, folded, lifted, grouped, padded]
 
 
 PIPELINES: dict[str, Pipeline] = {

@@ -38,7 +38,7 @@ LEVEL = 99  # above TVM's own llvm rule (level 10)
 _tvm_rule: Any = None  # TVM's own llvm rule, for the types this one leaves alone
 
 
-def _const(value: float | int, element: str, lanes: int) -> Any:
+def splat(value: float | int, element: str, lanes: int) -> Any:
     """`value` as a scalar of `element` type, or broadcast to `lanes` lanes."""
     from tvm import tirx
 
@@ -52,8 +52,8 @@ def exp_f32(x: Any) -> Any:
     from tvm import tirx
 
     lanes = tvm.DataType(str(x.ty)).lanes
-    f = lambda v: _const(v, "float32", lanes)  # noqa: E731
-    i = lambda v: _const(v, "int32", lanes)  # noqa: E731
+    f = lambda v: splat(v, "float32", lanes)  # noqa: E731
+    i = lambda v: splat(v, "int32", lanes)  # noqa: E731
     x = tirx.Max(tirx.Min(x, f(HI)), f(LO))
     n = tirx.floor(x * f(LOG2E) + f(0.5))
     r = x - n * f(LN2_HI) - n * f(LN2_LO)

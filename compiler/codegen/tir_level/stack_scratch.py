@@ -15,7 +15,8 @@ smaller ones TVM already makes: STACK_BYTES is a few KiB of each worker thread's
 
 Every build of edgec's kernels (compile, the tuner's builder, the in-model judge) goes
 through `pipeline()`: the s_tir pipeline with this pass last, its finalize passes unchanged
-(their intrinsic lowering takes fast_exp.py's rule for exp on LLVM targets).
+(their intrinsic lowering takes fast_exp.py's and fast_tanh.py's rules for exp and tanh on LLVM
+targets).
 """
 
 from __future__ import annotations
@@ -89,9 +90,10 @@ def pipeline() -> str:
     from tvm.s_tir import pipeline as s_tir_pipeline
     from tvm.tirx import compilation_pipeline
 
-    from .fast_exp import register
+    from . import fast_exp, fast_tanh
 
-    register()  # float32 exp lowered to vector arithmetic on LLVM targets (fast_exp.py)
+    fast_exp.register()  # float32 exp lowered to vector arithmetic on LLVM targets
+    fast_tanh.register()  # float32 tanh as one rational function on LLVM targets
     if PIPELINE not in compilation_pipeline.PIPELINE_MAP:
         scratch = tvm.tirx.transform.prim_func_pass(
             lambda func, _mod, _ctx: stack_scratch(func), opt_level=0,

@@ -1,0 +1,108 @@
+"""lift_1d on tiny graphs: 1-D convs and pools become 2-D ones over a height of 1, within 1e-5
+of onnxruntime on the original (check_pass: checker, op counts, idempotence), the squeezes
+between them sunk and cancelled, both Squeeze forms (opset 11's attribute, 13's input); the
+ops it must leave alone; and a time-series block through the whole `cpu` pipeline, its convs
+2-D kernels on edgec's conv rule, over several calls."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from edgec.compiler.codegen.onnx_level.lift_1d import lift_1d
+
+from conftest import build_and_check, check_pass, kernel_names, random_const, tiny_model
+
+RNG = np.random.default_rng(0)
+
+
+def _conv1d(x: str, y: str, w: str, **attrs) -> helper.NodeProto:
+    return helper.make_node("Conv", [x, w, f"{w}_b"], [y], **attrs)
+
+
+def _consts(*specs: tuple[str, tuple[int, ...]]) -> list:
+    out = []
+    for name, shape in specs:
+        out += [random_const(name, shape, RNG), random_const(f"{name}_b", shape[:1], RNG)]
+    return out
+
+
+@pytest.mark.parametrize("attrs, w_shape", [
+    ({"pads": [3, 3]}, (8, 6, 7)),
+    ({"pads": [2, 1], "strides": [2]}, (8, 6, 5)),
+    ({"pads": [2, 2], "dilations": [2]}, (12, 6, 3)),
+    ({"group": 3, "pads": [1, 1]}, (9, 2, 3)),
+    ({"group": 6}, (6, 1, 3)),
+])
+def test_a_1d_conv_becomes_a_2d_conv(attrs, w_shape):
+    model = tiny_model([_conv1d("x", "y", "w", kernel_shape=[w_shape[2]], **attrs)],
+                       [2, 6, 40], _consts(("w", w_shape)))
+    _, report = check_pass(lift_1d, model, {"Conv": 1, "Unsqueeze": 1, "Squeeze": 1})
+    assert report.rewrites == {"Conv 1-D": 1}
+
+
+def _block(opset: int = 17):
+    """conv -> ReLU -> max pool -> conv -> scalar Mul -> Tanh -> avg pool -> global average
+    pool -> Flatten -> Gemm: the squeezes sink to the Flatten, which reads the 4-D tensor."""
+    nodes = [_conv1d("x", "c1", "w1", kernel_shape=[5], pads=[2, 2]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2], strides=[2]),
+             _conv1d("p1", "c2", "w2", kernel_shape=[3], pads=[2, 2], dilations=[2]),
+             helper.make_node("Mul", ["c2", "half"], ["m2"]),
+             helper.make_node("Tanh", ["m2"], ["t2"]),
+             helper.make_node("AveragePool", ["t2"], ["p2"], kernel_shape=[3], pads=[1, 1],
+                              strides=[2], count_include_pad=0),
+             helper.make_node("GlobalAveragePool", ["p2"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"], axis=1),
+             helper.make_node("Gemm", ["f", "fc", "fc_b"], ["y"], transB=1)]
+    inits = _consts(("w1", (16, 4, 5)), ("w2", (24, 16, 3)), ("fc", (5, 24)))
+    inits.append(helper.make_tensor("half", 1, [], [0.5]))
+    model = tiny_model(nodes, [1, 4, 64], inits)
+    model.opset_import[0].version = opset
+    return model
+
+
+@pytest.mark.parametrize("opset", [11, 17])
+def test_a_1d_block_stays_2d_from_its_first_unsqueeze(opset):
+    out, report = check_pass(lift_1d, _block(opset),
+                             {"Conv": 2, "Unsqueeze": 1, "Squeeze": 0, "Flatten": 1})
+    assert report.rewrites == {"Conv 1-D": 2, "MaxPool 1-D": 1, "AveragePool 1-D": 1}
+    unsqueeze = next(n for n in out.graph.node if n.op_type == "Unsqueeze")
+    assert (len(unsqueeze.input) == 2) == (opset >= 13)  # axes an input from opset 13
+
+
+def test_a_squeezed_tensor_read_twice_stays_correct():
+    # a residual 1-D block: the conv's squeezed output feeds both the ReLU and the Add
+    nodes = [_conv1d("x", "c1", "w1", kernel_shape=[3], pads=[1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             _conv1d("r1", "c2", "w2", kernel_shape=[3], pads=[1, 1]),
+             helper.make_node("Add", ["c2", "c1"], ["y"])]
+    model = tiny_model(nodes, [1, 8, 20], _consts(("w1", (8, 8, 3)), ("w2", (8, 8, 3))))
+    check_pass(lift_1d, model, {"Conv": 2})
+
+
+def test_what_it_leaves_alone():
+    nodes = [helper.make_node("Identity", ["w"], ["w_var"]),
+             helper.make_node("Conv", ["x", "w_var"], ["c"], kernel_shape=[3]),
+             helper.make_node("MaxPool", ["c"], ["y"], kernel_shape=[2], auto_pad="SAME_UPPER")]
+    out, report = lift_1d(tiny_model(nodes, [1, 4, 16], [random_const("w", (4, 4, 3), RNG)]))
+    assert not report.changed
+    assert report.declined == ["c: weights are not a constant", "y: auto_pad"]
+    model2d = tiny_model([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3])],
+                         [1, 4, 8, 8], [random_const("w", (4, 4, 3, 3), RNG)])
+    out, report = lift_1d(model2d)
+    assert not report.changed and not report.declined
+
+
+def test_a_time_series_block_through_the_cpu_pipeline():
+    from edgec import targets
+    from edgec.compiler import codegen
+
+    model = _block()
+    build_and_check(model)  # within 1e-4 relative of onnxruntime over several calls
+    lowering = codegen.Lowering()
+    lowered = codegen.lower(model, targets.get("host"), {"x": [1, 4, 64]}, lowering)
+    convs = [k for k in kernel_names(lowered) if "conv" in k]
+    assert convs and all("conv2d" in k for k in convs), convs
+    assert all(lowering.kernels[k] != "default" for k in convs), lowering.kernels
