@@ -18,6 +18,7 @@ import onnx
 
 from edgec.errors import EdgecError
 
+from .blockdiag import BlockDiagOptions, blockdiag
 from .cleanup import cleanup
 from .fold_batchnorm import fold_batchnorm
 from .fold_constants import fold_constants
@@ -56,11 +57,12 @@ PASSES: dict[str, Pass] = {p.name: p for p in [
     Pass("fold_batchnorm", fold_batchnorm),
     Pass("separable", separable, exact=False, options=SeparableOptions),
     Pass("grouped", grouped, exact=False, options=GroupedOptions),
+    Pass("blockdiag", blockdiag, exact=False, options=BlockDiagOptions),
 ]}
 
-__all__ = ["PASSES", "GroupedOptions", "Pass", "PassReport", "Rule", "SeparableOptions",
-           "apply_rules", "cleanup", "describe", "fold_batchnorm", "fold_constants", "grouped",
-           "run_passes", "select", "separable"]
+__all__ = ["PASSES", "BlockDiagOptions", "GroupedOptions", "Pass", "PassReport", "Rule",
+           "SeparableOptions", "apply_rules", "blockdiag", "cleanup", "describe",
+           "fold_batchnorm", "fold_constants", "grouped", "run_passes", "select", "separable"]
 
 
 def describe() -> dict[str, str]:
