@@ -235,6 +235,21 @@ def build_and_check(model: onnx.ModelProto):
     return lowering
 
 
+def host_disassembly(model: onnx.ModelProto, folder: Path) -> str:
+    """`model` checked against onnxruntime over several calls (build_and_check), then compiled
+    by `edgec.compile` into `folder`: the objdump of its library."""
+    import subprocess
+
+    import edgec
+
+    build_and_check(model)
+    onnx_path = folder / "model.onnx"
+    onnx_path.write_bytes(model.SerializeToString())
+    edgec.compile(onnx_path, output=folder / "out", latency=False)
+    return subprocess.run(["objdump", "-d", str(folder / "out" / "model.so")],
+                          capture_output=True, text=True, check=True).stdout
+
+
 def legalized(model: onnx.ModelProto, x_shape: list[int]):
     """`model` imported for the host, channels-last and legalized: the module the kernel
     merges (merge_chains, merge_moves) run on in the `cpu` pipeline."""

@@ -15,7 +15,7 @@ from onnx import helper
 from edgec.compiler.codegen.tir_level import fast_exp
 from edgec.compiler.codegen.tir_level.stack_scratch import pipeline
 
-from conftest import build_and_check, random_const, tiny_model
+from conftest import host_disassembly, random_const, tiny_model
 
 N = 1 << 16
 
@@ -71,14 +71,8 @@ def test_a_silu_model_has_no_libm_exp_call(tmp_path):
                         helper.make_node("Sigmoid", ["c"], ["s"]),
                         helper.make_node("Mul", ["c", "s"], ["y"])],
                        [1, 16, 24, 24], [random_const("w", (32, 16, 3, 3), rng)])
-    build_and_check(model)  # matches onnxruntime within 1e-4 x max|ref| over several calls
-    import edgec
-
-    onnx_path = tmp_path / "silu.onnx"
-    onnx_path.write_bytes(model.SerializeToString())
-    edgec.compile(onnx_path, output=tmp_path / "out", latency=False)
-    asm = subprocess.run(["objdump", "-d", str(tmp_path / "out" / "model.so")],
-                         capture_output=True, text=True, check=True).stdout
+    # matches onnxruntime within 1e-4 x max|ref| over several calls, then the library
+    asm = host_disassembly(model, tmp_path)
     assert "expf" not in asm
 
 

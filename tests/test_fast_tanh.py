@@ -15,7 +15,7 @@ from onnx import helper
 from edgec.compiler.codegen.tir_level import fast_tanh
 from edgec.compiler.codegen.tir_level.stack_scratch import pipeline
 
-from conftest import build_and_check, random_const, tiny_model
+from conftest import host_disassembly, random_const, tiny_model
 
 N = 1 << 16
 
@@ -62,14 +62,8 @@ def test_a_tanh_conv_matches_onnxruntime_without_exp(tmp_path):
                         helper.make_node("Tanh", ["c"], ["y"])],
                        [1, 1, 32, 32], [random_const("w", (6, 1, 5, 5), rng),
                                         random_const("b", (6,), rng)])
-    build_and_check(model)  # matches onnxruntime within 1e-4 x max|ref| over several calls
-    import edgec
-
-    onnx_path = tmp_path / "tanh.onnx"
-    onnx_path.write_bytes(model.SerializeToString())
-    edgec.compile(onnx_path, output=tmp_path / "out", latency=False)
-    asm = subprocess.run(["objdump", "-d", str(tmp_path / "out" / "model.so")],
-                         capture_output=True, text=True, check=True).stdout
+    # matches onnxruntime within 1e-4 x max|ref| over several calls, then the library
+    asm = host_disassembly(model, tmp_path)
     assert "tanhf" not in asm and "expf" not in asm
     assert "roundps" not in asm and "roundss" not in asm  # no exp range reduction (its floor)
 

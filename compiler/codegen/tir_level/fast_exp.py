@@ -25,6 +25,7 @@ The rule is process-wide (TVM's op registry); `register()` is idempotent.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 LO, HI = -87.33654, 88.0
@@ -35,7 +36,7 @@ POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
         1.6666665459e-1, 5.0000001201e-1)
 LEVEL = 99  # above TVM's own llvm rule (level 10)
 
-_tvm_rule: Any = None  # TVM's own llvm rule, for the types this one leaves alone
+_tvm_rules: dict[str, Any] = {}  # TVM's own llvm rule per op, for the types ours leave alone
 
 
 def splat(value: float | int, element: str, lanes: int) -> Any:
@@ -65,24 +66,25 @@ def exp_f32(x: Any) -> Any:
     return body * tirx.reinterpret(str(x.ty), tirx.shift_left(biased, i(23)))
 
 
-def _lower(call: Any) -> Any:
-    """The rule TVM's LowerIntrin calls on each `exp` call of an LLVM kernel: float32 exp
-    rewritten, any other type handed to TVM's own rule (LLVM's intrinsic)."""
-    import tvm
-
-    dtype = tvm.DataType(str(call.ty))
-    if dtype.type_code != tvm.DataTypeCode.FLOAT or dtype.bits != 32:
-        return _tvm_rule(call)
-    return exp_f32(call.args[0])
-
-
-def register() -> None:
-    """Install the rule for LLVM targets (once per process)."""
-    global _tvm_rule
-    if _tvm_rule is not None:
+def register_float32(op: str, rewrite: Callable[[Any], Any]) -> None:
+    """Lower `tirx.<op>` on LLVM targets by `rewrite(x)` for float32 calls, by TVM's own rule
+    for any other type (once per process and op)."""
+    if op in _tvm_rules:
         return
     import tvm
     from tvm.tirx.op import register_intrin_lowering
 
-    _tvm_rule = tvm.ir.Op.get("tirx.exp").get_attr("llvm.FLowerIntrinsic")
-    register_intrin_lowering("tirx.exp", "llvm", f=_lower, level=LEVEL)
+    _tvm_rules[op] = tvm.ir.Op.get(f"tirx.{op}").get_attr("llvm.FLowerIntrinsic")
+
+    def lower(call: Any) -> Any:
+        dtype = tvm.DataType(str(call.ty))
+        if dtype.type_code != tvm.DataTypeCode.FLOAT or dtype.bits != 32:
+            return _tvm_rules[op](call)
+        return rewrite(call.args[0])
+
+    register_intrin_lowering(f"tirx.{op}", "llvm", f=lower, level=LEVEL)
+
+
+def register() -> None:
+    """Install the rule for LLVM targets (once per process)."""
+    register_float32("exp", exp_f32)

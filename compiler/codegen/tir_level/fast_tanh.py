@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .fast_exp import LEVEL, splat
+from .fast_exp import register_float32, splat
 
 CLAMP = 7.90531110763549805
 # P and Q, from the highest power of c^2 down
@@ -32,8 +32,6 @@ NUMERATOR = (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11,
              4.89352455891786e-03)
 DENOMINATOR = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03,
                4.89352518554385e-03)
-
-_tvm_rule: Any = None  # TVM's own llvm rule, for the types this one leaves alone
 
 
 def _horner(coefficients: tuple[float, ...], z: Any, f: Any) -> Any:
@@ -55,24 +53,6 @@ def tanh_f32(x: Any) -> Any:
     return c * _horner(NUMERATOR, z, f) / _horner(DENOMINATOR, z, f)
 
 
-def _lower(call: Any) -> Any:
-    """The rule TVM's LowerIntrin calls on each `tanh` call of an LLVM kernel: float32 tanh
-    rewritten, any other type handed to TVM's own rule."""
-    import tvm
-
-    dtype = tvm.DataType(str(call.ty))
-    if dtype.type_code != tvm.DataTypeCode.FLOAT or dtype.bits != 32:
-        return _tvm_rule(call)
-    return tanh_f32(call.args[0])
-
-
 def register() -> None:
     """Install the rule for LLVM targets (once per process)."""
-    global _tvm_rule
-    if _tvm_rule is not None:
-        return
-    import tvm
-    from tvm.tirx.op import register_intrin_lowering
-
-    _tvm_rule = tvm.ir.Op.get("tirx.tanh").get_attr("llvm.FLowerIntrinsic")
-    register_intrin_lowering("tirx.tanh", "llvm", f=_lower, level=LEVEL)
+    register_float32("tanh", tanh_f32)
