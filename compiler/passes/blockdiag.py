@@ -1,26 +1,37 @@
 """blockdiag: a 1x1 conv as a block-diagonal grouped 1x1 conv, its channel permutations folded
 into the convs before and after it.
 
-Pattern: a 1x1 Conv with group 1 and constant weights W [N, C] (bias optional, constant), whose
-input is the output of a Conv P0 (group 1, constant weights and bias) that it alone reads, and
-whose output is read only by Convs (group 1, constant weights, reading it as their data). Ops
-that act on every channel alike (Relu, LeakyRelu, Clip with constant scalar bounds, Sigmoid,
-HardSigmoid, HardSwish, Tanh, Identity) may stand between them: before the 1x1 each read only
-along the chain, after it fanning out to several convs; nothing on the way out may be a graph
-output.
+Pattern: a 1x1 Conv with group 1 and constant weights W [N, C] (bias optional, constant). Its
+input channels can be permuted for free where its input comes from a dense Conv (group 1,
+constant weights and bias) through depthwise Convs (group = input = output channels, constant
+weights and bias) and ops that act on every channel alike (Relu, LeakyRelu, Clip with constant
+scalar bounds, Sigmoid, HardSigmoid, HardSwish, Tanh, Identity), each output on the way read
+only by the next: the dense conv's weight rows and bias, and every depthwise conv's weights
+and bias, are permuted by P. Its output channels can be permuted for free where everything
+reading its output, through per-channel ops and depthwise convs (fanning out allowed, none of
+them a graph output), ends in dense convs reading it as their data: the depthwise convs'
+weights and biases are permuted by Q, the dense convs' weight columns by Q. A depthwise conv
+maps channel c to channel c, so permuting its channels on both sides is permuting its weights.
 
-Math: with g groups (g divides N and C), a permutation P of the C input channels and Q of the
-N output channels make W[Q][:, P] close to block diagonal, g blocks of N/g x C/g. The rewrite
-keeps only those blocks: a 1x1 conv with group g whose output i is the old output Q[i],
-computed from the inputs P[k]. It reads permuted inputs for free: P0's weight rows and bias
-are permuted by P (its output k is then the old channel P[k], and the per-channel ops between
-commute with that). Its permuted outputs cost nothing either: each consumer conv's weights
-W_c[:, Q] read old channel Q[i] at position i. No Gather or Transpose is left, the bias goes
-with Q, strides and pads stay (zero padding commutes with permuting channels), and the MACs
-are 1/g of the dense conv's. The only change is the dropped off-diagonal blocks: per output
-pixel the error is -W_off x, W_off = W[Q][:, P] outside the blocks, so ||W - W_kept||_F^2 is
-the W^2 mass outside them (for white inputs, E||error||^2 is that mass times E[x^2]); a W that
-is a permuted block-diagonal matrix is rewritten exactly.
+Math: with g groups (g divides N and C), the 1x1 becomes a conv with group g whose output i is
+the old output Q[i], computed from the inputs P[k] with the blocks of W[Q][:, P] on the
+diagonal (g blocks of N/g x C/g). Reading permuted inputs and writing permuted outputs costs
+nothing: the neighbours above absorb both, the bias goes with Q, strides and pads stay (zero
+padding commutes with permuting channels), no Gather or Transpose is left, and the MACs are
+1/g of the dense conv's. The only change is the dropped off-diagonal blocks: per output pixel
+the error is -W_off x, W_off = W[Q][:, P] outside the blocks, so ||W - W_kept||_F^2 is the
+W^2 mass outside them (for white inputs, E||error||^2 is that mass times E[x^2]); a W that is
+a permuted block-diagonal matrix (in the permutations the graph allows) is rewritten exactly.
+
+Sides: where only one side can be folded (the input is a graph input, a residual Add's output
+or read twice; the output reaches an Add, a Concat or a graph output), the other permutation is
+the identity and only the free one is searched (fixed rows: outputs in consecutive groups; or
+fixed columns). Where neither can be, the layer is still rewritten with both identities, the
+plain consecutive split: the same rewrite with a weaker choice of blocks, and the pass is
+lossy and run only where named, so accuracy on data judges it like every other rewrite; its
+label says the kept share, and the reasons neither side folds are reported ("became an
+unpermuted block-diagonal 1x1: ..."). The labels say which sides were permuted: "in+out
+permuted", "in permuted", "out permuted", "no permutation".
 
 Choosing P, Q (data free, `plan`): maximize the kept sum of W^2 over balanced assignments of
 rows and columns to groups. Start from a spectral ordering of the rows (a fixed combination of
@@ -28,15 +39,18 @@ the g leading left singular vectors of D_r^-1/2 W^2 D_c^-1/2, rescaled by D_r^-1
 each block of a block-diagonal W; sorted and cut into g equal runs), and, as a second start,
 the identity split. From each, alternately reassign columns given rows and rows given columns,
 each step a balanced assignment improved by the best pairwise swap while one gains, so the
-kept mass never falls, for a fixed number of rounds. The better start wins: never below the
-plain consecutive split.
+kept mass never falls, for a fixed number of rounds; a fixed side stays the identity split.
+The better start wins: never below the plain consecutive split. With both sides free, the
+groups are then relabelled alike on both sides (the kept mass stays) so that the most channels
+keep their consecutive group: a block-diagonal W keeps every channel in place.
 
-Where the output side cannot be folded the pass declines rather than keep Q = identity (a
-weaker search over P alone), so every rewrite it makes has both permutations searched. Options
-(`BlockDiagOptions`): `groups` g; `only_cheaper` is the lossy passes' shared option, always
-met (the grouped conv has 1/g of the MACs; g = 1 is declined: nothing to drop). The rewritten
-conv is marked (BLOCKDIAG_MARK), so a second run declines it. Lossy: judged by accuracy on
-data, not by a tolerance; the report's label says the share of W^2 each rewrite kept.
+Options (`BlockDiagOptions`): `groups` g; `only_cheaper` is the lossy passes' shared option,
+always met (the grouped conv has 1/g of the MACs; g = 1 is declined: nothing to drop). The
+rewritten conv is marked (BLOCKDIAG_MARK), so a second run declines it. A conv it made is
+grouped, so a later 1x1's permutation does not fold into it: convs are taken in graph order,
+and in an inverted residual block (MobileNetV2) the expand 1x1 takes the permutation of the
+channels it shares with the project 1x1, which is left with none. Lossy: judged by accuracy
+on data, not by a tolerance; the report's label says the share of W^2 each rewrite kept.
 """
 
 from __future__ import annotations
@@ -67,6 +81,14 @@ class Plan:
     rows: np.ndarray  # Q: output channel order, group k is rows[k*N/g:(k+1)*N/g]
     cols: np.ndarray  # P: input channel order, group k is cols[k*C/g:(k+1)*C/g]
     kept: float  # share of sum(W^2) inside the blocks
+
+
+@dataclass(frozen=True)
+class Fold:
+    """The convs one side's permutation folds into: `rows` get their output channels (weight
+    rows, bias) permuted, `cols` their input channels (weight columns)."""
+    rows: list[onnx.NodeProto]
+    cols: list[onnx.NodeProto]
 
 
 def _onehot(groups: np.ndarray, g: int) -> np.ndarray:
@@ -110,11 +132,14 @@ def _spectral_rows(a: np.ndarray, g: int) -> np.ndarray:
     return groups
 
 
-def _alternate(a: np.ndarray, rows: np.ndarray, g: int) -> tuple[np.ndarray, np.ndarray]:
+def _alternate(a: np.ndarray, rows: np.ndarray, g: int,
+               free: tuple[bool, bool]) -> tuple[np.ndarray, np.ndarray]:
+    """Alternately reassign columns given rows and rows given columns (`free`: which of rows,
+    columns may move) until neither changes or ROUNDS pass."""
     cols = _chunks(a.shape[1], g)
     for _ in range(ROUNDS):
-        new_cols = _balanced(a.T @ _onehot(rows, g), cols)
-        new_rows = _balanced(a @ _onehot(new_cols, g), rows)
+        new_cols = _balanced(a.T @ _onehot(rows, g), cols) if free[1] else cols
+        new_rows = _balanced(a @ _onehot(new_cols, g), rows) if free[0] else rows
         done = np.array_equal(new_cols, cols) and np.array_equal(new_rows, rows)
         rows, cols = new_rows, new_cols
         if done:
@@ -122,27 +147,50 @@ def _alternate(a: np.ndarray, rows: np.ndarray, g: int) -> tuple[np.ndarray, np.
     return rows, cols
 
 
-def plan(w: np.ndarray, groups: int) -> Plan:
+def _in_place(rows: np.ndarray, cols: np.ndarray, g: int) -> tuple[np.ndarray, np.ndarray]:
+    """Relabel the groups alike on both sides (the kept mass stays) so that the most channels
+    stay in their consecutive group: a later 1x1 that cannot permute back sees them least
+    moved (greedy on the g x g overlap)."""
+    overlap = sum(_onehot(x, g).T @ _onehot(_chunks(len(x), g), g) for x in (rows, cols))
+    label = np.empty(g, dtype=np.int64)
+    for _ in range(g):
+        a, b = np.unravel_index(int(np.argmax(overlap)), overlap.shape)
+        label[a], overlap[a, :], overlap[:, b] = b, -1, -1
+    return label[rows], label[cols]
+
+
+def plan(w: np.ndarray, groups: int, rows: bool = True, cols: bool = True) -> Plan:
     """Q, P and the kept share of sum(W^2) for a 1x1 conv's weights `w` [N, C] in `groups`
-    blocks (deterministic)."""
+    blocks (deterministic); `rows` / `cols` False keeps Q / P the identity."""
     a = np.square(w.astype(np.float64))
     kept = lambda rc: float(np.sum(a[rc[0][:, None] == rc[1][None, :]]))  # noqa: E731
-    starts = [_spectral_rows(a, groups), _chunks(a.shape[0], groups)]
-    rows, cols = max((_alternate(a, s, groups) for s in starts), key=kept)
+    starts = [_chunks(a.shape[0], groups)]
+    if rows:
+        starts.insert(0, _spectral_rows(a, groups))
+    row_g, col_g = max((_alternate(a, s, groups, (rows, cols)) for s in starts), key=kept)
+    if rows and cols:  # a fixed side anchors the labels
+        row_g, col_g = _in_place(row_g, col_g, groups)
     total = float(a.sum())
-    return Plan(np.argsort(rows, kind="stable"), np.argsort(cols, kind="stable"),
-                kept((rows, cols)) / total if total > 0 else 1.0)
+    return Plan(np.argsort(row_g, kind="stable"), np.argsort(col_g, kind="stable"),
+                kept((row_g, col_g)) / total if total > 0 else 1.0)
 
 
-def _dense_conv(node: onnx.NodeProto, index: GraphIndex, bias: bool) -> str | None:
-    """Why a neighbouring conv's channels cannot be permuted, else None."""
-    if attr(node, "group", 1) != 1:
-        return "grouped Conv"
-    if index.const(node.input[1]) is None:
+def _conv_kind(node: onnx.NodeProto, index: GraphIndex, bias: bool) -> str:
+    """"dense" (group 1) or "depthwise" (one input channel per output channel, as many of
+    each) for a conv with constant weights, and a constant bias where `bias` or depthwise
+    (its bias is permuted); else why its channels cannot be permuted."""
+    w = index.const(node.input[1]) if len(node.input) > 1 else None
+    if w is None:
         return "Conv with non-constant weights"
-    if bias and len(node.input) > 2 and node.input[2] and index.const(node.input[2]) is None:
+    group = attr(node, "group", 1)
+    kind = "dense" if group == 1 else \
+        "depthwise" if w.ndim > 1 and group == w.shape[0] and w.shape[1] == 1 else ""
+    if not kind:
+        return "grouped Conv"
+    has_bias = len(node.input) > 2 and node.input[2]
+    if (bias or kind == "depthwise") and has_bias and index.const(node.input[2]) is None:
         return "Conv with a non-constant bias"
-    return None
+    return kind
 
 
 def _per_channel(node: onnx.NodeProto, index: GraphIndex) -> bool:
@@ -152,10 +200,10 @@ def _per_channel(node: onnx.NodeProto, index: GraphIndex) -> bool:
         for i in node.input[1:])
 
 
-def _producer(node: onnx.NodeProto, index: GraphIndex) -> tuple[onnx.NodeProto | None, str]:
-    """The conv whose output channels feed `node` (through per-channel ops it alone reads),
-    else None and why."""
-    name = node.input[0]
+def _input_side(node: onnx.NodeProto, index: GraphIndex) -> tuple[Fold | None, str]:
+    """The dense conv whose output channels reach `node`, and the depthwise convs on the way
+    (through per-channel ops, each output read only by the next), else None and why."""
+    name, rows = node.input[0], []
     while True:
         p = index.producer.get(name)
         if p is None:
@@ -165,41 +213,45 @@ def _producer(node: onnx.NodeProto, index: GraphIndex) -> tuple[onnx.NodeProto |
         if _per_channel(p, index):
             name = p.input[0]
             continue
-        if p.op_type != "Conv":
-            return None, f"producer: {p.op_type}"
-        why = _dense_conv(p, index, bias=True)
-        return (None, f"producer: {why}") if why else (p, "")
+        kind = _conv_kind(p, index, bias=True) if p.op_type == "Conv" else p.op_type
+        if kind not in ("dense", "depthwise"):
+            return None, f"producer: {kind}"
+        rows.append(p)
+        if kind == "dense":
+            return Fold(rows, []), ""
+        name = p.input[0]
 
 
-def _consumers(node: onnx.NodeProto, index: GraphIndex) -> tuple[list[onnx.NodeProto], str]:
-    """The convs that read `node`'s output channels (through per-channel ops), else [] and
-    why."""
-    convs: list[onnx.NodeProto] = []
+def _output_side(node: onnx.NodeProto, index: GraphIndex) -> tuple[Fold | None, str]:
+    """The depthwise convs and the dense convs that read `node`'s output channels (through
+    per-channel ops, fanning out), else None and why."""
+    rows: list[onnx.NodeProto] = []
+    cols: list[onnx.NodeProto] = []
     todo = [node.output[0]]
     while todo:
         name = todo.pop()
         if name in index.outputs:
-            return [], "its output is a graph output" if name == node.output[0] else \
+            return None, "its output is a graph output" if name == node.output[0] else \
                 f"its output reaches the graph output {name}"
         if name in index.subgraph_reads:
-            return [], "a subgraph reads its output"
+            return None, "a subgraph reads its output"
         for c in index.consumers.get(name, []):
-            if any(c is seen for seen in convs):
+            if any(c is seen for seen in rows + cols):
                 continue
             data_only = c.input[0] == name and name not in c.input[1:]
-            if data_only and _per_channel(c, index):
+            kind = _conv_kind(c, index, bias=False) if c.op_type == "Conv" else c.op_type
+            if data_only and (kind == "depthwise" or _per_channel(c, index)):
+                rows += [c] if kind == "depthwise" else []
                 todo.append(c.output[0])
-            elif data_only and c.op_type == "Conv":
-                why = _dense_conv(c, index, bias=False)
-                if why:
-                    return [], f"its output is not read by convs alone (consumer: {why})"
-                convs.append(c)
+            elif data_only and kind == "dense":
+                cols.append(c)
             else:
-                return [], f"its output is not read by convs alone (consumer: {c.op_type})"
-    return convs, "" if convs else "nothing reads its output"
+                return None, f"its output is not read by convs alone (consumer: {kind})"
+    return (Fold(rows, cols), "") if cols else (None, "nothing reads its output")
 
 
-def _check(node: onnx.NodeProto, index: GraphIndex, opts: BlockDiagOptions) -> str | None:
+def _conv_check(node: onnx.NodeProto, index: GraphIndex, opts: BlockDiagOptions) -> str | None:
+    """Why `node` is no 1x1 conv this pass can make block-diagonal, else None."""
     if node.doc_string == BLOCKDIAG_MARK:
         return "a block-diagonal conv already"
     w = index.const(node.input[1]) if len(node.input) > 1 else None
@@ -216,10 +268,15 @@ def _check(node: onnx.NodeProto, index: GraphIndex, opts: BlockDiagOptions) -> s
         return f"{g} group: nothing to drop"
     if n % g or c % g:
         return f"{g} groups do not divide its {n} output and {c} input channels"
-    producer, why = _producer(node, index)
-    if producer is None:
-        return f"its input is not a conv output it alone reads ({why})"
-    return _consumers(node, index)[1] or None
+    return None
+
+
+def _sides(node: onnx.NodeProto, index: GraphIndex) -> tuple[Fold | None, Fold | None, str]:
+    """The input and output sides' folds (None where a side cannot be folded), and why
+    neither can be ("" where one can)."""
+    (inp, why_in), (out, why_out) = _input_side(node, index), _output_side(node, index)
+    why = f"its input is not a conv output it alone reads ({why_in}); {why_out}"
+    return inp, out, why if inp is None and out is None else ""
 
 
 def _set(index: GraphIndex, node: onnx.NodeProto, at: int, value: np.ndarray) -> None:
@@ -228,36 +285,52 @@ def _set(index: GraphIndex, node: onnx.NodeProto, at: int, value: np.ndarray) ->
     node.input[at] = set_const(index.graph, unique_name(index.graph, base), value)
 
 
-def _rewrite(node: onnx.NodeProto, index: GraphIndex, opts: BlockDiagOptions) -> str:
+def _fold(index: GraphIndex, fold: Fold, order: np.ndarray) -> None:
+    """Permute the channels of `fold`'s convs by `order` (new channel i is the old order[i])."""
+    for conv in fold.rows:
+        _set(index, conv, 1, index.const(conv.input[1])[order])
+        if len(conv.input) > 2 and conv.input[2]:
+            _set(index, conv, 2, index.const(conv.input[2])[order])
+    for conv in fold.cols:
+        _set(index, conv, 1, index.const(conv.input[1])[:, order])
+
+
+def _rewrite(node: onnx.NodeProto, index: GraphIndex, opts: BlockDiagOptions,
+             permute: bool) -> str:
     g, w = opts.groups, index.const(node.input[1])
     n, c = w.shape[:2]
-    producer, consumers = _producer(node, index)[0], _consumers(node, index)[0]
-    p = plan(w[:, :, 0, 0], g)
+    inp, out, _ = _sides(node, index) if permute else (None, None, "")
+    p = plan(w[:, :, 0, 0], g, rows=out is not None, cols=inp is not None)
     dense = w[p.rows][:, p.cols]
     _set(index, node, 1, np.concatenate(
         [dense[k * n // g:(k + 1) * n // g, k * c // g:(k + 1) * c // g] for k in range(g)]))
     if len(node.input) > 2 and node.input[2]:
         _set(index, node, 2, index.const(node.input[2])[p.rows])
-    _set(index, producer, 1, index.const(producer.input[1])[p.cols])
-    if len(producer.input) > 2 and producer.input[2]:
-        _set(index, producer, 2, index.const(producer.input[2])[p.cols])
-    for conv in consumers:
-        _set(index, conv, 1, index.const(conv.input[1])[:, p.rows])
+    for fold, order in ((inp, p.cols), (out, p.rows)):
+        if fold is not None:
+            _fold(index, fold, order)
     set_attr(node, "group", g)
     node.doc_string = BLOCKDIAG_MARK
-    return f"1x1->blockdiag g={g} (kept {p.kept:.0%} of W^2)"
+    sides = {(True, True): "in+out permuted", (True, False): "in permuted",
+             (False, True): "out permuted", (False, False): "no permutation"}
+    return f"1x1->blockdiag g={g} ({sides[inp is not None, out is not None]}, " \
+           f"kept {p.kept:.0%} of W^2)"
 
 
 def blockdiag(model: onnx.ModelProto,
               options: BlockDiagOptions | None = None) -> tuple[onnx.ModelProto, PassReport]:
     """Rewrite every 1x1 conv of a copy of `model` that the pattern allows as a block-diagonal
-    grouped 1x1 conv, its permutations folded into its neighbours."""
+    grouped 1x1 conv, its permutations folded into its neighbours where they can be."""
     opts = options or BlockDiagOptions()
     report = PassReport("blockdiag")
     model = onnx.ModelProto.FromString(model.SerializeToString())
-    rule = Rule("1x1->blockdiag", lambda n, i: n.op_type == "Conv",
-                lambda n, i: _check(n, i, opts), lambda n, i: _rewrite(n, i, opts))
-    apply_rules(model.graph, [rule], report, anchors=lambda n: n.op_type == "Conv")
+    conv = lambda n, i: n.op_type == "Conv"  # noqa: E731
+    permuted = lambda n, i: _conv_check(n, i, opts) or _sides(n, i)[2] or None  # noqa: E731
+    rules = [Rule("1x1->blockdiag", conv, permuted, lambda n, i: _rewrite(n, i, opts, True)),
+             Rule("1x1->blockdiag", conv, lambda n, i: _conv_check(n, i, opts),
+                  lambda n, i: _rewrite(n, i, opts, False),
+                  fallback="an unpermuted block-diagonal 1x1")]
+    apply_rules(model.graph, rules, report, anchors=lambda n: n.op_type == "Conv")
     if report.changed:
         drop_dead(model.graph)
         model = clear_value_info(model)
