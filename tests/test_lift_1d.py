@@ -82,6 +82,16 @@ def test_a_squeezed_tensor_read_twice_stays_correct():
     check_pass(lift_1d, model, {"Conv": 2})
 
 
+@pytest.mark.parametrize("axis", [-2, -1, 0, 2])
+def test_a_flatten_keeps_its_meaning(axis):
+    nodes = [_conv1d("x", "c", "w", kernel_shape=[3], pads=[1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Flatten", ["r"], ["y"], axis=axis)]
+    squeezes = 0 if axis >= 0 else 1  # a negative axis would move with the added one
+    check_pass(lift_1d, tiny_model(nodes, [2, 4, 10], _consts(("w", (6, 4, 3)))),
+               {"Conv": 1, "Squeeze": squeezes, "Flatten": 1})
+
+
 def test_what_it_leaves_alone():
     nodes = [helper.make_node("Identity", ["w"], ["w_var"]),
              helper.make_node("Conv", ["x", "w_var"], ["c"], kernel_shape=[3]),

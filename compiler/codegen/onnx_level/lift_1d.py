@@ -11,8 +11,9 @@ becomes Unsqueeze(axis 2) -> the 2-D op -> Squeeze(axis 2). Then each Squeeze si
 ops that treat every element or every channel alike (activations, BatchNormalization, a scalar
 Add/Mul, global pools; Squeeze(op(x)) = op(Squeeze(x)) for these), and a Squeeze meeting an
 Unsqueeze of the same axis cancels: a conv -> ReLU -> pool -> conv chain stays 4-D from its
-first Unsqueeze to its last Squeeze. A Flatten with axis <= 2 reads the 4-D tensor directly
-(the same elements in the same order). Exact: no value changes.
+first Unsqueeze to its last Squeeze. A Flatten with axis 0, 1 or 2 reads the 4-D tensor
+directly (the same elements in the same order; a negative axis counts from the end, which the
+added axis moves, so that Flatten keeps its Squeeze). Exact: no value changes.
 
 Why: the `cpu` pipeline's channels-last layout, register tiles and padded-input copies are
 written for 2-D convs; a 1-D conv kept its NCW form with a per-lane padding test in its
@@ -127,7 +128,7 @@ def _sink_one(graph: onnx.GraphProto, index: GraphIndex) -> bool:
                 user.input[:] = [sq.input[0] if i == out else i for i in user.input]
             graph.node.remove(node)
             return True
-        if node.op_type == "Flatten" and attr(node, "axis", 1) <= AXIS:
+        if node.op_type == "Flatten" and 0 <= attr(node, "axis", 1) <= AXIS:
             node.input[0] = sq.input[0]
             return True
         single = (index.uses(sq.output[0]) == 1 and len(node.output) == 1
