@@ -25,7 +25,7 @@ MEASURE = "cold-single-runs"
 # Also part of the key: the version of edgec's schedule rules, raised when what their traces
 # do changes. Records hold whole schedule traces, the rules' baselines and knob variants
 # included, and a trace of an older rule must not come back through the database.
-RULES_VERSION = 9
+RULES_VERSION = 10
 
 
 def db_folder(root: Path, target: Target) -> Path:

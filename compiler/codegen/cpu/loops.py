@@ -195,6 +195,15 @@ def group_width(block: Any, n_s: int) -> int:
                  for m in _index_divisors(r.region[-1].min, channel, mod=False) if m > 1), 0)
 
 
+def grouped_read(block: Any, n_s: int) -> int | None:
+    """Which of the block's reads a grouped conv reads as c // m * C_g + rc (its input), else
+    None."""
+    channel = block.iter_vars[n_s - 1].var
+    return next((i for i, r in enumerate(block.reads)
+                 if any(m > 1 for m in _index_divisors(r.region[-1].min, channel, mod=False))),
+                None)
+
+
 def reduction_length(sch: Any, block: Any, n_s: int) -> int:
     """Terms in each output's sum where the input is broadcast across output channels (conv,
     dense, and a grouped conv: across its group's); 0 for depthwise conv and pooling, whose

@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgec.compiler.codegen.cpu.chains import conv_depthwise
+from edgec.compiler.codegen.cpu.group_shuffle import group_shuffle
 from edgec.compiler.codegen.cpu.int8 import int8_conv
 from edgec.compiler.codegen.cpu.loops import (
     channel_period,
@@ -173,7 +174,8 @@ def elementwise(func: Any, cpu: CpuShape) -> Any | None:
     return sch
 
 
-RULES = {"int8": int8_conv, "conv_depthwise": conv_depthwise, "reduction_tile": reduction_tile,
+RULES = {"int8": int8_conv, "conv_depthwise": conv_depthwise, "group_shuffle": group_shuffle,
+         "reduction_tile": reduction_tile,
          "winograd": winograd_transforms, "row_reduction": row_reduction,
          "elementwise": elementwise}
 
