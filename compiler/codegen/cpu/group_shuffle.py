@@ -36,13 +36,12 @@ from typing import Any
 
 from edgec.compiler.codegen.cpu.loops import (
     extent,
-    fusable_epilogue,
     group_width,
     grouped_read,
+    one_reduction,
     pack_weights,
     pads,
     spatial_prefix,
-    top_blocks,
     vectorize_inner,
 )
 from edgec.compiler.codegen.cpu.tiles import CpuShape
@@ -87,19 +86,16 @@ def group_shuffle(func: Any, cpu: CpuShape) -> Any | None:
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)
-    blocks = top_blocks(sch)
-    reds = [i for i, (_, kinds) in enumerate(blocks) if set(kinds) != {"S"}]
-    if len(reds) != 1:
-        return None
-    block, kinds = blocks[reds[0]]
-    if spatial_prefix(kinds) != 4 or len(kinds) != 7:  # n, h, w, c; kh, kw, rc
-        return None
-    found = _shape(sch, block, cpu)
+    found = one_reduction(sch, cpu.lanes)
     if found is None:
         return None
-    _, _, wi = found
-    before = [b for b, _ in blocks[: reds[0]]]
-    after = fusable_epilogue(sch, block, [b for b, _ in blocks[reds[0] + 1:]], cpu.lanes)
+    block, kinds, before, after = found
+    if spatial_prefix(kinds) != 4 or len(kinds) != 7:  # n, h, w, c; kh, kw, rc
+        return None
+    shape = _shape(sch, block, cpu)
+    if shape is None:
+        return None
+    _, _, wi = shape
     padded = before[-1] if before and pads(sch.get(before[-1])) else None
     for b in before:
         if b is not padded:

@@ -106,6 +106,18 @@ def fusable_epilogue(sch: Any, block: Any, after: list[Any], lanes: int) -> list
     return []
 
 
+def one_reduction(sch: Any, lanes: int) -> tuple[Any, str, list[Any], list[Any]] | None:
+    """The kernel's one reduction block, its iterator kinds, the blocks before it and its
+    epilogue as fusable_epilogue leaves it; None where the kernel has no reduction or more."""
+    blocks = top_blocks(sch)
+    reds = [i for i, (_, kinds) in enumerate(blocks) if set(kinds) != {"S"}]
+    if len(reds) != 1:
+        return None
+    block, kinds = blocks[reds[0]]
+    after = fusable_epilogue(sch, block, [b for b, _ in blocks[reds[0] + 1:]], lanes)
+    return block, kinds, [b for b, _ in blocks[: reds[0]]], after
+
+
 def top_blocks(sch: Any) -> list[tuple[Any, str]]:
     """The top-level blocks of a kernel with their iterator kinds ('S' spatial, 'R' reduction)."""
     from tvm import tirx

@@ -33,8 +33,8 @@ from edgec.compiler.codegen.cpu.int8 import int8_conv
 from edgec.compiler.codegen.cpu.loops import (
     channel_period,
     extent,
-    fusable_epilogue,
     group_width,
+    one_reduction,
     pack_weights,
     pads,
     parallel_vectorized,
@@ -72,16 +72,13 @@ def reduction_tile(func: Any, cpu: CpuShape, knobs: Knobs = RULE,
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)
-    blocks = top_blocks(sch)
-    reds = [i for i, (_, kinds) in enumerate(blocks) if set(kinds) != {"S"}]
-    if len(reds) != 1:
+    found = one_reduction(sch, cpu.lanes)
+    if found is None:
         return None
-    block, kinds = blocks[reds[0]]
+    block, kinds, before, after = found
     n_s = spatial_prefix(kinds)
     if n_s < 2:
         return None
-    before = [b for b, _ in blocks[: reds[0]]]
-    after = fusable_epilogue(sch, block, [b for b, _ in blocks[reds[0] + 1:]], cpu.lanes)
     red = reduction_length(sch, block, n_s)
     grouped = group_width(sch.get(block), n_s)
     if not after and (grouped or not red and len(sch.get(block).reads) > 1):
