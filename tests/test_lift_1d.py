@@ -72,6 +72,19 @@ def test_a_1d_block_stays_2d_from_its_first_unsqueeze(opset):
     assert (len(unsqueeze.input) == 2) == (opset >= 13)  # axes an input from opset 13
 
 
+def test_a_squeeze_sinks_through_batchnorm():
+    stats = {f"bn_{k}": np.abs(RNG.standard_normal(8)).astype(np.float32) + 0.5
+             for k in ("scale", "bias", "mean", "var")}
+    nodes = [_conv1d("x", "c1", "w1", kernel_shape=[3], pads=[1, 1]),
+             helper.make_node("BatchNormalization", ["c1", *stats], ["n1"]),
+             helper.make_node("Relu", ["n1"], ["r1"]),
+             _conv1d("r1", "y", "w2", kernel_shape=[3], pads=[1, 1])]
+    inits = _consts(("w1", (8, 4, 3)), ("w2", (8, 8, 3)))
+    inits += [helper.make_tensor(k, 1, [8], v) for k, v in stats.items()]
+    check_pass(lift_1d, tiny_model(nodes, [1, 4, 16], inits),
+               {"Unsqueeze": 1, "Squeeze": 1, "BatchNormalization": 1})
+
+
 def test_a_squeezed_tensor_read_twice_stays_correct():
     # a residual 1-D block: the conv's squeezed output feeds both the ReLU and the Add
     nodes = [_conv1d("x", "c1", "w1", kernel_shape=[3], pads=[1, 1]),
@@ -90,6 +103,32 @@ def test_a_flatten_keeps_its_meaning(axis):
     squeezes = 0 if axis >= 0 else 1  # a negative axis would move with the added one
     check_pass(lift_1d, tiny_model(nodes, [2, 4, 10], _consts(("w", (6, 4, 3)))),
                {"Conv": 1, "Squeeze": squeezes, "Flatten": 1})
+
+
+@pytest.mark.parametrize("attrs", [{"strides": [2], "dilations": [2]},
+                                   {"strides": [2], "pads": [1, 1], "output_padding": [1]},
+                                   {"group": 2, "pads": [1, 0]}])
+def test_a_1d_conv_transpose_becomes_2d(attrs):
+    # weights [C_in, C_out / g, k], bias [C_out]: 6 -> 4 channels
+    inits = [random_const("w", (6, 4 // attrs.get("group", 1), 3), RNG),
+             random_const("b", (4,), RNG)]
+    model = tiny_model([helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"],
+                                         kernel_shape=[3], **attrs)], [1, 6, 11], inits)
+    _, report = check_pass(lift_1d, model, {"ConvTranspose": 1, "Unsqueeze": 1, "Squeeze": 1})
+    assert report.rewrites == {"ConvTranspose 1-D": 1}
+
+
+def test_a_conv_chain_into_a_transpose_through_the_cpu_pipeline():
+    # convs, a strided dilated 1-D ConvTranspose, an average pool: TVM legalizes no
+    # channels-last 1-D transpose, so the chain must reach it 2-D (fuzz.py seed 47)
+    nodes = [_conv1d("x", "c1", "w1", kernel_shape=[3], pads=[1, 1]),
+             _conv1d("c1", "c2", "w2", kernel_shape=[3], pads=[1, 1]),
+             helper.make_node("ConvTranspose", ["c2", "w3", "w3_b"], ["t"], kernel_shape=[3],
+                              strides=[2], dilations=[2]),
+             helper.make_node("AveragePool", ["t"], ["y"], kernel_shape=[2], strides=[2])]
+    inits = _consts(("w1", (8, 4, 3)), ("w2", (8, 8, 3)))
+    inits += [random_const("w3", (8, 6, 3), RNG), random_const("w3_b", (6,), RNG)]
+    build_and_check(tiny_model(nodes, [1, 4, 20], inits))
 
 
 def test_what_it_leaves_alone():

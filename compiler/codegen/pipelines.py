@@ -223,12 +223,12 @@ def _cpu_graph(model: onnx.ModelProto, tvm_target: Any) -> tuple[onnx.ModelProto
 
     lanes = cpu_shape(tvm_target).lanes
     model, powers = integer_pow(model)
+    model, lifted = lift_1d(model)  # first: its 2-D ConvTransposes go on to shuffle_transpose
     model, shuffled = shuffle_transpose(model)
     model, folded = fold_depth(model)
-    model, lifted = lift_1d(model)
     model, grouped = group_channels(model, lanes=lanes)
     model, padded = pad_channels(model, multiple=lanes)
-    return model, [powers, shuffled, folded, lifted, grouped, padded]
+    return model, [powers, lifted, shuffled, folded, grouped, padded]
 
 
 PIPELINES: dict[str, Pipeline] = {

@@ -1,11 +1,13 @@
 """lift_1d: 1-D convolutions and pools as 2-D ones over a height of 1, the squeezes between them
 cancelled.
 
-Pattern: a Conv with constant 3-D weights W[O, C/g, k] (a 1-D conv: time series, audio, text),
-or a MaxPool/AveragePool with a 1-D kernel, explicit pads (no auto_pad).
+Pattern: a Conv or ConvTranspose with constant 3-D weights (W[O, C/g, k], W[C, O/g, k]: a 1-D
+conv of a time series, audio or text model), or a MaxPool/AveragePool with a 1-D kernel,
+explicit pads (no auto_pad).
 
 Math: a 1-D op over x[N, C, L] is the 2-D op over x[N, C, 1, L] with kernel [1, k], strides
-[1, s], dilations [1, d], pads [0, p0, 0, p1] and weights W[O, C/g, 1, k]: the height axis has
+[1, s], dilations [1, d], pads [0, p0, 0, p1] (a transpose's output_padding [0, a], output_shape
+[1, L']) and weights W[.., .., 1, k]: the height axis has
 one row and one tap, so every output reads the same inputs with the same weights. Each op
 becomes Unsqueeze(axis 2) -> the 2-D op -> Squeeze(axis 2). Then each Squeeze sinks below the
 ops that treat every element or every channel alike (activations, BatchNormalization, a scalar
@@ -34,10 +36,11 @@ from edgec.compiler.passes.graph import GraphIndex, attr, replace_node, set_cons
 from edgec.compiler.passes.report import PassReport
 
 POOLS = {"MaxPool", "AveragePool"}
+CONVS = {"Conv", "ConvTranspose"}  # weights [O, C/g, k] and [C, O/g, k]: a tap axis added
 # ops through which a Squeeze of axis 2 sinks: elementwise on one tensor, or per channel
-SINKS = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Clip",
-         "Elu", "Selu", "Softplus", "Mish", "Gelu", "Neg", "Abs", "Exp", "Sqrt", "Erf",
-         "Identity", "Dropout", "GlobalAveragePool", "GlobalMaxPool"}
+SINKS = {"BatchNormalization", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid",
+         "HardSwish", "Clip", "Elu", "Selu", "Softplus", "Mish", "Gelu", "Neg", "Abs", "Exp",
+         "Sqrt", "Erf", "Identity", "Dropout", "GlobalAveragePool", "GlobalMaxPool"}
 SCALAR_SINKS = {"Add", "Sub", "Mul", "Div", "Pow"}  # with a scalar constant as the other input
 AXIS = 2  # the height axis the lifted ops add
 
@@ -45,7 +48,7 @@ AXIS = 2  # the height axis the lifted ops add
 def _decline_reason(node: onnx.NodeProto, index: GraphIndex) -> str:
     if attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
         return "auto_pad"
-    if node.op_type == "Conv" and index.const(node.input[1]) is None:
+    if node.op_type in CONVS and index.const(node.input[1]) is None:
         return "weights are not a constant"
     if node.op_type == "MaxPool" and len(node.output) > 1 and node.output[1]:
         return "indices output"
@@ -53,7 +56,7 @@ def _decline_reason(node: onnx.NodeProto, index: GraphIndex) -> str:
 
 
 def _is_1d(node: onnx.NodeProto, index: GraphIndex) -> bool:
-    if node.op_type == "Conv":
+    if node.op_type in CONVS:
         w = index.const(node.input[1])
         return w.ndim == 3 if w is not None else len(attr(node, "kernel_shape", [])) == 1
     return node.op_type in POOLS and len(attr(node, "kernel_shape", [])) == 1
@@ -73,9 +76,11 @@ def _lifted_attrs(node: onnx.NodeProto) -> dict:
     k = attrs.get("kernel_shape")
     if k is not None:
         attrs["kernel_shape"] = [1, *k]
-    for key in ("strides", "dilations"):
+    for key in ("strides", "dilations", "output_shape"):
         if key in attrs:
             attrs[key] = [1, *attrs[key]]
+    if "output_padding" in attrs:
+        attrs["output_padding"] = [0, *attrs["output_padding"]]
     if "pads" in attrs:
         attrs["pads"] = [0, attrs["pads"][0], 0, attrs["pads"][1]]
     attrs.pop("auto_pad", None)
@@ -87,7 +92,7 @@ def _lift(graph: onnx.GraphProto, node: onnx.NodeProto, index: GraphIndex, opset
     x4 = unique_name(graph, f"{base}_in2d")
     y4 = unique_name(graph, f"{base}_out2d")
     inputs = [x4, *node.input[1:]]
-    if node.op_type == "Conv":
+    if node.op_type in CONVS:
         w = index.const(node.input[1])
         inputs[1] = set_const(graph, unique_name(graph, f"{base}_w2d"), w[:, :, None, :])
     new = [_axis_node("Unsqueeze", graph, opset, node.input[0], x4, f"{base}_lift"),
@@ -162,7 +167,7 @@ def lift_1d(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport]:
     graph = out.graph
     report = PassReport("lift_1d")
     opset = next((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), 13)
-    for node in [n for n in graph.node if n.op_type in POOLS | {"Conv"}]:
+    for node in [n for n in graph.node if n.op_type in POOLS | CONVS]:
         index = GraphIndex(graph)
         if not _is_1d(node, index):
             continue
