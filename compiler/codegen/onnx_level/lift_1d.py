@@ -56,10 +56,12 @@ def _decline_reason(node: onnx.NodeProto, index: GraphIndex) -> str:
 
 
 def _is_1d(node: onnx.NodeProto, index: GraphIndex) -> bool:
-    if node.op_type in CONVS:
-        w = index.const(node.input[1])
-        return w.ndim == 3 if w is not None else len(attr(node, "kernel_shape", [])) == 1
-    return node.op_type in POOLS and len(attr(node, "kernel_shape", [])) == 1
+    """A conv or pool with one spatial axis: by its weights' rank where they are a constant
+    (read from the initializer's dims, not converted), else by its kernel_shape."""
+    weights = index.inits.get(node.input[1]) if node.op_type in CONVS else None
+    if weights is not None and node.input[1] not in index.inputs:
+        return len(weights.dims) == 3
+    return len(attr(node, "kernel_shape", [])) == 1
 
 
 def _axis_node(op: str, graph: onnx.GraphProto, opset: int, x: str, y: str,
@@ -102,13 +104,18 @@ def _lift(graph: onnx.GraphProto, node: onnx.NodeProto, index: GraphIndex, opset
     replace_node(graph, node, new)
 
 
+def _on_axis(node: onnx.NodeProto, index: GraphIndex) -> bool:
+    """A Squeeze or Unsqueeze of AXIS alone (axes an attribute before opset 13, an input from
+    it)."""
+    axes = attr(node, "axes") if len(node.input) < 2 else index.const(node.input[1])
+    return axes is not None and list(np.atleast_1d(axes)) == [AXIS]
+
+
 def _squeezed(index: GraphIndex, name: str) -> onnx.NodeProto | None:
     """The Squeeze of AXIS that produces `name`, if one does."""
     node = index.producer.get(name)
-    if node is None or node.op_type != "Squeeze":
-        return None
-    axes = attr(node, "axes") if len(node.input) < 2 else index.const(node.input[1])
-    return node if axes is not None and list(np.atleast_1d(axes)) == [AXIS] else None
+    return node if node is not None and node.op_type == "Squeeze" and _on_axis(node, index) \
+        else None
 
 
 def _scalar_partner(node: onnx.NodeProto, index: GraphIndex) -> bool:
@@ -125,7 +132,7 @@ def _sink_one(graph: onnx.GraphProto, index: GraphIndex) -> bool:
         sq = _squeezed(index, node.input[0]) if node.input else None
         if sq is None or sq.input[0] in index.subgraph_reads:
             continue
-        if node.op_type == "Unsqueeze" and _unsqueezes_axis(node, index):
+        if node.op_type == "Unsqueeze" and _on_axis(node, index):
             out = node.output[0]
             if out in index.outputs:
                 continue
@@ -142,11 +149,6 @@ def _sink_one(graph: onnx.GraphProto, index: GraphIndex) -> bool:
             _swap(graph, sq, node)
             return True
     return False
-
-
-def _unsqueezes_axis(node: onnx.NodeProto, index: GraphIndex) -> bool:
-    axes = attr(node, "axes") if len(node.input) < 2 else index.const(node.input[1])
-    return axes is not None and list(np.atleast_1d(axes)) == [AXIS]
 
 
 def _swap(graph: onnx.GraphProto, sq: onnx.NodeProto, op: onnx.NodeProto) -> None:
@@ -167,8 +169,8 @@ def lift_1d(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport]:
     graph = out.graph
     report = PassReport("lift_1d")
     opset = next((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), 13)
+    index = GraphIndex(graph)  # rebuilt only after a lift: a 2-D model costs one
     for node in [n for n in graph.node if n.op_type in POOLS | CONVS]:
-        index = GraphIndex(graph)
         if not _is_1d(node, index):
             continue
         why = _decline_reason(node, index)
@@ -177,6 +179,7 @@ def lift_1d(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport]:
             continue
         _lift(graph, node, index, opset)
         report.count(f"{node.op_type} 1-D")
+        index = GraphIndex(graph)
     if report.changed:
         while _sink_one(graph, GraphIndex(graph)):
             pass
