@@ -35,6 +35,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgec.compiler.codegen.cpu.loops import (
+    channelwise,
     extent,
     group_width,
     grouped_read,
@@ -58,27 +59,17 @@ def _pixels(width: int, window_vectors: int, cpu: CpuShape) -> int:
     return 0  # one column per tile: the tile rule's row tails do better
 
 
-def _shape(sch: Any, block: Any, cpu: CpuShape) -> tuple[int, int, int] | None:
-    """(m, C_g, W_i) of a grouped conv block this rule takes, else None."""
+def _pixels_of(sch: Any, block: Any, cpu: CpuShape) -> int:
+    """W_i for a grouped conv block this rule takes, else 0."""
     loops = sch.get_loops(block)
     m = group_width(sch.get(block), 4)
     channels, width, c_g = extent(sch, loops[3]), extent(sch, loops[2]), extent(sch, loops[-1])
     if not (1 < m < cpu.lanes and cpu.lanes % m == 0) or not channels or not width or not c_g:
-        return None
+        return 0
     if channels % cpu.lanes:
-        return None
+        return 0
     window = cpu.lanes // m * c_g
-    wi = _pixels(width, -(-window // cpu.lanes), cpu)
-    return (m, c_g, wi) if wi else None
-
-
-def _reads_channels_last(block: Any) -> bool:
-    """Every read of `block` (a pad) indexes its last dimension by the block's channel."""
-    from tvm.tirx.analysis import undefined_vars
-
-    channel = block.iter_vars[-1].var
-    return all(any(v.same_as(channel) for v in undefined_vars(r.region[-1].min, []))
-               for r in block.reads)
+    return _pixels(width, -(-window // cpu.lanes), cpu)
 
 
 def group_shuffle(func: Any, cpu: CpuShape) -> Any | None:
@@ -92,15 +83,15 @@ def group_shuffle(func: Any, cpu: CpuShape) -> Any | None:
     block, kinds, before, after = found
     if spatial_prefix(kinds) != 4 or len(kinds) != 7:  # n, h, w, c; kh, kw, rc
         return None
-    shape = _shape(sch, block, cpu)
-    if shape is None:
+    wi = _pixels_of(sch, block, cpu)
+    if not wi:
         return None
-    _, _, wi = shape
     padded = before[-1] if before and pads(sch.get(before[-1])) else None
     for b in before:
         if b is not padded:
             sch.compute_inline(b)
-    if padded is not None and not _reads_channels_last(sch.get(padded)):
+    # a pad whose reads follow its channel reads a channels-last input
+    if padded is not None and not channelwise(sch.get(padded), 4):
         return None  # a transpose merged in: each pixel's channels are strided
     if not after:  # the sums go to a tile of their own, stored once
         after = [sch.cache_write(block, 0, "global")]

@@ -154,8 +154,9 @@ def pack_weights(sch: Any, func: Any, block: Any, tile: int, channels: int) -> N
             return
 
 
-def _channelwise(block: Any, n_s: int) -> bool:
-    """Depthwise conv or pooling: every read follows the output channel (none is broadcast)."""
+def channelwise(block: Any, n_s: int) -> bool:
+    """Every read indexes its last axis by the block's channel (iterator n_s - 1): depthwise
+    conv or pooling (no input broadcast across channels), or a pad of a channels-last input."""
     from tvm.tirx.analysis import undefined_vars
 
     channel = block.iter_vars[n_s - 1].var
@@ -220,7 +221,7 @@ def reduction_length(sch: Any, block: Any, n_s: int) -> int:
     """Terms in each output's sum where the input is broadcast across output channels (conv,
     dense, and a grouped conv: across its group's); 0 for depthwise conv and pooling, whose
     reads all follow the output channel."""
-    if _channelwise(sch.get(block), n_s) and not group_width(sch.get(block), n_s):
+    if channelwise(sch.get(block), n_s) and not group_width(sch.get(block), n_s):
         return 0
     length = 1
     for loop in sch.get_loops(block)[-len(sch.get(block).iter_vars) + n_s:]:
